@@ -1,0 +1,1 @@
+"""Container-runtime drivers behind the :class:`~exporter.drivers.base.Driver` Protocol."""

@@ -1,0 +1,81 @@
+"""The Driver Protocol: what the rest of the exporter may ask of a container runtime.
+
+Who relies on it: the collector (``container_list``, ``container_inspect``,
+``container_stats``), the lifecycle API (every call) and remediation
+(``container_inspect``, ``container_stop``, ``container_start``). None of them
+imports a concrete driver; only the entry point picks one.
+
+Every method raises :class:`~exporter.errors.DriverError` or a subclass:
+:class:`~exporter.errors.NotFoundError` for an unknown object,
+:class:`~exporter.errors.ConflictError` for a state conflict,
+:class:`~exporter.errors.EngineUnreachableError` when the engine cannot be
+reached and :class:`~exporter.errors.DriverTimeoutError` past a deadline.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from exporter.models import (
+    ContainerCreateOptions,
+    ContainerInfo,
+    ContainerStats,
+    DriverInfo,
+    ImageInfo,
+)
+
+
+class Driver(Protocol):
+    """An async container runtime driver (the Go ``Driver`` interface plus stats)."""
+
+    def name(self) -> str:
+        """Return the driver's name, e.g. ``docker``."""
+        ...
+
+    async def info(self) -> DriverInfo:
+        """Return what the engine is and how much it holds."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the engine answers; raise when it does not."""
+        ...
+
+    async def container_list(self) -> list[ContainerInfo]:
+        """Return every container the engine has, running or not (no pid or limits)."""
+        ...
+
+    async def container_inspect(self, name_or_id: str) -> ContainerInfo:
+        """Return one container in full: pid, start time, limits, binds."""
+        ...
+
+    async def container_create(self, opts: ContainerCreateOptions) -> ContainerInfo:
+        """Create (not start) a container and return it inspected."""
+        ...
+
+    async def container_start(self, name_or_id: str) -> None:
+        """Start a container; starting a running one succeeds."""
+        ...
+
+    async def container_stop(self, name_or_id: str) -> None:
+        """Stop a container with a grace period; a missing or stopped one succeeds."""
+        ...
+
+    async def container_remove(self, name_or_id: str) -> None:
+        """Remove a container, forcing it if running; a missing one succeeds."""
+        ...
+
+    async def image_list(self) -> list[ImageInfo]:
+        """Return the images the engine holds."""
+        ...
+
+    async def image_pull(self, image: str) -> None:
+        """Pull ``image`` (default tag ``latest``) and return when it is present."""
+        ...
+
+    async def container_stats(self, name_or_id: str) -> ContainerStats:
+        """Return one stats sample of a container."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the driver is unusable afterwards."""
+        ...

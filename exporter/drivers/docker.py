@@ -1,0 +1,389 @@
+"""The Docker driver: the one module that talks to the Docker Engine API.
+
+It speaks the Engine API with aiohttp over the engine's socket (or TCP, with
+TLS as the docker CLI configures it), so hundreds of concurrent stats calls
+cost coroutines, not threads. Every failure leaves this module as a
+:class:`~exporter.errors.DriverError`, chained from its cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from exporter.drivers import docker_json as dj
+from exporter.errors import (
+    ConflictError,
+    DriverError,
+    DriverTimeoutError,
+    EngineUnreachableError,
+    NotFoundError,
+)
+from exporter.models import (
+    ContainerCreateOptions,
+    ContainerInfo,
+    ContainerStats,
+    DriverInfo,
+    ImageInfo,
+)
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+#: Newest Engine API version this driver was written against.
+MAX_API_VERSION = (1, 43)
+#: one-shot stats appeared in API 1.41.
+ONE_SHOT_API_VERSION = (1, 41)
+#: The Go driver waits this long for a stop before the engine kills.
+STOP_GRACE_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class DockerEndpoint:
+    """Where the engine listens, resolved the way the docker CLI resolves it."""
+
+    host: str
+    base_url: str
+    socket_path: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DockerEndpoint:
+        """Return the endpoint named by DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH."""
+        env = os.environ if env is None else env
+        return cls.parse(
+            env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
+            tls_verify=bool(env.get("DOCKER_TLS_VERIFY")),
+            cert_path=env.get("DOCKER_CERT_PATH") or os.path.expanduser("~/.docker"),
+        )
+
+    @classmethod
+    def parse(cls, host: str, *, tls_verify: bool = False, cert_path: str = "") -> DockerEndpoint:
+        """Return the endpoint for a ``unix://`` or ``tcp://`` host; ValueError otherwise."""
+        parts = urlsplit(host)
+        if parts.scheme == "unix":
+            path = parts.path or parts.netloc
+            if not path:
+                raise ValueError(f"DOCKER_HOST: {host!r} names no socket path")
+            return cls(host=host, base_url="http://docker", socket_path=path)
+        if parts.scheme in ("tcp", "http", "https"):
+            if not parts.hostname:
+                raise ValueError(f"DOCKER_HOST: {host!r} names no host")
+            port = parts.port or (2376 if tls_verify else 2375)
+            ctx: ssl.SSLContext | None = None
+            if tls_verify or parts.scheme == "https":
+                ctx = ssl.create_default_context(cafile=os.path.join(cert_path, "ca.pem"))
+                ctx.load_cert_chain(
+                    os.path.join(cert_path, "cert.pem"), os.path.join(cert_path, "key.pem")
+                )
+            scheme = "https" if ctx else "http"
+            return cls(host=host, base_url=f"{scheme}://{parts.hostname}:{port}", ssl_context=ctx)
+        raise ValueError(f"DOCKER_HOST: unsupported scheme in {host!r} (unix:// or tcp://)")
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
+
+
+class DockerDriver:
+    """A :class:`~exporter.drivers.base.Driver` on the Docker Engine API."""
+
+    def __init__(
+        self,
+        endpoint: DockerEndpoint | None = None,
+        *,
+        timeout: float = 30.0,
+        stats_timeout: float = 5.0,
+        pull_timeout: float = 300.0,
+        stop_grace: int = STOP_GRACE_SECONDS,
+        max_connections: int = 64,
+    ) -> None:
+        self.endpoint = endpoint or DockerEndpoint.from_env()
+        self._timeout = timeout
+        self._stats_timeout = stats_timeout
+        self._pull_timeout = pull_timeout
+        self._stop_grace = stop_grace
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._prefix: str | None = None
+        self._one_shot = True
+        self._negotiate_lock = asyncio.Lock()
+
+    def name(self) -> str:
+        """Return ``docker``."""
+        return "docker"
+
+    # -- transport -------------------------------------------------------
+
+    def _session_or_new(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector: aiohttp.BaseConnector
+            if self.endpoint.socket_path is not None:
+                connector = aiohttp.UnixConnector(
+                    path=self.endpoint.socket_path, limit=self._max_connections
+                )
+            else:
+                connector = aiohttp.TCPConnector(
+                    ssl=self.endpoint.ssl_context or False, limit=self._max_connections
+                )
+            self._session = aiohttp.ClientSession(
+                base_url=self.endpoint.base_url, connector=connector
+            )
+        return self._session
+
+    async def _raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """Send one request; return (status, body, headers); raise only for transport failures."""
+        deadline = self._timeout if timeout is None else timeout
+        session = self._session_or_new()
+        what = f"{method} {path}"
+        try:
+            async with asyncio.timeout(deadline):
+                async with session.request(
+                    method,
+                    path,
+                    params=params,
+                    data=None if body is None else json.dumps(body),
+                    headers={"Content-Type": "application/json"} if body is not None else None,
+                ) as resp:
+                    return resp.status, await resp.read(), resp.headers
+        except TimeoutError as e:
+            raise DriverTimeoutError(f"{what}: no answer within {deadline:g}s") from e
+        except aiohttp.ClientConnectorError as e:
+            raise EngineUnreachableError(
+                f"cannot connect to Docker Engine via {self.endpoint.host}: {e.os_error}"
+            ) from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise EngineUnreachableError(
+                f"lost the Docker Engine at {self.endpoint.host} during {what}: {e!r}"
+            ) from e
+
+    async def _api_prefix(self) -> str:
+        """Return ``/vX.Y``: the engine's API version, capped at ours (asked once)."""
+        if self._prefix is not None:
+            return self._prefix
+        async with self._negotiate_lock:
+            if self._prefix is None:
+                status, _, headers = await self._raw("GET", "/_ping")
+                server = headers.get("Api-Version", "")
+                if status >= 400 or not server:
+                    raise DriverError(status, "engine did not report its API version")
+                version = min(_version_tuple(server), MAX_API_VERSION)
+                self._one_shot = version >= ONE_SHOT_API_VERSION
+                self._prefix = f"/v{version[0]}.{version[1]}"
+        return self._prefix
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+        accept: tuple[int, ...] = (200, 201, 204, 304),
+    ) -> Any:
+        """Call the versioned API; return decoded JSON (or None); translate errors."""
+        prefix = await self._api_prefix()
+        status, raw, _ = await self._raw(
+            method, prefix + path, params=params, body=body, timeout=timeout
+        )
+        if status in accept:
+            return json.loads(raw) if raw and raw[:1] in (b"{", b"[") else None
+        raise _error_for(status, raw, f"{method} {path}")
+
+    # -- Driver ----------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Return when the engine answers ``/_ping``."""
+        status, raw, _ = await self._raw("GET", "/_ping", timeout=min(self._timeout, 5.0))
+        if status != 200:
+            raise _error_for(status, raw, "GET /_ping")
+
+    async def info(self) -> DriverInfo:
+        """Return the engine's version, platform and counts."""
+        info, version = await asyncio.gather(self._call("GET", "/info"), self._call("GET", "/version"))
+        return DriverInfo(
+            name=self.name(),
+            version=version.get("Version", ""),
+            api_version=version.get("ApiVersion", ""),
+            os=info.get("OperatingSystem", "") or version.get("Os", ""),
+            arch=version.get("Arch", "") or info.get("Architecture", ""),
+            kernel=info.get("KernelVersion", ""),
+            container_num=int(info.get("Containers", 0)),
+            image_num=int(info.get("Images", 0)),
+        )
+
+    async def container_list(self) -> list[ContainerInfo]:
+        """Return every container, running or not, from one list call."""
+        raw = await self._call("GET", "/containers/json", params={"all": "1"})
+        return [dj.container_from_list(c) for c in raw]
+
+    async def container_inspect(self, name_or_id: str) -> ContainerInfo:
+        """Return one container in full."""
+        raw = await self._call("GET", f"/containers/{_seg(name_or_id)}/json")
+        return dj.container_from_inspect(raw)
+
+    async def container_create(self, opts: ContainerCreateOptions) -> ContainerInfo:
+        """Create a container as ``opts`` says (network, chowned mounts) and inspect it."""
+        for m in opts.mounts:
+            if m.uid or m.gid:
+                await asyncio.to_thread(_chown_dir, m.host_path, m.uid, m.gid)
+        network = await self._vpc_network(opts.vpc_subnet) if opts.vpc_subnet else None
+        created = await self._call(
+            "POST",
+            "/containers/create",
+            params={"name": opts.name},
+            body=dj.create_body(opts, network),
+        )
+        return await self.container_inspect(created["Id"])
+
+    async def container_start(self, name_or_id: str) -> None:
+        """Start a container (304, already running, is success)."""
+        await self._call("POST", f"/containers/{_seg(name_or_id)}/start")
+
+    async def container_stop(self, name_or_id: str) -> None:
+        """Stop a container with the grace period; missing or stopped is success."""
+        try:
+            await self._call(
+                "POST",
+                f"/containers/{_seg(name_or_id)}/stop",
+                params={"t": str(self._stop_grace)},
+                # The engine answers only after the grace period and the kill.
+                timeout=self._timeout + self._stop_grace,
+            )
+        except NotFoundError:
+            return
+
+    async def container_remove(self, name_or_id: str) -> None:
+        """Force-remove a container and its anonymous volumes; missing is success."""
+        try:
+            await self._call(
+                "DELETE",
+                f"/containers/{_seg(name_or_id)}",
+                params={"force": "1", "v": "1"},
+            )
+        except NotFoundError:
+            return
+        except ConflictError as e:
+            # Another caller's removal is already under way: the outcome is ours too.
+            if "already in progress" not in e.message:
+                raise
+
+    async def image_list(self) -> list[ImageInfo]:
+        """Return the images the engine holds."""
+        raw = await self._call("GET", "/images/json")
+        return [dj.image_from_list(i) for i in raw]
+
+    async def image_pull(self, image: str) -> None:
+        """Pull ``image`` within the pull timeout; the engine's stream errors become DriverError."""
+        repo, tag = dj.split_image_reference(image)
+        prefix = await self._api_prefix()
+        status, raw, _ = await self._raw(
+            "POST",
+            prefix + "/images/create",
+            params={"fromImage": repo, "tag": tag},
+            timeout=self._pull_timeout,
+        )
+        if status != 200:
+            raise _error_for(status, raw, f"pull {image}")
+        # The engine answers 200 first and reports failures inside the stream.
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("error"):
+                message = str(event["error"])
+                cls = NotFoundError if "not found" in message or "unknown" in message else DriverError
+                raise cls(404 if cls is NotFoundError else 500, f"pull {image}: {message}")
+
+    async def container_stats(self, name_or_id: str) -> ContainerStats:
+        """Return one stats sample (one-shot when the engine supports it)."""
+        await self._api_prefix()
+        params = {"stream": "false"}
+        if self._one_shot:
+            params["one-shot"] = "true"
+        raw = await self._call(
+            "GET",
+            f"/containers/{_seg(name_or_id)}/stats",
+            params=params,
+            timeout=self._stats_timeout,
+        )
+        return dj.stats_from_engine(raw, now=time.time())
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- helpers ---------------------------------------------------------
+
+    async def _vpc_network(self, subnet: str) -> str:
+        """Return the name of a bridge network for ``subnet``, making it when missing."""
+        for attempt in range(2):
+            for net in await self._call("GET", "/networks"):
+                configs = ((net.get("IPAM") or {}).get("Config")) or []
+                if any(c.get("Subnet") == subnet for c in configs):
+                    return str(net["Name"])
+            name = dj.vpc_network_name(subnet)
+            try:
+                await self._call(
+                    "POST",
+                    "/networks/create",
+                    body={
+                        "Name": name,
+                        "Driver": "bridge",
+                        "CheckDuplicate": True,
+                        "IPAM": {"Config": [{"Subnet": subnet}]},
+                        "Labels": {"io.sysinner.exporter.vpc": subnet},
+                    },
+                )
+                return name
+            except ConflictError:
+                if attempt:
+                    raise
+                # Someone made it between our list and create: list again.
+        raise AssertionError("unreachable")
+
+
+def _seg(name_or_id: str) -> str:
+    """Return a path segment that cannot step into another endpoint."""
+    return quote(name_or_id, safe="")
+
+
+def _chown_dir(path: str, uid: int, gid: int) -> None:
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, uid or -1, gid or -1)
+
+
+def _error_for(status: int, raw: bytes, what: str) -> DriverError:
+    """Return the DriverError subclass for an engine error answer."""
+    try:
+        message = str(json.loads(raw).get("message", "")) or raw.decode(errors="replace")
+    except (ValueError, AttributeError):
+        message = raw.decode(errors="replace").strip()
+    message = message or f"{what} failed"
+    if status == 404:
+        return NotFoundError(status, message)
+    if status == 409:
+        return ConflictError(status, message)
+    return DriverError(status, message)

@@ -1,0 +1,264 @@
+"""Pure translations between the Docker Engine API's JSON and the contract's models.
+
+Kept apart from the transport so each can be tested on recorded engine
+answers, for the cgroup v1 and v2 stats layouts alike.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+from exporter.models import (
+    ContainerCreateOptions,
+    ContainerInfo,
+    ContainerState,
+    ContainerStats,
+    ImageInfo,
+    PortBinding,
+)
+
+JSON = dict[str, Any]
+
+# The engine's states, mapped as the Go driver maps them.
+_STATES = {
+    "running": ContainerState.RUNNING,
+    "paused": ContainerState.RUNNING,
+    "restarting": ContainerState.STARTING,
+    "created": ContainerState.STARTING,
+    "exited": ContainerState.STOPPED,
+    "dead": ContainerState.STOPPED,
+    "removing": ContainerState.STOPPED,
+}
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def map_state(engine_state: str) -> ContainerState:
+    """Return the driver state of an engine state (unknown ones count as stopped)."""
+    return _STATES.get(engine_state.lower(), ContainerState.STOPPED)
+
+
+def parse_timestamp(value: str | None) -> float:
+    """Return unix seconds of an RFC 3339 engine timestamp; 0 for Go's zero time."""
+    if not value or value.startswith("0001-01-01"):
+        return 0.0
+    # The engine writes nanoseconds; datetime takes at most microseconds.
+    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), value, count=1)
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _name(raw: JSON) -> str:
+    names = raw.get("Names") or [raw.get("Name") or ""]
+    return str(names[0]).lstrip("/")
+
+
+def _list_ports(raw_ports: list[JSON] | None) -> dict[int, PortBinding]:
+    ports: dict[int, PortBinding] = {}
+    for p in raw_ports or []:
+        if not p.get("PublicPort"):
+            continue  # exposed but not published: nothing reachable from the host
+        ports.setdefault(
+            int(p["PrivatePort"]),
+            PortBinding(
+                host_ip=p.get("IP", ""),
+                host_port=int(p["PublicPort"]),
+                container_port=int(p["PrivatePort"]),
+                protocol=p.get("Type", "tcp"),
+            ),
+        )
+    return ports
+
+
+def _inspect_ports(raw_ports: dict[str, list[JSON] | None] | None) -> dict[int, PortBinding]:
+    ports: dict[int, PortBinding] = {}
+    for key, bindings in (raw_ports or {}).items():
+        port, _, proto = key.partition("/")
+        for b in bindings or []:
+            ports.setdefault(
+                int(port),
+                PortBinding(
+                    host_ip=b.get("HostIp", ""),
+                    host_port=int(b.get("HostPort") or 0),
+                    container_port=int(port),
+                    protocol=proto or "tcp",  # type: ignore[arg-type]
+                ),
+            )
+    return ports
+
+
+def _first_ip(networks: dict[str, JSON] | None) -> str:
+    for net in (networks or {}).values():
+        if net.get("IPAddress"):
+            return str(net["IPAddress"])
+    return ""
+
+
+def container_from_list(raw: JSON) -> ContainerInfo:
+    """Return a ContainerInfo from one entry of ``GET /containers/json``."""
+    return ContainerInfo(
+        id=raw["Id"],
+        name=_name(raw),
+        image=raw.get("Image", ""),
+        image_id=raw.get("ImageID", ""),
+        state=map_state(raw.get("State", "")),
+        status=raw.get("Status", ""),
+        ip=_first_ip((raw.get("NetworkSettings") or {}).get("Networks")),
+        ports=_list_ports(raw.get("Ports")),
+        created=int(raw.get("Created", 0)),
+        labels=raw.get("Labels") or {},
+    )
+
+
+def cpu_millicores(host_config: JSON) -> int:
+    """Return the CPU limit in millicores from NanoCpus, or from quota/period."""
+    nano = int(host_config.get("NanoCpus") or 0)
+    if nano:
+        return nano // 1_000_000
+    quota = int(host_config.get("CpuQuota") or 0)
+    period = int(host_config.get("CpuPeriod") or 0) or 100_000
+    return quota * 1000 // period if quota > 0 else 0
+
+
+def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo:
+    """Return a ContainerInfo from ``GET /containers/{id}/json``."""
+    state = raw.get("State") or {}
+    config = raw.get("Config") or {}
+    host = raw.get("HostConfig") or {}
+    net = raw.get("NetworkSettings") or {}
+    engine_state = state.get("Status", "")
+    return ContainerInfo(
+        id=raw["Id"],
+        name=_name(raw),
+        image=config.get("Image", ""),
+        image_id=raw.get("Image", ""),
+        state=map_state(engine_state),
+        status=engine_state,
+        pid=int(state.get("Pid") or 0),
+        ip=net.get("IPAddress") or _first_ip(net.get("Networks")),
+        ports=_inspect_ports(net.get("Ports")),
+        created=int(parse_timestamp(raw.get("Created"))),
+        started=int(parse_timestamp(state.get("StartedAt"))),
+        labels=config.get("Labels") or {},
+        cpu_limit=cpu_millicores(host),
+        memory_limit=int(host.get("Memory") or 0),
+        binds=list(host.get("Binds") or []),
+        last_inspect_time=int(time.time() if now is None else now),
+    )
+
+
+def image_from_list(raw: JSON) -> ImageInfo:
+    """Return an ImageInfo from one entry of ``GET /images/json``."""
+    tags = [t for t in raw.get("RepoTags") or [] if t != "<none>:<none>"]
+    digests = [d for d in raw.get("RepoDigests") or [] if d != "<none>@<none>"]
+    return ImageInfo(
+        name=tags[0] if tags else (digests[0].split("@")[0] if digests else raw["Id"]),
+        id=raw["Id"],
+        repo_tags=tags,
+        repo_digests=digests,
+        size=int(raw.get("Size") or 0),
+        created=int(raw.get("Created") or 0),
+        labels=raw.get("Labels") or {},
+    )
+
+
+def _blkio_sum(entries: list[JSON] | None, op: str) -> int:
+    # cgroup v1 writes "Read", v2 "read"; both list one entry per device.
+    return sum(int(e.get("value") or 0) for e in entries or [] if str(e.get("op")).lower() == op)
+
+
+def stats_from_engine(raw: JSON, now: float | None = None) -> ContainerStats:
+    """Return ContainerStats from one ``GET /containers/{id}/stats`` answer (v1 or v2)."""
+    cpu = (raw.get("cpu_stats") or {}).get("cpu_usage") or {}
+    mem = raw.get("memory_stats") or {}
+    mem_stats = mem.get("stats") or {}
+    blkio = raw.get("blkio_stats") or {}
+    networks = (raw.get("networks") or {}).values()
+    taken = parse_timestamp(raw.get("read")) or (time.time() if now is None else now)
+    # v1 names page cache "cache" and the hierarchical inactive file
+    # "total_inactive_file"; v2 has "file" and "inactive_file".
+    cache = mem_stats.get("cache", mem_stats.get("file", 0))
+    inactive = mem_stats.get("total_inactive_file", mem_stats.get("inactive_file", 0))
+    return ContainerStats(
+        time=taken,
+        cpu_total_usage=int(cpu.get("total_usage") or 0),
+        cpu_user_usage=int(cpu.get("usage_in_usermode") or 0),
+        cpu_system_usage=int(cpu.get("usage_in_kernelmode") or 0),
+        memory_usage=int(mem.get("usage") or 0),
+        memory_cache=int(cache or 0),
+        memory_inactive_file=int(inactive or 0),
+        net_rx_bytes=sum(int(n.get("rx_bytes") or 0) for n in networks),
+        net_tx_bytes=sum(int(n.get("tx_bytes") or 0) for n in networks),
+        blk_read_bytes=_blkio_sum(blkio.get("io_service_bytes_recursive"), "read"),
+        blk_write_bytes=_blkio_sum(blkio.get("io_service_bytes_recursive"), "write"),
+        blk_read_ops=_blkio_sum(blkio.get("io_serviced_recursive"), "read"),
+        blk_write_ops=_blkio_sum(blkio.get("io_serviced_recursive"), "write"),
+    )
+
+
+def create_body(opts: ContainerCreateOptions, network: str | None = None) -> JSON:
+    """Return the ``POST /containers/create`` body for ``opts``.
+
+    ``network`` names the user-defined network to attach to at
+    ``opts.vpc_ipv4`` (see ``DockerDriver`` for how it is found or made).
+    """
+    host: JSON = {
+        "Binds": [
+            f"{m.host_path}:{m.container_path}" + (":ro" if m.read_only else "")
+            for m in opts.mounts
+        ],
+        "RestartPolicy": {"Name": opts.restart_policy},
+        "PortBindings": {
+            f"{p.container_port}/{p.protocol}": [
+                {"HostIp": p.host_ip, "HostPort": str(p.host_port) if p.host_port else ""}
+            ]
+            for p in opts.ports
+        },
+        "Dns": list(opts.dns_servers),
+    }
+    if opts.cpu_limit:
+        host["NanoCpus"] = opts.cpu_limit * 1_000_000
+    if opts.memory_limit:
+        # MemorySwap equal to Memory means no swap at all.
+        host["Memory"] = opts.memory_limit
+        host["MemorySwap"] = opts.memory_limit
+    body: JSON = {
+        "Image": opts.image,
+        "Env": list(opts.env),
+        "Labels": dict(opts.labels),
+        "ExposedPorts": {f"{p.container_port}/{p.protocol}": {} for p in opts.ports},
+        "HostConfig": host,
+    }
+    if opts.cmd:
+        body["Entrypoint"] = list(opts.cmd)
+        body["Cmd"] = []
+    if opts.hostname:
+        body["Hostname"] = opts.hostname
+    if network is not None:
+        host["NetworkMode"] = network
+        endpoint: JSON = {}
+        if opts.vpc_ipv4:
+            endpoint["IPAMConfig"] = {"IPv4Address": opts.vpc_ipv4}
+        body["NetworkingConfig"] = {"EndpointsConfig": {network: endpoint}}
+    return body
+
+
+def split_image_reference(image: str) -> tuple[str, str]:
+    """Return (repository, tag or digest) of an image reference; the tag defaults to latest."""
+    if "@" in image:
+        repo, digest = image.split("@", 1)
+        return repo, digest
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:  # a colon before the last slash is a registry port
+        return image[:colon], image[colon + 1 :]
+    return image, "latest"
+
+
+def vpc_network_name(subnet: str) -> str:
+    """Return the name the driver gives the network it makes for ``subnet``."""
+    return "sysinner-vpc-" + subnet.replace("/", "-")

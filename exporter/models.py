@@ -1,0 +1,343 @@
+"""The driver contract's data types as pydantic models.
+
+Field names are the Go JSON tags where the seed gives them and snake_case of
+the Go field name where it does not. Models that come *in* (create options,
+replicas) validate what the engine would reject, and every message names the
+field; models that come *out* of the driver trust the driver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: The engine refuses memory limits below 6 MiB.
+MIN_MEMORY_LIMIT_BYTES = 6 * 1024 * 1024
+
+# Docker's own rule for container names (daemon/names.go: RestrictedNamePattern).
+_DOCKER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+# RFC 1123 host name, as the engine checks it.
+_HOSTNAME = re.compile(r"(?!-)[a-zA-Z0-9-]{1,63}(?<!-)(\.(?!-)[a-zA-Z0-9-]{1,63}(?<!-))*")
+_ENV_KEY = re.compile(r"[^=\0]+")
+
+RestartPolicy = Literal["no", "always", "on-failure", "unless-stopped"]
+Protocol = Literal["tcp", "udp", "sctp"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ContainerState(StrEnum):
+    """The driver's view of a container's state, mapped from the engine's."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    STARTING = "starting"
+
+
+class _Input(BaseModel):
+    """Base of models that come from users: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class _Output(BaseModel):
+    """Base of models the driver produces: immutable snapshots."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class PortBinding(_Input):
+    """A container port published on the host."""
+
+    host_ip: str = Field(default="", description="host address; empty means 0.0.0.0")
+    host_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=0, description="host port; 0 lets the engine choose"
+    )
+    container_port: Port = Field(description="port inside the container")
+    protocol: Protocol = "tcp"
+
+    @field_validator("host_ip")
+    @classmethod
+    def _host_ip_is_an_address(cls, v: str) -> str:
+        if v:
+            try:
+                ipaddress.ip_address(v)
+            except ValueError as e:
+                raise ValueError(f"not an IP address: {v!r}") from e
+        return v
+
+
+class MountBind(_Input):
+    """A host directory bind-mounted into the container."""
+
+    host_path: str = Field(description="absolute path on the host")
+    container_path: str = Field(description="absolute path inside the container, not /")
+    read_only: bool = False
+    uid: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="owner to chown host_path to; 0 means no change"
+    )
+    gid: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="group to chown host_path to; 0 means no change"
+    )
+
+    @field_validator("host_path", "container_path")
+    @classmethod
+    def _absolute_clean_path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {v!r}")
+        if "\0" in v or ":" in v or "," in v:
+            # ':' and ',' are separators in the engine's bind syntax.
+            raise ValueError("must not contain NUL, ':' or ','")
+        return v
+
+    @field_validator("container_path")
+    @classmethod
+    def _not_the_root(cls, v: str) -> str:
+        if posixpath.normpath(v) == "/":
+            raise ValueError("cannot be '/'")
+        return v
+
+
+class ContainerCreateOptions(_Input):
+    """Parameters for creating a container."""
+
+    name: str = Field(description="container name")
+    image: str = Field(min_length=1, description="image reference")
+    cmd: list[str] = Field(default_factory=list, description="entrypoint command")
+    env: list[str] = Field(default_factory=list, description="KEY=VALUE environment")
+    labels: dict[str, str] = Field(default_factory=dict, description="metadata labels")
+    hostname: str = ""
+    cpu_limit: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="CPU limit in millicores (1000 = one core); 0 is none"
+    )
+    memory_limit: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="memory limit in bytes, swap disabled; 0 is none"
+    )
+    ports: list[PortBinding] = Field(default_factory=list)
+    mounts: list[MountBind] = Field(default_factory=list)
+    restart_policy: RestartPolicy = "no"
+    dns_servers: list[str] = Field(default_factory=list)
+    vpc_ipv4: str = Field(default="", description="address to give the container in vpc_subnet")
+    vpc_subnet: str = Field(default="", description="subnet CIDR of the container's network")
+
+    @field_validator("name")
+    @classmethod
+    def _docker_name(cls, v: str) -> str:
+        if not _DOCKER_NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)")
+        return v.lstrip("/")
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, v: str) -> str:
+        if any(c.isspace() for c in v) or "\0" in v:
+            raise ValueError("must not contain whitespace or NUL")
+        return v
+
+    @field_validator("cmd", "env")
+    @classmethod
+    def _no_nul(cls, v: list[str]) -> list[str]:
+        if any("\0" in item for item in v):
+            raise ValueError("must not contain NUL")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_pairs(cls, v: list[str]) -> list[str]:
+        for item in v:
+            key = item.split("=", 1)[0]
+            if not _ENV_KEY.fullmatch(key):
+                raise ValueError(f"{item!r} is not KEY=VALUE")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(not k or "\0" in k or "\0" in val for k, val in v.items()):
+            raise ValueError("keys must be non-empty; no NUL in keys or values")
+        return v
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        if v and (len(v) > 253 or not _HOSTNAME.fullmatch(v)):
+            raise ValueError(f"{v!r} is not a valid host name")
+        return v
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_minimum(cls, v: int) -> int:
+        if 0 < v < MIN_MEMORY_LIMIT_BYTES:
+            raise ValueError(f"must be 0 or at least {MIN_MEMORY_LIMIT_BYTES} bytes (6 MiB)")
+        return v
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_addresses(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError as e:
+                raise ValueError(f"{item!r} is not an IP address") from e
+        return v
+
+    @field_validator("vpc_subnet")
+    @classmethod
+    def _subnet(cls, v: str) -> str:
+        if v:
+            try:
+                ipaddress.IPv4Network(v, strict=True)
+            except ValueError as e:
+                raise ValueError(f"{v!r} is not an IPv4 network in CIDR form: {e}") from e
+        return v
+
+    @field_validator("vpc_ipv4")
+    @classmethod
+    def _ipv4(cls, v: str) -> str:
+        if v:
+            try:
+                ipaddress.IPv4Address(v)
+            except ValueError as e:
+                raise ValueError(f"{v!r} is not an IPv4 address") from e
+        return v
+
+    @model_validator(mode="after")
+    def _vpc_address_inside_subnet(self) -> ContainerCreateOptions:
+        if self.vpc_ipv4 and not self.vpc_subnet:
+            raise ValueError("vpc_ipv4: needs vpc_subnet")
+        if self.vpc_ipv4:
+            net = ipaddress.IPv4Network(self.vpc_subnet)
+            addr = ipaddress.IPv4Address(self.vpc_ipv4)
+            if addr not in net or addr in (net.network_address, net.broadcast_address):
+                raise ValueError(f"vpc_ipv4: {addr} is not a host address of {net}")
+        seen: set[tuple[int, str]] = set()
+        for p in self.ports:
+            key = (p.container_port, p.protocol)
+            if key in seen:
+                raise ValueError(f"ports: container port {p.container_port}/{p.protocol} twice")
+            seen.add(key)
+        return self
+
+
+class ContainerInfo(_Output):
+    """A container as the driver sees it."""
+
+    id: str
+    name: str
+    image: str = ""
+    image_id: str = ""
+    state: ContainerState
+    status: str = Field(default="", description="the engine's detailed status")
+    pid: int = Field(default=0, description="host pid of the container's init; 0 if not running")
+    ip: str = ""
+    ports: dict[int, PortBinding] = Field(
+        default_factory=dict, description="keyed by container port"
+    )
+    created: int = Field(default=0, description="unix seconds")
+    started: int = Field(default=0, description="unix seconds; 0 if never started")
+    labels: dict[str, str] = Field(default_factory=dict)
+    cpu_limit: int = Field(default=0, description="millicores; 0 is none")
+    memory_limit: int = Field(default=0, description="bytes; 0 is none")
+    binds: list[str] = Field(default_factory=list, description="HostConfig.Binds")
+    last_inspect_time: int = Field(default=0, exclude=True, description="unix seconds")
+
+
+class ContainerStats(_Output):
+    """One sample of a container's resource usage; byte and op counts are cumulative.
+
+    The first ten fields are the seed's. The ``cpu_user_usage``,
+    ``cpu_system_usage`` and ``memory_inactive_file`` fields extend it so the
+    working set and the user/system split can be exported too.
+    """
+
+    time: float = Field(description="when the sample was taken, unix seconds")
+    cpu_total_usage: int = Field(default=0, description="CPU time, nanoseconds")
+    memory_usage: int = Field(default=0, description="bytes, page cache included")
+    memory_cache: int = Field(default=0, description="page cache bytes (v2: file)")
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+    blk_read_bytes: int = 0
+    blk_write_bytes: int = 0
+    blk_read_ops: int = 0
+    blk_write_ops: int = 0
+    cpu_user_usage: int = Field(default=0, description="user CPU time, nanoseconds")
+    cpu_system_usage: int = Field(default=0, description="system CPU time, nanoseconds")
+    memory_inactive_file: int = Field(default=0, description="bytes, reclaimable first")
+
+    @property
+    def memory_working_set(self) -> int:
+        """Return usage minus inactive file pages, as ``docker stats`` shows it."""
+        return max(self.memory_usage - self.memory_inactive_file, 0)
+
+
+class ImageInfo(_Output):
+    """An image the engine holds."""
+
+    name: str
+    id: str
+    repo_tags: list[str] = Field(default_factory=list)
+    repo_digests: list[str] = Field(default_factory=list)
+    size: int = Field(default=0, description="bytes")
+    created: int = Field(default=0, description="unix seconds")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class DriverInfo(_Output):
+    """What the driver and its engine are."""
+
+    name: str
+    version: str
+    api_version: str = ""
+    os: str = ""
+    arch: str = ""
+    kernel: str = ""
+    container_num: int = 0
+    image_num: int = 0
+
+
+class AppSpec(_Input):
+    """What a replica's container runs: the part of an app spec the host acts on."""
+
+    image: str = Field(min_length=1)
+    env: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    cpu_limit: Annotated[int, Field(ge=0)] = Field(default=0, description="millicores")
+    memory_limit: Annotated[int, Field(ge=0)] = Field(default=0, description="bytes")
+    ports: list[PortBinding] = Field(default_factory=list)
+    restart_policy: RestartPolicy = "no"
+
+
+class AppDeploy(_Input):
+    """An app's deployment: its revision grows with every change."""
+
+    revision: Annotated[int, Field(ge=0)]
+
+
+class AppInstance(_Input):
+    """An app instance: its id, its deployment and its spec."""
+
+    id: str
+    deploy: AppDeploy
+    spec: AppSpec
+
+
+class AppDeployReplica(_Input):
+    """One replica of a deployment."""
+
+    rep_id: Annotated[int, Field(ge=0, le=0xFFFF)]
+
+
+class AppReplicaInstance(_Input):
+    """An app instance plus one replica id: what one container runs."""
+
+    app: AppInstance
+    replica: AppDeployReplica
+
+    @property
+    def deploy_revision(self) -> int:
+        """Return the deployment revision this replica belongs to."""
+        return self.app.deploy.revision
