@@ -16,6 +16,10 @@ class ConfigError(ExporterError):
     """A setting is missing, malformed or contradicts another."""
 
 
+class StatsUnavailableError(ExporterError):
+    """A stats source cannot read this container (files missing); another source may."""
+
+
 class DriverError(ExporterError):
     """The container engine refused or failed a call.
 

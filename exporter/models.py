@@ -97,7 +97,9 @@ class MountBind(_Input):
     @field_validator("container_path")
     @classmethod
     def _not_the_root(cls, v: str) -> str:
-        if posixpath.normpath(v) == "/":
+        # normpath keeps a leading "//" (POSIX leaves it implementation-defined);
+        # the engine cleans it to "/".
+        if not posixpath.normpath(v).strip("/"):
             raise ValueError("cannot be '/'")
         return v
 

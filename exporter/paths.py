@@ -94,7 +94,11 @@ class PodPaths:
 
     def host_path(self, container_path: str) -> str:
         """Return where an in-container path under ``/home`` lives on the host."""
+        if not container_path.startswith("/"):
+            # relpath would resolve a relative path against our own cwd.
+            raise ValueError(f"container_path: {container_path!r} is not absolute")
         rel = posixpath.relpath(posixpath.normpath(container_path), "/home")
-        if rel.startswith(".."):
+        # "..x" is a name under /home; only ".." itself or "../" steps out.
+        if rel == ".." or rel.startswith("../"):
             raise ValueError(f"container_path: {container_path!r} is not under /home")
-        return posixpath.join(self.home_dir(), rel)
+        return self.home_dir() if rel == "." else posixpath.join(self.home_dir(), rel)

@@ -146,10 +146,10 @@ class DockerDriver:
         *,
         params: Mapping[str, str] | None = None,
         body: Any = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """Send one request; return (status, body, headers); raise only for transport failures."""
-        deadline = self._timeout if timeout is None else timeout
+        deadline = self._timeout if deadline is None else deadline
         session = self._session_or_new()
         what = f"{method} {path}"
         try:
@@ -195,13 +195,13 @@ class DockerDriver:
         *,
         params: Mapping[str, str] | None = None,
         body: Any = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         accept: tuple[int, ...] = (200, 201, 204, 304),
     ) -> Any:
         """Call the versioned API; return decoded JSON (or None); translate errors."""
         prefix = await self._api_prefix()
         status, raw, _ = await self._raw(
-            method, prefix + path, params=params, body=body, timeout=timeout
+            method, prefix + path, params=params, body=body, deadline=deadline
         )
         if status in accept:
             return json.loads(raw) if raw and raw[:1] in (b"{", b"[") else None
@@ -211,13 +211,15 @@ class DockerDriver:
 
     async def ping(self) -> None:
         """Return when the engine answers ``/_ping``."""
-        status, raw, _ = await self._raw("GET", "/_ping", timeout=min(self._timeout, 5.0))
+        status, raw, _ = await self._raw("GET", "/_ping", deadline=min(self._timeout, 5.0))
         if status != 200:
             raise _error_for(status, raw, "GET /_ping")
 
     async def info(self) -> DriverInfo:
         """Return the engine's version, platform and counts."""
-        info, version = await asyncio.gather(self._call("GET", "/info"), self._call("GET", "/version"))
+        info, version = await asyncio.gather(
+            self._call("GET", "/info"), self._call("GET", "/version")
+        )
         return DriverInfo(
             name=self.name(),
             version=version.get("Version", ""),
@@ -265,7 +267,7 @@ class DockerDriver:
                 f"/containers/{_seg(name_or_id)}/stop",
                 params={"t": str(self._stop_grace)},
                 # The engine answers only after the grace period and the kill.
-                timeout=self._timeout + self._stop_grace,
+                deadline=self._timeout + self._stop_grace,
             )
         except NotFoundError:
             return
@@ -298,7 +300,7 @@ class DockerDriver:
             "POST",
             prefix + "/images/create",
             params={"fromImage": repo, "tag": tag},
-            timeout=self._pull_timeout,
+            deadline=self._pull_timeout,
         )
         if status != 200:
             raise _error_for(status, raw, f"pull {image}")
@@ -312,7 +314,9 @@ class DockerDriver:
                 continue
             if isinstance(event, dict) and event.get("error"):
                 message = str(event["error"])
-                cls = NotFoundError if "not found" in message or "unknown" in message else DriverError
+                cls = (
+                    NotFoundError if "not found" in message or "unknown" in message else DriverError
+                )
                 raise cls(404 if cls is NotFoundError else 500, f"pull {image}: {message}")
 
     async def container_stats(self, name_or_id: str) -> ContainerStats:
@@ -325,7 +329,7 @@ class DockerDriver:
             "GET",
             f"/containers/{_seg(name_or_id)}/stats",
             params=params,
-            timeout=self._stats_timeout,
+            deadline=self._stats_timeout,
         )
         return dj.stats_from_engine(raw, now=time.time())
 

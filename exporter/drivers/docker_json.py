@@ -85,7 +85,7 @@ def _inspect_ports(raw_ports: dict[str, list[JSON] | None] | None) -> dict[int, 
                     host_ip=b.get("HostIp", ""),
                     host_port=int(b.get("HostPort") or 0),
                     container_port=int(port),
-                    protocol=proto or "tcp",  # type: ignore[arg-type]
+                    protocol=proto or "tcp",
                 ),
             )
     return ports

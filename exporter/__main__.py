@@ -1,0 +1,184 @@
+"""Entry point: flags and environment -> settings -> the concrete driver -> the app.
+
+This is the only module that knows which driver is concrete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.exposition import generate_latest
+from pydantic import ValidationError
+
+from exporter import __version__, logs
+from exporter.api import create_app
+from exporter.collector import Collector
+from exporter.config import Settings, env_name, flag_name
+from exporter.drivers.docker import DockerDriver, DockerEndpoint
+from exporter.errors import ConfigError
+from exporter.metrics import build_registry
+from exporter.processes import count_processes
+from exporter.sources.base import DriverStatsSource, StatsSource
+
+log = logging.getLogger("exporter")
+
+COMMANDS = {
+    "serve": "serve /metrics, /healthz, /readyz (and the API when a token is set)",
+    "once": "poll the engine once, print the exposition and exit",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser: one flag per settings field, then a command."""
+    parser = argparse.ArgumentParser(
+        prog="sysinner-exporter",
+        description="Prometheus exporter and remediation sidecar for sysinner-style app hosts. "
+        "Every flag also reads its EXPORTER_* environment variable; the engine is found "
+        "through DOCKER_HOST like the docker CLI finds it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for field, info in Settings.model_fields.items():
+        kwargs: dict[str, Any] = {
+            "dest": field,
+            "default": argparse.SUPPRESS,
+            "help": f"{info.description or ''} [{env_name(field)}]",
+        }
+        if info.annotation is bool:
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        parser.add_argument(flag_name(field), **kwargs)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        commands.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Return settings from flags over the environment; ConfigError names the flag."""
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    try:
+        settings = Settings(**given)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = (
+                f"{flag_name(field)} / {env_name(field)}"
+                if field in Settings.model_fields
+                else field
+            )
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from e
+    if settings.api_token_file is not None and not settings.api_token_file.is_file():
+        raise ConfigError(
+            f"{flag_name('api_token_file')}: {settings.api_token_file} is not a readable file"
+        )
+    return settings
+
+
+def build_driver(settings: Settings) -> DockerDriver:
+    """Return the Docker driver for DOCKER_HOST, with the poll's deadlines."""
+    try:
+        endpoint = DockerEndpoint.from_env()
+    except (ValueError, OSError) as e:
+        raise ConfigError(str(e)) from e
+    return DockerDriver(
+        endpoint,
+        stats_timeout=settings.poll_timeout,
+        max_connections=settings.poll_concurrency,
+    )
+
+
+def build_stats_source(settings: Settings, driver: DockerDriver) -> StatsSource:
+    """Return the stats source the settings ask for."""
+    return DriverStatsSource(driver, settings.poll_concurrency)
+
+
+def build_collector(settings: Settings, driver: DockerDriver) -> Collector:
+    """Return a collector wired to ``driver`` as the settings say."""
+    return Collector(
+        driver,
+        build_stats_source(settings, driver),
+        naming=settings.naming(),
+        interval=settings.poll_interval,
+        call_timeout=settings.poll_timeout,
+        concurrency=settings.poll_concurrency,
+        include_unmanaged=settings.collect_all,
+        process_counter=(
+            functools.partial(count_processes, proc_root=str(settings.proc_root))
+            if settings.collect_processes
+            else None
+        ),
+    )
+
+
+async def _once(settings: Settings) -> int:
+    driver = build_driver(settings)
+    try:
+        collector = build_collector(settings, driver)
+        snapshot = await collector.poll_once()
+        registry = build_registry(collector, settings.collect_labels)
+        sys.stdout.write(generate_latest(registry).decode())
+        if not snapshot.engine_up:
+            log.error("engine unreachable: %s", snapshot.error)
+            return 1
+        return 0
+    finally:
+        await driver.close()
+
+
+def _serve(settings: Settings) -> int:
+    driver = build_driver(settings)
+    collector = build_collector(settings, driver)
+    registry = build_registry(collector, settings.collect_labels)
+    app = create_app(settings=settings, driver=driver, collector=collector, registry=registry)
+    host, port = settings.listen()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    log.info(
+        "serving on %s:%d; scrape http://%s:%d%s (engine %s, poll every %gs)",
+        host,
+        port,
+        shown,
+        port,
+        settings.web_telemetry_path,
+        driver.endpoint.host,
+        settings.poll_interval,
+    )
+    web.run_app(
+        app, host=host, port=port, print=None, access_log=logging.getLogger("aiohttp.access")
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "serve"
+    try:
+        settings = load_settings(args)
+    except ConfigError as e:
+        print(f"sysinner-exporter: {e}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format.value)
+    try:
+        if command == "once":
+            return asyncio.run(_once(settings))
+        return _serve(settings)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    except OSError as e:
+        log.error("cannot serve: %s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Polling: the engine's containers and their stats, kept as the latest Snapshot.
+
+A poll lists the containers, inspects the tracked ones (pid, start time,
+limits) and reads the stats of the running ones, all concurrently and each
+call under its own deadline. Exposition never waits on any of this: it
+renders whatever :attr:`Collector.snapshot` holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from exporter.drivers.base import Driver
+from exporter.errors import DriverError, DriverTimeoutError, NotFoundError
+from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.naming import NamingScheme
+from exporter.processes import ProcessCounts, count_processes
+from exporter.sources.base import SourcedStats, StatsSource
+
+log = logging.getLogger(__name__)
+
+#: A container whose stats failed keeps its previous sample for this many polls.
+STALE_POLLS_KEPT = 1
+
+
+class ErrorKind:
+    """The kinds of poll error, as they appear in ``sysinner_exporter_errors_total``."""
+
+    LIST = "list"
+    INSPECT = "inspect"
+    STATS = "stats"
+    STATS_TIMEOUT = "stats_timeout"
+    PROCESSES = "processes"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSample:
+    """One tracked container as the latest poll saw it."""
+
+    info: ContainerInfo
+    app: str | None
+    replica: int | None
+    stats: ContainerStats | None = None
+    stats_source: str | None = None
+    stale: bool = False
+    processes: ProcessCounts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The outcome of one poll: what was seen, when, and whether the engine answered."""
+
+    containers: tuple[ContainerSample, ...] = ()
+    completed_at: float = 0.0
+    duration_seconds: float = 0.0
+    engine_up: bool = False
+    error: str | None = None
+
+
+@dataclass
+class PollHealth:
+    """Counters about polling itself, cumulative over the process's life."""
+
+    polls: int = 0
+    last_success_at: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+ProcessCounter = Callable[[dict[str, int]], dict[str, ProcessCounts]]
+
+
+class Collector:
+    """Polls a Driver and a StatsSource on an interval and keeps the latest Snapshot."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        stats_source: StatsSource,
+        *,
+        naming: NamingScheme,
+        interval: float = 10.0,
+        call_timeout: float = 5.0,
+        concurrency: int = 256,
+        include_unmanaged: bool = False,
+        process_counter: ProcessCounter | None = count_processes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._driver = driver
+        self._source = stats_source
+        self._naming = naming
+        self.interval = interval
+        self._call_timeout = call_timeout
+        self._limit = asyncio.Semaphore(concurrency)
+        self._include_unmanaged = include_unmanaged
+        self._process_counter = process_counter
+        self._clock = clock
+        self._previous: dict[str, ContainerSample] = {}
+        self._stale_polls: dict[str, int] = {}
+        self.snapshot = Snapshot()
+        self.health = PollHealth()
+        self._polled = asyncio.Event()
+
+    @property
+    def stats_source_name(self) -> str:
+        """Return the name of the stats source in use."""
+        return self._source.name
+
+    def _track(self, c: ContainerInfo) -> tuple[bool, str | None, int | None]:
+        parsed = self._naming.parse(c.name)
+        if parsed is None:
+            return self._include_unmanaged, None, None
+        return True, parsed.app, parsed.replica
+
+    async def _inspect(self, c: ContainerInfo) -> ContainerInfo | None:
+        async with self._limit:
+            try:
+                async with asyncio.timeout(self._call_timeout):
+                    return await self._driver.container_inspect(c.id)
+            except NotFoundError:
+                return None  # removed between list and inspect: not an error
+            except (DriverError, TimeoutError) as e:
+                self.health.errors[ErrorKind.INSPECT] += 1
+                log.warning("inspect %s failed: %s", c.name, e)
+                return None
+
+    async def _read_stats(self, running: Sequence[ContainerInfo]) -> dict[str, SourcedStats]:
+        try:
+            async with asyncio.timeout(self._call_timeout * 2):
+                results = await self._source.read_many(running)
+        except TimeoutError:
+            self.health.errors[ErrorKind.STATS_TIMEOUT] += len(running)
+            return {}
+        samples: dict[str, SourcedStats] = {}
+        for cid, result in results.items():
+            if isinstance(result, SourcedStats):
+                samples[cid] = result
+            elif isinstance(result, NotFoundError):
+                continue  # gone mid-poll
+            elif isinstance(result, DriverTimeoutError | TimeoutError):
+                self.health.errors[ErrorKind.STATS_TIMEOUT] += 1
+            else:
+                self.health.errors[ErrorKind.STATS] += 1
+                log.warning("stats of %s failed: %s", cid[:12], result)
+        return samples
+
+    async def poll_once(self) -> Snapshot:
+        """Poll the engine once, update :attr:`snapshot` and return it."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                listed = await self._driver.container_list()
+        except (DriverError, TimeoutError) as e:
+            self.health.errors[ErrorKind.LIST] += 1
+            self.snapshot = Snapshot(
+                completed_at=self._clock(),
+                duration_seconds=time.monotonic() - started,
+                engine_up=False,
+                error=str(e) or type(e).__name__,
+            )
+            self._previous.clear()
+            self._stale_polls.clear()
+            return self._finish(self.snapshot)
+
+        tracked: list[tuple[ContainerInfo, str | None, int | None]] = []
+        for c in listed:
+            keep, app, replica = self._track(c)
+            if keep:
+                tracked.append((c, app, replica))
+        inspected = await asyncio.gather(*(self._inspect(c) for c, _, _ in tracked))
+        rows = [
+            (info, app, replica)
+            for info, (_, app, replica) in zip(inspected, tracked, strict=True)
+            if info is not None
+        ]
+        running = [info for info, _, _ in rows if info.state is ContainerState.RUNNING]
+        stats_task = asyncio.ensure_future(self._read_stats(running))
+        processes = await self._count_processes(running)
+        stats = await stats_task
+
+        samples: list[ContainerSample] = []
+        seen: set[str] = set()
+        for info, app, replica in rows:
+            seen.add(info.id)
+            got = stats.get(info.id)
+            sample = ContainerSample(
+                info=info,
+                app=app,
+                replica=replica,
+                stats=got.stats if got else None,
+                stats_source=got.source if got else None,
+                processes=processes.get(info.id),
+            )
+            if got is None and info.state is ContainerState.RUNNING:
+                sample = self._stale_or_bare(sample)
+            else:
+                self._stale_polls.pop(info.id, None)
+            samples.append(sample)
+        self._previous = {s.info.id: s for s in samples}
+        for gone in set(self._stale_polls) - seen:
+            del self._stale_polls[gone]
+
+        self.health.last_success_at = self._clock()
+        self.snapshot = Snapshot(
+            containers=tuple(samples),
+            completed_at=self.health.last_success_at,
+            duration_seconds=time.monotonic() - started,
+            engine_up=True,
+        )
+        return self._finish(self.snapshot)
+
+    def _stale_or_bare(self, sample: ContainerSample) -> ContainerSample:
+        """Keep a running container's previous stats for one poll after a failed read."""
+        cid = sample.info.id
+        previous = self._previous.get(cid)
+        misses = self._stale_polls.get(cid, 0) + 1
+        self._stale_polls[cid] = misses
+        if previous is None or previous.stats is None or misses > STALE_POLLS_KEPT:
+            return sample
+        return ContainerSample(
+            info=sample.info,
+            app=sample.app,
+            replica=sample.replica,
+            stats=previous.stats,
+            stats_source=previous.stats_source,
+            stale=True,
+            processes=sample.processes,
+        )
+
+    async def _count_processes(self, running: Sequence[ContainerInfo]) -> dict[str, ProcessCounts]:
+        if self._process_counter is None or not running:
+            return {}
+        counter = self._process_counter
+        pids = {c.id: c.pid for c in running if c.pid > 0}
+        try:
+            # Reading /proc blocks; keep it off the event loop.
+            return await asyncio.to_thread(counter, pids)
+        except Exception as e:  # noqa: BLE001 - a broken /proc must not break the poll
+            self.health.errors[ErrorKind.PROCESSES] += 1
+            log.warning("counting processes failed: %s", e)
+            return {}
+
+    def _finish(self, snapshot: Snapshot) -> Snapshot:
+        self.health.polls += 1
+        self._polled.set()
+        return snapshot
+
+    async def wait_next_poll(self) -> Snapshot:
+        """Return the snapshot of the next poll to complete."""
+        self._polled.clear()
+        await self._polled.wait()
+        return self.snapshot
+
+    async def run(self) -> None:
+        """Poll forever, one poll every ``interval`` seconds, until cancelled."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.poll_once()
+            except Exception:  # a bug in one poll must not end polling for good
+                log.exception("poll failed unexpectedly")
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(self.interval - elapsed, 0.0))
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run :meth:`run` in a background task for the duration of the block."""
+        task = asyncio.create_task(self.run(), name="collector-poll")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

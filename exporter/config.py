@@ -1,0 +1,171 @@
+"""Settings: environment variables ``EXPORTER_*``, Prometheus-style flags, defaults.
+
+Flags win over the environment, which wins over defaults. Each flag is the
+field's name with the first ``_`` made a ``.`` and the rest ``-``
+(``web_listen_address`` -> ``--web.listen-address``), and each variable is
+``EXPORTER_`` + the upper-cased field name. The engine is found as the
+docker CLI finds it: ``DOCKER_HOST`` and friends, not an ``EXPORTER_`` name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme
+
+#: Outside 9100-9999 (the exporters' range) and used by no well-known exporter.
+DEFAULT_PORT = 8733
+
+
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    PLAIN = "plain"
+    JSON = "json"
+
+
+class StatsSourceKind(StrEnum):
+    """Where per-container stats come from."""
+
+    AUTO = "auto"
+    CGROUP = "cgroup"
+    DOCKER = "docker"
+
+
+def split_listen_address(value: str) -> tuple[str, int]:
+    """Return (host, port) of ``host:port``, ``[v6]:port`` or ``:port``; ValueError otherwise."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{value!r} is not host:port")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"{host!r} is not an IP address") from None
+    return host, port
+
+
+class Settings(BaseSettings):
+    """Every setting of sysinner-exporter, validated at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EXPORTER_", extra="forbid", case_sensitive=False, frozen=True
+    )
+
+    web_listen_address: str = Field(
+        default=f"0.0.0.0:{DEFAULT_PORT}", description="address to serve HTTP on"
+    )
+    web_telemetry_path: str = Field(default="/metrics", description="path of the metrics")
+    log_level: str = Field(default="info", description="debug, info, warning or error")
+    log_format: LogFormat = Field(default=LogFormat.PLAIN, description="plain or json")
+
+    poll_interval: Annotated[float, Field(ge=0.2, le=3600)] = Field(
+        default=10.0, description="seconds between polls of the engine"
+    )
+    poll_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=5.0, description="deadline of one engine call during a poll, seconds"
+    )
+    poll_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=256,
+        description="engine calls in flight during a poll; the engine answers stats "
+        "once per ~1 s tick, so this should cover every running container",
+    )
+    collect_all: bool = Field(
+        default=False, description="export unmanaged containers too (without app/replica)"
+    )
+    collect_labels: list[str] = Field(
+        default_factory=list,
+        description="Docker label keys to copy onto container_info (allow-list)",
+    )
+    collect_processes: bool = Field(
+        default=True, description="count processes, threads and fds per container (psutil)"
+    )
+
+    stats_source: StatsSourceKind = Field(
+        default=StatsSourceKind.AUTO,
+        description="auto: cgroup files when readable, else the engine; or force one",
+    )
+    proc_root: Path = Field(default=Path("/proc"), description="the host's /proc")
+    cgroup_root: Path = Field(default=Path("/sys/fs/cgroup"), description="the host's cgroups")
+
+    naming_pattern: str = Field(
+        default=DEFAULT_PATTERN,
+        description="regex of managed names, with groups app and replica",
+    )
+    naming_template: str = Field(default=DEFAULT_TEMPLATE, description="format of managed names")
+    naming_replica_base: Annotated[int, Field(ge=10, le=16)] = Field(
+        default=16, description="base of the replica group: 16 or 10"
+    )
+
+    api_token: SecretStr | None = Field(
+        default=None, description="bearer token that turns the lifecycle API on"
+    )
+    api_token_file: Path | None = Field(
+        default=None, description="file holding the bearer token (wins over api_token)"
+    )
+
+    @field_validator("web_listen_address")
+    @classmethod
+    def _listen_address(cls, v: str) -> str:
+        split_listen_address(v)
+        return v
+
+    @field_validator("web_telemetry_path")
+    @classmethod
+    def _telemetry_path(cls, v: str) -> str:
+        if not v.startswith("/") or v in ("/healthz", "/readyz") or v.startswith("/api/"):
+            raise ValueError(f"{v!r} must start with / and not shadow another route")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        level = v.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{v!r} is not one of debug, info, warning, error")
+        return level
+
+    @field_validator("collect_labels", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        # An environment variable or flag gives "a,b"; JSON lists still work.
+        if isinstance(v, str) and not v.lstrip().startswith("["):
+            return [item.strip() for item in v.split(",") if item.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _naming_compiles(self) -> Settings:
+        try:
+            self.naming()
+        except ValueError as e:
+            raise ValueError(f"naming_pattern/naming_template: {e}") from e
+        return self
+
+    def naming(self) -> NamingScheme:
+        """Return the naming scheme these settings describe."""
+        return NamingScheme(self.naming_pattern, self.naming_template, self.naming_replica_base)
+
+    def listen(self) -> tuple[str, int]:
+        """Return the (host, port) to serve on."""
+        return split_listen_address(self.web_listen_address)
+
+
+def flag_name(field: str) -> str:
+    """Return the Prometheus-style flag of a settings field (``--web.listen-address``)."""
+    head, _, rest = field.partition("_")
+    return f"--{head}.{rest.replace('_', '-')}" if rest else f"--{head}"
+
+
+def env_name(field: str) -> str:
+    """Return the environment variable of a settings field."""
+    return f"EXPORTER_{field.upper()}"

@@ -1,0 +1,370 @@
+"""The metric table and the prometheus_client collectors that render a Snapshot.
+
+Container metrics are a table of :class:`ContainerMetric` specs; names follow
+cAdvisor's so the common Docker dashboards work unchanged. ``collect()``
+builds fresh families from the latest snapshot at every call and does no I/O.
+Every container series carries ``name``, ``id``, ``image`` and, for managed
+containers, ``app`` and ``replica`` (decimal); Docker labels go only on the
+single ``sysinner_container_info`` series, never on every series.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector as PromCollector
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+from exporter.collector import Collector, ContainerSample, ErrorKind, PollHealth, Snapshot
+from exporter.models import ContainerState
+
+MetricType = Literal["counter", "gauge"]
+Getter = Callable[[ContainerSample], float | None]
+
+NS_PER_SECOND = 1e9
+#: cAdvisor reports CPU quota against the kernel's default 100 ms period.
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class ContainerMetric:
+    """One row of the metric table: a per-container series and how to read it."""
+
+    name: str
+    help: str
+    type: MetricType
+    value: Getter
+
+    @property
+    def family(self) -> str:
+        """Return the family name (a counter's without ``_total``)."""
+        if self.type == "counter":
+            return self.name.removesuffix("_total")
+        return self.name
+
+
+def _stat(read: Callable[[ContainerSample], float]) -> Getter:
+    """Wrap a getter that needs stats: no stats, no sample."""
+
+    def get(s: ContainerSample) -> float | None:
+        return read(s) if s.stats is not None else None
+
+    return get
+
+
+def _spec(read: Callable[[ContainerSample], float]) -> Getter:
+    """Wrap a getter of a limit: 0 (unlimited) yields no sample, as in cAdvisor."""
+
+    def get(s: ContainerSample) -> float | None:
+        v = read(s)
+        return v if v else None
+
+    return get
+
+
+def _proc(read: Callable[[ContainerSample], float]) -> Getter:
+    def get(s: ContainerSample) -> float | None:
+        return read(s) if s.processes is not None else None
+
+    return get
+
+
+# The getters below read fields that _stat / _proc have checked for None.
+CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
+    ContainerMetric(
+        "container_cpu_usage_seconds_total",
+        "Cumulative CPU time consumed, in seconds (resets when the container restarts).",
+        "counter",
+        _stat(lambda s: s.stats.cpu_total_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_cpu_user_seconds_total",
+        "Cumulative user CPU time consumed, in seconds.",
+        "counter",
+        _stat(lambda s: s.stats.cpu_user_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_cpu_system_seconds_total",
+        "Cumulative system CPU time consumed, in seconds.",
+        "counter",
+        _stat(lambda s: s.stats.cpu_system_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_memory_usage_bytes",
+        "Current memory usage in bytes, page cache included.",
+        "gauge",
+        _stat(lambda s: s.stats.memory_usage),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_memory_cache",
+        "Page cache memory in bytes (cgroup v2: file).",
+        "gauge",
+        _stat(lambda s: s.stats.memory_cache),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_memory_working_set_bytes",
+        "Memory usage minus inactive file pages, in bytes: what the OOM killer weighs.",
+        "gauge",
+        _stat(lambda s: s.stats.memory_working_set),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_network_receive_bytes_total",
+        "Cumulative bytes received over all of the container's interfaces.",
+        "counter",
+        _stat(lambda s: s.stats.net_rx_bytes),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_network_transmit_bytes_total",
+        "Cumulative bytes transmitted over all of the container's interfaces.",
+        "counter",
+        _stat(lambda s: s.stats.net_tx_bytes),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_fs_reads_bytes_total",
+        "Cumulative bytes read from block devices.",
+        "counter",
+        _stat(lambda s: s.stats.blk_read_bytes),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_fs_writes_bytes_total",
+        "Cumulative bytes written to block devices.",
+        "counter",
+        _stat(lambda s: s.stats.blk_write_bytes),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_fs_reads_total",
+        "Cumulative block device read operations.",
+        "counter",
+        _stat(lambda s: s.stats.blk_read_ops),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_fs_writes_total",
+        "Cumulative block device write operations.",
+        "counter",
+        _stat(lambda s: s.stats.blk_write_ops),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_spec_memory_limit_bytes",
+        "Memory limit in bytes; absent when unlimited.",
+        "gauge",
+        _spec(lambda s: s.info.memory_limit),
+    ),
+    ContainerMetric(
+        "container_spec_cpu_quota",
+        "CPU quota in microseconds per container_spec_cpu_period; absent when unlimited.",
+        "gauge",
+        _spec(lambda s: s.info.cpu_limit * CPU_PERIOD_US // 1000),
+    ),
+    ContainerMetric(
+        "container_spec_cpu_period",
+        "CPU period in microseconds that container_spec_cpu_quota is measured against.",
+        "gauge",
+        _spec(lambda s: CPU_PERIOD_US if s.info.cpu_limit else 0),
+    ),
+    ContainerMetric(
+        "container_start_time_seconds",
+        "When the container last started, unix seconds.",
+        "gauge",
+        _spec(lambda s: s.info.started),
+    ),
+    ContainerMetric(
+        "container_processes",
+        "Processes in the container's pid namespace.",
+        "gauge",
+        _proc(lambda s: s.processes.processes),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_threads",
+        "Threads in the container's processes.",
+        "gauge",
+        _proc(lambda s: s.processes.threads),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_file_descriptors",
+        "Open file descriptors of the container's processes.",
+        "gauge",
+        _proc(lambda s: s.processes.fds),  # type: ignore[union-attr]
+    ),
+)
+
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def sanitize_label_name(key: str) -> str:
+    """Return a valid Prometheus label name for a Docker label key (``label_`` prefixed)."""
+    return "label_" + _INVALID_LABEL_CHARS.sub("_", key)
+
+
+def container_labels(sample: ContainerSample) -> dict[str, str]:
+    """Return the identifying labels of every series of a container."""
+    info = sample.info
+    labels = {"name": info.name, "id": info.id, "image": info.image}
+    if sample.app is not None and sample.replica is not None:
+        labels["app"] = sample.app
+        labels["replica"] = str(sample.replica)
+    return labels
+
+
+class SnapshotCollector(PromCollector):
+    """Renders the collector's latest Snapshot as container metric families."""
+
+    def __init__(
+        self,
+        collector: Collector,
+        label_allowlist: Sequence[str] = (),
+        table: Sequence[ContainerMetric] = CONTAINER_METRICS,
+    ) -> None:
+        self._collector = collector
+        self._allow = {key: sanitize_label_name(key) for key in label_allowlist}
+        self._table = table
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one family per table row, plus last_seen, state and info."""
+        snapshot: Snapshot = self._collector.snapshot  # read once: polls replace it whole
+        samples = snapshot.containers
+        label_sets = [container_labels(s) for s in samples]
+        for spec in self._table:
+            family = Metric(spec.family, spec.help, spec.type)
+            for sample, labels in zip(samples, label_sets, strict=True):
+                value = spec.value(sample)
+                if value is not None:
+                    family.add_sample(spec.name, labels, float(value))
+            yield family
+        yield from self._state_families(snapshot, samples, label_sets)
+
+    def _state_families(
+        self,
+        snapshot: Snapshot,
+        samples: Sequence[ContainerSample],
+        label_sets: list[dict[str, str]],
+    ) -> Iterable[Metric]:
+        last_seen = Metric(
+            "container_last_seen",
+            "When the exporter last saw the container, unix seconds.",
+            "gauge",
+        )
+        state = Metric(
+            "sysinner_container_state",
+            "1 for the container's current state (running, stopped, starting), 0 for the others.",
+            "gauge",
+        )
+        stale = Metric(
+            "sysinner_container_stats_stale",
+            "1 when the stats shown are the previous poll's because this poll's read failed.",
+            "gauge",
+        )
+        info = Metric(
+            "sysinner_container_info",
+            "Always 1; carries the container's allow-listed Docker labels.",
+            "gauge",
+        )
+        for sample, labels in zip(samples, label_sets, strict=True):
+            last_seen.add_sample("container_last_seen", labels, snapshot.completed_at)
+            for st in ContainerState:
+                state.add_sample(
+                    "sysinner_container_state",
+                    {**labels, "state": st.value},
+                    1.0 if sample.info.state is st else 0.0,
+                )
+            if sample.stats is not None:
+                stale.add_sample(
+                    "sysinner_container_stats_stale", labels, 1.0 if sample.stale else 0.0
+                )
+            extra = {
+                prom: sample.info.labels[key]
+                for key, prom in self._allow.items()
+                if key in sample.info.labels
+            }
+            info.add_sample("sysinner_container_info", {**labels, **extra}, 1.0)
+        yield from (last_seen, state, stale, info)
+
+
+class ExporterHealthCollector(PromCollector):
+    """Renders the exporter's own health: up, poll timings, errors, build info."""
+
+    def __init__(self, collector: Collector) -> None:
+        self._collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the exporter's own families."""
+        snapshot = self._collector.snapshot
+        health: PollHealth = self._collector.health
+        yield _single(
+            "sysinner_exporter_up",
+            "1 when the engine answered the last poll.",
+            "gauge",
+            1.0 if snapshot.engine_up else 0.0,
+        )
+        yield _single(
+            "sysinner_exporter_poll_duration_seconds",
+            "How long the last poll took.",
+            "gauge",
+            snapshot.duration_seconds,
+        )
+        yield _single(
+            "sysinner_exporter_last_successful_poll_timestamp_seconds",
+            "When the last successful poll completed, unix seconds; 0 before the first.",
+            "gauge",
+            health.last_success_at,
+        )
+        yield _single(
+            "sysinner_exporter_polls_total",
+            "Polls completed, failed ones included.",
+            "counter",
+            float(health.polls),
+        )
+        errors = Metric("sysinner_exporter_errors", "Poll errors by kind.", "counter")
+        for kind in (
+            ErrorKind.LIST,
+            ErrorKind.INSPECT,
+            ErrorKind.STATS,
+            ErrorKind.STATS_TIMEOUT,
+            ErrorKind.PROCESSES,
+        ):
+            errors.add_sample(
+                "sysinner_exporter_errors_total", {"kind": kind}, float(health.errors[kind])
+            )
+        yield errors
+        yield _single(
+            "sysinner_exporter_containers",
+            "Containers tracked by the last poll.",
+            "gauge",
+            float(len(snapshot.containers)),
+        )
+        source = Metric(
+            "sysinner_exporter_stats_source", "Always 1; names the stats source in use.", "gauge"
+        )
+        source.add_sample(
+            "sysinner_exporter_stats_source", {"source": self._collector.stats_source_name}, 1.0
+        )
+        yield source
+        build = Metric("sysinner_exporter_build", "Always 1; the exporter's version.", "info")
+        build.add_sample(
+            "sysinner_exporter_build_info",
+            {"version": __version__, "python_version": platform.python_version()},
+            1.0,
+        )
+        yield build
+
+
+def _single(name: str, help_text: str, type_: MetricType, value: float) -> Metric:
+    family = Metric(name.removesuffix("_total") if type_ == "counter" else name, help_text, type_)
+    family.add_sample(name, {}, value)
+    return family
+
+
+def build_registry(collector: Collector, label_allowlist: Sequence[str] = ()) -> CollectorRegistry:
+    """Return the exporter's own registry: containers, its health, process and platform."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(collector, label_allowlist))
+    registry.register(ExporterHealthCollector(collector))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
