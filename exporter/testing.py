@@ -1,0 +1,216 @@
+"""Test doubles for users' own tests and ours: an in-memory Driver.
+
+:class:`FakeDriver` keeps containers and images in dicts and honours the
+Driver Protocol's contract (idempotent stop/remove, NotFoundError,
+ConflictError on a taken name). Failures and delays can be injected per
+method to exercise the collector's and the API's error paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from exporter.errors import ConflictError, EngineUnreachableError, ExporterError, NotFoundError
+from exporter.models import (
+    ContainerCreateOptions,
+    ContainerInfo,
+    ContainerState,
+    ContainerStats,
+    DriverInfo,
+    ImageInfo,
+)
+
+StatsFactory = Callable[[ContainerInfo], ContainerStats]
+
+
+def _default_stats(info: ContainerInfo) -> ContainerStats:
+    return ContainerStats(time=time.time())
+
+
+class FakeDriver:
+    """An in-memory :class:`~exporter.drivers.base.Driver`."""
+
+    def __init__(self, images: tuple[str, ...] = ("local/busybox:latest",)) -> None:
+        self.containers: dict[str, ContainerInfo] = {}
+        self.images: dict[str, ImageInfo] = {
+            name: ImageInfo(name=name, id=_digest(name), repo_tags=[name]) for name in images
+        }
+        self.stats: dict[str, ContainerStats] = {}
+        self.stats_factory: StatsFactory = _default_stats
+        self.failures: dict[str, ExporterError] = {}
+        self.delays: dict[str, float] = {}
+        self.calls: Counter[str] = Counter()
+        self.closed = False
+        self._pids = itertools.count(1000)
+
+    # -- helpers for tests --------------------------------------------
+
+    def add(
+        self, name: str, state: ContainerState = ContainerState.RUNNING, **fields: object
+    ) -> ContainerInfo:
+        """Put a container straight into the fake engine and return it."""
+        now = int(time.time())
+        info = ContainerInfo.model_validate(
+            {
+                "id": _digest(name + str(now) + str(len(self.containers))),
+                "name": name,
+                "image": "local/busybox:latest",
+                "state": state,
+                "status": state.value,
+                "pid": next(self._pids) if state is ContainerState.RUNNING else 0,
+                "created": now,
+                "started": now if state is ContainerState.RUNNING else 0,
+                **fields,
+            }
+        )
+        self.containers[info.id] = info
+        return info
+
+    def fail(self, method: str, error: ExporterError | None = None) -> None:
+        """Make every call of ``method`` raise ``error`` (default: engine unreachable)."""
+        self.failures[method] = error or EngineUnreachableError("fake engine is down")
+
+    def heal(self, method: str | None = None) -> None:
+        """Stop failing ``method``, or every method."""
+        if method is None:
+            self.failures.clear()
+        else:
+            self.failures.pop(method, None)
+
+    def find(self, name_or_id: str) -> ContainerInfo:
+        """Return a container by name, id or id prefix; NotFoundError otherwise."""
+        for c in self.containers.values():
+            if name_or_id in (c.name, c.id) or (
+                len(name_or_id) >= 12 and c.id.startswith(name_or_id)
+            ):
+                return c
+        raise NotFoundError(404, f"No such container: {name_or_id}")
+
+    async def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        if method in self.delays:
+            await asyncio.sleep(self.delays[method])
+        if method in self.failures:
+            raise self.failures[method]
+
+    def _replace(self, info: ContainerInfo, **changes: object) -> ContainerInfo:
+        new = info.model_copy(update=changes)
+        self.containers[info.id] = new
+        return new
+
+    # -- the Driver Protocol ------------------------------------------
+
+    def name(self) -> str:
+        """Return ``fake``."""
+        return "fake"
+
+    async def info(self) -> DriverInfo:
+        """Return fixed engine facts and the current counts."""
+        await self._enter("info")
+        return DriverInfo(
+            name="fake",
+            version="0",
+            api_version="1.41",
+            os="linux",
+            arch="amd64",
+            container_num=len(self.containers),
+            image_num=len(self.images),
+        )
+
+    async def ping(self) -> None:
+        """Return unless ``ping`` was made to fail."""
+        await self._enter("ping")
+
+    async def container_list(self) -> list[ContainerInfo]:
+        """Return every container."""
+        await self._enter("container_list")
+        return list(self.containers.values())
+
+    async def container_inspect(self, name_or_id: str) -> ContainerInfo:
+        """Return one container."""
+        await self._enter("container_inspect")
+        return self.find(name_or_id).model_copy(update={"last_inspect_time": int(time.time())})
+
+    async def container_create(self, opts: ContainerCreateOptions) -> ContainerInfo:
+        """Create a container in state ``starting``; ConflictError when the name is taken."""
+        await self._enter("container_create")
+        if any(c.name == opts.name for c in self.containers.values()):
+            raise ConflictError(
+                409, f'Conflict. The container name "/{opts.name}" is already in use'
+            )
+        if opts.image not in self.images:
+            raise NotFoundError(404, f"No such image: {opts.image}")
+        return self.add(
+            opts.name,
+            ContainerState.STARTING,
+            image=opts.image,
+            labels=opts.labels,
+            cpu_limit=opts.cpu_limit,
+            memory_limit=opts.memory_limit,
+            binds=[
+                f"{m.host_path}:{m.container_path}" + (":ro" if m.read_only else "")
+                for m in opts.mounts
+            ],
+            ports={p.container_port: p for p in opts.ports},
+        )
+
+    async def container_start(self, name_or_id: str) -> None:
+        """Mark a container running with a new pid and start time."""
+        await self._enter("container_start")
+        info = self.find(name_or_id)
+        if info.state is not ContainerState.RUNNING:
+            self._replace(
+                info,
+                state=ContainerState.RUNNING,
+                status="running",
+                pid=next(self._pids),
+                started=max(int(time.time()), info.started + 1),
+            )
+
+    async def container_stop(self, name_or_id: str) -> None:
+        """Mark a container stopped; a missing one is success."""
+        await self._enter("container_stop")
+        try:
+            info = self.find(name_or_id)
+        except NotFoundError:
+            return
+        self._replace(info, state=ContainerState.STOPPED, status="exited", pid=0)
+
+    async def container_remove(self, name_or_id: str) -> None:
+        """Remove a container; a missing one is success."""
+        await self._enter("container_remove")
+        try:
+            info = self.find(name_or_id)
+        except NotFoundError:
+            return
+        del self.containers[info.id]
+        self.stats.pop(info.id, None)
+
+    async def image_list(self) -> list[ImageInfo]:
+        """Return the images."""
+        await self._enter("image_list")
+        return list(self.images.values())
+
+    async def image_pull(self, image: str) -> None:
+        """Add ``image`` to the images."""
+        await self._enter("image_pull")
+        self.images[image] = ImageInfo(name=image, id=_digest(image), repo_tags=[image])
+
+    async def container_stats(self, name_or_id: str) -> ContainerStats:
+        """Return the stats set for the container, else the stats factory's."""
+        await self._enter("container_stats")
+        info = self.find(name_or_id)
+        return self.stats.get(info.id) or self.stats_factory(info)
+
+    async def close(self) -> None:
+        """Mark the driver closed."""
+        self.closed = True
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
