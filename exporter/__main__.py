@@ -35,28 +35,39 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the command-line parser: one flag per settings field, then a command."""
-    parser = argparse.ArgumentParser(
-        prog="sysinner-exporter",
-        description="Prometheus exporter and remediation sidecar for sysinner-style app hosts. "
-        "Every flag also reads its EXPORTER_* environment variable; the engine is found "
-        "through DOCKER_HOST like the docker CLI finds it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+def _settings_flags() -> argparse.ArgumentParser:
+    """Return a parent parser with one flag per settings field."""
+    flags = argparse.ArgumentParser(add_help=False)
+    group = flags.add_argument_group("settings (each also read from its EXPORTER_* variable)")
     for field, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        shown = getattr(default, "value", default)
         kwargs: dict[str, Any] = {
             "dest": field,
+            # SUPPRESS: an absent flag must not override the environment.
             "default": argparse.SUPPRESS,
-            "help": f"{info.description or ''} [{env_name(field)}]",
+            "help": f"{info.description or ''} [{env_name(field)}; default: {shown!s}]",
         }
         if info.annotation is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
-        parser.add_argument(flag_name(field), **kwargs)
+        group.add_argument(flag_name(field), **kwargs)
+    return flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser: settings flags, then a command (flags may follow it)."""
+    flags = _settings_flags()
+    parser = argparse.ArgumentParser(
+        prog="sysinner-exporter",
+        description="Prometheus exporter and remediation sidecar for sysinner-style app hosts. "
+        "The engine is found through DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, "
+        "as the docker CLI finds it.",
+        parents=[flags],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        commands.add_parser(name, help=help_text, description=help_text)
+        commands.add_parser(name, help=help_text, description=help_text, parents=[flags])
     return parser
 
 
