@@ -10,12 +10,13 @@ docker CLI finds it: ``DOCKER_HOST`` and friends, not an ``EXPORTER_`` name.
 from __future__ import annotations
 
 import ipaddress
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme
 
@@ -113,6 +114,55 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         default=None, description="file holding the bearer token (wins over api_token)"
     )
+    api_max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024, description="largest request body the API accepts, bytes (413 above)"
+    )
+    api_pull_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=120.0, description="how long POST /api/v1/images/pull waits for a pull, seconds"
+    )
+    # NoDecode: a list from the environment is "a,b" (or JSON), split by _split_list.
+    api_mount_prefixes: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="host dirs bind mounts may come from (comma-separated); empty: pod_base_dir",
+    )
+    api_image_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="fnmatch patterns of images the API may create or pull (comma-separated); "
+        "empty allows any",
+    )
+    pod_base_dir: Path = Field(
+        default=Path("/var/lib/sysinner-exporter/pods"),
+        description="host dir holding one pod dir per replica created through the API",
+    )
+    host_prefix: Path = Field(
+        default=Path("/opt/sysinner/innerstack"),
+        description="host installation the ininit script and inagent binary are copied from",
+    )
+    state_dir: Path = Field(
+        default=Path("/var/lib/sysinner-exporter"),
+        description="dir of the SQLite state that keeps remediation decisions across restarts",
+    )
+    remediation_action_label: str = Field(
+        default="action", min_length=1, description="alert label that asks for remediation"
+    )
+    remediation_action_value: str = Field(
+        default="restart", min_length=1, description="value of that label that asks for a restart"
+    )
+    remediation_cooldown_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=300.0, description="least time between two restarts of one container, seconds"
+    )
+    remediation_budget: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="restarts per container per window before it is quarantined"
+    )
+    remediation_window_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
+        default=3600.0, description="the window the restart budget counts over, seconds"
+    )
+    remediation_concurrency: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=4, description="restarts in flight at once, over all containers"
+    )
+    remediation_dry_run: bool = Field(
+        default=False, description="decide and record, but never restart anything"
+    )
 
     @field_validator("web_listen_address")
     @classmethod
@@ -143,6 +193,24 @@ class Settings(BaseSettings):
             return [item.strip() for item in v.split(",") if item.strip()]
         return v
 
+    @field_validator("api_mount_prefixes", "api_image_allowlist", mode="before")
+    @classmethod
+    def _split_list(cls, v: object) -> object:
+        # A flag or variable gives "a,b" or a JSON list; the model gives a list.
+        if isinstance(v, str):
+            if v.lstrip().startswith("["):
+                return json.loads(v)
+            return [item.strip() for item in v.split(",") if item.strip()]
+        return v
+
+    @field_validator("api_mount_prefixes")
+    @classmethod
+    def _absolute_prefixes(cls, v: list[Path]) -> list[Path]:
+        for p in v:
+            if not p.is_absolute():
+                raise ValueError(f"{str(p)!r} is not an absolute path")
+        return v
+
     @model_validator(mode="after")
     def _naming_compiles(self) -> Settings:
         try:
@@ -158,6 +226,10 @@ class Settings(BaseSettings):
     def listen(self) -> tuple[str, int]:
         """Return the (host, port) to serve on."""
         return split_listen_address(self.web_listen_address)
+
+    def mount_prefixes(self) -> list[Path]:
+        """Return the host dirs the API lets bind mounts come from (default: the pod base)."""
+        return list(self.api_mount_prefixes) or [self.pod_base_dir]
 
 
 def flag_name(field: str) -> str:
