@@ -69,7 +69,8 @@ class DockerEndpoint:
         """Return the endpoint for a ``unix://`` or ``tcp://`` host; ValueError otherwise."""
         parts = urlsplit(host)
         if parts.scheme == "unix":
-            path = parts.path or parts.netloc
+            # "unix:///abs.sock" has an empty netloc; "unix://rel/x.sock" starts in it.
+            path = parts.netloc + parts.path
             if not path:
                 raise ValueError(f"DOCKER_HOST: {host!r} names no socket path")
             return cls(host=host, base_url="http://docker", socket_path=path)
@@ -79,12 +80,20 @@ class DockerEndpoint:
             port = parts.port or (2376 if tls_verify else 2375)
             ctx: ssl.SSLContext | None = None
             if tls_verify or parts.scheme == "https":
-                ctx = ssl.create_default_context(cafile=os.path.join(cert_path, "ca.pem"))
-                ctx.load_cert_chain(
-                    os.path.join(cert_path, "cert.pem"), os.path.join(cert_path, "key.pem")
-                )
+                try:
+                    ctx = ssl.create_default_context(cafile=os.path.join(cert_path, "ca.pem"))
+                    ctx.load_cert_chain(
+                        os.path.join(cert_path, "cert.pem"), os.path.join(cert_path, "key.pem")
+                    )
+                except OSError as e:  # ssl names neither the file nor the directory
+                    raise ValueError(
+                        f"DOCKER_CERT_PATH: cannot load ca.pem, cert.pem, key.pem "
+                        f"from {cert_path!r}: {e}"
+                    ) from e
             scheme = "https" if ctx else "http"
-            return cls(host=host, base_url=f"{scheme}://{parts.hostname}:{port}", ssl_context=ctx)
+            # An IPv6 literal needs its brackets back in a URL.
+            hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            return cls(host=host, base_url=f"{scheme}://{hostname}:{port}", ssl_context=ctx)
         raise ValueError(f"DOCKER_HOST: unsupported scheme in {host!r} (unix:// or tcp://)")
 
 
