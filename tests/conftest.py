@@ -27,7 +27,7 @@ from exporter.naming import container_name
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "local/busybox:latest"
 #: busybox sh as PID 1 ignores SIGTERM; this loop exits on it, so stops are fast.
-IDLE_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+IDLE_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -68,7 +68,10 @@ def new_app_id() -> str:
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], timeout: float, what: str, every: float = 0.1
+    predicate: Callable[[], Awaitable[bool]],
+    timeout: float,  # noqa: ASYNC109 - a polling deadline, not a cancellable wait
+    what: str,
+    every: float = 0.1,
 ) -> None:
     """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -158,7 +161,9 @@ def registry() -> Iterator[str]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"docker-registry did not listen: {(workdir / 'registry.log').read_text()}")
+                    pytest.fail(
+                        f"docker-registry did not listen: {(workdir / 'registry.log').read_text()}"
+                    )
                 time.sleep(0.1)
         tagged = f"{address}/test/busybox:latest"
         subprocess.run(["docker", "tag", TEST_IMAGE, tagged], check=True)

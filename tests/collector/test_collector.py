@@ -1,0 +1,247 @@
+"""Polling behaviour on the in-memory driver: what is tracked, skipped, kept and dropped."""
+
+from __future__ import annotations
+
+import asyncio
+
+from exporter.collector import Collector
+from exporter.errors import DriverTimeoutError, EngineUnreachableError, NotFoundError
+from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.naming import NamingScheme
+from exporter.sources.base import DriverStatsSource
+from exporter.testing import FakeDriver
+
+
+def _collector(driver: FakeDriver, **kwargs: object) -> Collector:
+    return Collector(
+        driver,
+        DriverStatsSource(driver),
+        naming=NamingScheme(),
+        process_counter=None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _names(collector: Collector) -> set[str]:
+    return {s.info.name for s in collector.snapshot.containers}
+
+
+async def test_tracks_managed_containers_and_parses_app_and_replica() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-00ff")
+    driver.add("redis")
+    collector = _collector(driver)
+    snapshot = await collector.poll_once()
+    assert snapshot.engine_up
+    assert [(s.info.name, s.app, s.replica) for s in snapshot.containers] == [
+        ("app-abcdef12-00ff", "abcdef12", 255)
+    ]
+    assert snapshot.containers[0].stats is not None
+
+
+async def test_collect_all_includes_unmanaged_without_app() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    driver.add("redis")
+    collector = _collector(driver, include_unmanaged=True)
+    await collector.poll_once()
+    by_name = {s.info.name: s for s in collector.snapshot.containers}
+    assert set(by_name) == {"app-abcdef12-0001", "redis"}
+    assert by_name["redis"].app is None
+    assert by_name["redis"].replica is None
+
+
+async def test_only_running_containers_are_asked_for_stats() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    driver.add("app-abcdef12-0002", ContainerState.STOPPED)
+    collector = _collector(driver)
+    await collector.poll_once()
+    assert driver.calls["container_stats"] == 1
+    stopped = next(s for s in collector.snapshot.containers if s.replica == 2)
+    assert stopped.stats is None
+    assert stopped.info.state is ContainerState.STOPPED
+
+
+async def test_container_gone_between_list_and_inspect_is_skipped_silently() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    gone = driver.add("app-abcdef12-0002")
+    original = driver.container_inspect
+
+    async def inspect(name_or_id: str) -> ContainerInfo:
+        if name_or_id == gone.id:
+            raise NotFoundError(404, "No such container")
+        return await original(name_or_id)
+
+    driver.container_inspect = inspect  # type: ignore[method-assign]
+    collector = _collector(driver)
+    await collector.poll_once()
+    assert _names(collector) == {"app-abcdef12-0001"}
+    assert sum(collector.health.errors.values()) == 0
+
+
+async def test_container_gone_between_inspect_and_stats_is_skipped_silently() -> None:
+    driver = FakeDriver()
+    keep = driver.add("app-abcdef12-0001")
+    gone = driver.add("app-abcdef12-0002")
+
+    def stats(info: ContainerInfo) -> ContainerStats:
+        if info.id == gone.id:
+            raise NotFoundError(404, "No such container")
+        return ContainerStats(time=1.0, cpu_total_usage=5)
+
+    driver.stats_factory = stats
+    collector = _collector(driver)
+    await collector.poll_once()
+    samples = {s.info.id: s for s in collector.snapshot.containers}
+    assert samples[keep.id].stats is not None
+    assert samples[gone.id].stats is None
+    assert sum(collector.health.errors.values()) == 0
+
+
+async def test_stats_timeout_keeps_last_sample_for_one_more_poll_then_drops_it() -> None:
+    driver = FakeDriver()
+    c = driver.add("app-abcdef12-0001")
+    driver.stats[c.id] = ContainerStats(time=1.0, cpu_total_usage=42)
+    collector = _collector(driver)
+    await collector.poll_once()
+    driver.fail("container_stats", DriverTimeoutError("slow"))
+
+    first = (await collector.poll_once()).containers[0]
+    assert first.stale
+    assert first.stats is not None
+    assert first.stats.cpu_total_usage == 42
+    assert collector.health.errors["stats_timeout"] == 1
+
+    second = (await collector.poll_once()).containers[0]
+    assert second.stats is None
+    assert not second.stale
+    assert collector.health.errors["stats_timeout"] == 2
+
+    driver.heal()
+    third = (await collector.poll_once()).containers[0]
+    assert third.stats is not None
+    assert not third.stale
+
+
+async def test_removed_container_drops_out_of_the_next_snapshot() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    c2 = driver.add("app-abcdef12-0002")
+    collector = _collector(driver)
+    await collector.poll_once()
+    assert len(collector.snapshot.containers) == 2
+    await driver.container_remove(c2.id)
+    await collector.poll_once()
+    assert _names(collector) == {"app-abcdef12-0001"}
+
+
+async def test_engine_down_empties_the_snapshot_and_counts_the_error_then_recovers() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    collector = _collector(driver)
+    await collector.poll_once()
+    driver.fail("container_list", EngineUnreachableError("cannot connect"))
+    down = await collector.poll_once()
+    assert not down.engine_up
+    assert down.containers == ()
+    assert down.error is not None
+    assert "cannot connect" in down.error
+    assert collector.health.errors["list"] == 1
+    last_ok = collector.health.last_success_at
+    driver.heal()
+    up = await collector.poll_once()
+    assert up.engine_up
+    assert len(up.containers) == 1
+    assert collector.health.last_success_at >= last_ok
+
+
+async def test_stats_calls_run_concurrently() -> None:
+    driver = FakeDriver()
+    for i in range(20):
+        driver.add(f"app-abcdef12-{i:04x}")
+    in_flight = 0
+    peak = 0
+    release = asyncio.Event()
+    original = driver.container_stats
+
+    async def stats(name_or_id: str) -> ContainerStats:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if peak == 20:
+            release.set()
+        # Every call waits until all 20 are in flight at once: a serial poll would hang.
+        await asyncio.wait_for(release.wait(), timeout=5)
+        in_flight -= 1
+        return await original(name_or_id)
+
+    driver.container_stats = stats  # type: ignore[method-assign]
+    collector = _collector(driver)
+    snapshot = await collector.poll_once()
+    assert peak == 20
+    assert all(s.stats is not None for s in snapshot.containers)
+
+
+async def test_a_hanging_inspect_is_cut_by_the_call_timeout() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    driver.delays["container_inspect"] = 30
+    collector = _collector(driver, call_timeout=0.2)
+    snapshot = await asyncio.wait_for(collector.poll_once(), timeout=5)
+    assert snapshot.engine_up
+    assert snapshot.containers == ()
+    assert collector.health.errors["inspect"] == 1
+
+
+async def test_process_counts_come_from_the_counter_by_container_id() -> None:
+    driver = FakeDriver()
+    c = driver.add("app-abcdef12-0001")
+    seen: list[dict[str, int]] = []
+
+    def counter(pids: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+        seen.append(pids)
+        return {cid: (2, 3, 4) for cid in pids}
+
+    collector = Collector(
+        driver,
+        DriverStatsSource(driver),
+        naming=NamingScheme(),
+        process_counter=counter,  # type: ignore[arg-type]
+    )
+    snapshot = await collector.poll_once()
+    assert seen == [{c.id: c.pid}]
+    assert snapshot.containers[0].processes == (2, 3, 4)
+
+
+async def test_a_failing_process_counter_does_not_break_the_poll() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+
+    def counter(pids: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+        raise PermissionError("no /proc")
+
+    collector = Collector(
+        driver,
+        DriverStatsSource(driver),
+        naming=NamingScheme(),
+        process_counter=counter,  # type: ignore[arg-type]
+    )
+    snapshot = await collector.poll_once()
+    assert snapshot.engine_up
+    assert snapshot.containers[0].processes is None
+    assert collector.health.errors["processes"] == 1
+
+
+async def test_background_polling_runs_on_the_interval_and_stops_cleanly() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    collector = _collector(driver, interval=0.2)
+    async with collector.running():
+        await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
+        await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
+    polls = collector.health.polls
+    assert polls >= 2
+    await asyncio.sleep(0.3)  # long enough for a poll that should no longer happen
+    assert collector.health.polls == polls

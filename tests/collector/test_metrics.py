@@ -1,0 +1,259 @@
+"""The metric table rendered from hand-made snapshots, on a registry of the test's own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collector import Collector, ContainerSample, Snapshot
+from exporter.metrics import (
+    CONTAINER_METRICS,
+    ExporterHealthCollector,
+    SnapshotCollector,
+    sanitize_label_name,
+)
+from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.naming import NamingScheme
+from exporter.processes import ProcessCounts
+from exporter.sources.base import DriverStatsSource
+from exporter.testing import FakeDriver
+
+GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "metrics.prom"
+T0 = 1_700_000_000.0
+
+
+def _info(name: str, cid: str, **fields: object) -> ContainerInfo:
+    base: dict[str, object] = {
+        "id": cid * 64,
+        "name": name,
+        "image": "local/busybox:latest",
+        "state": ContainerState.RUNNING,
+        "pid": 4242,
+        "created": int(T0) - 100,
+        "started": int(T0) - 50,
+    }
+    base.update(fields)
+    return ContainerInfo.model_validate(base)
+
+
+def _stats(scale: int) -> ContainerStats:
+    return ContainerStats(
+        time=T0,
+        cpu_total_usage=1_500_000_000 * scale,
+        cpu_user_usage=1_000_000_000 * scale,
+        cpu_system_usage=500_000_000 * scale,
+        memory_usage=10_485_760 * scale,
+        memory_cache=2_097_152 * scale,
+        memory_inactive_file=1_048_576 * scale,
+        net_rx_bytes=1000 * scale,
+        net_tx_bytes=2000 * scale,
+        blk_read_bytes=4096 * scale,
+        blk_write_bytes=8192 * scale,
+        blk_read_ops=1 * scale,
+        blk_write_ops=2 * scale,
+    )
+
+
+def _snapshot() -> Snapshot:
+    return Snapshot(
+        containers=(
+            ContainerSample(
+                info=_info(
+                    "app-0123456789abcdef-00ff",
+                    "a",
+                    cpu_limit=500,
+                    memory_limit=67_108_864,
+                    labels={"team": "core", "com.example/tier": 'web "front"\\edge'},
+                ),
+                app="0123456789abcdef",
+                replica=255,
+                stats=_stats(1),
+                stats_source="docker",
+                processes=ProcessCounts(3, 5, 17),
+            ),
+            ContainerSample(
+                info=_info("app-deadbeef-0001", "b"),
+                app="deadbeef",
+                replica=1,
+                stats=_stats(2),
+                stats_source="docker",
+                stale=True,
+            ),
+            ContainerSample(
+                info=_info(
+                    "app-deadbeef-0002", "c", state=ContainerState.STOPPED, pid=0, started=0
+                ),
+                app="deadbeef",
+                replica=2,
+            ),
+            ContainerSample(
+                info=_info("postgres", "d", image="postgres:16"),
+                app=None,
+                replica=None,
+                stats=_stats(3),
+                stats_source="docker",
+            ),
+        ),
+        completed_at=T0,
+        duration_seconds=0.25,
+        engine_up=True,
+    )
+
+
+def _collector(snapshot: Snapshot) -> Collector:
+    driver = FakeDriver()
+    collector = Collector(
+        driver, DriverStatsSource(driver), naming=NamingScheme(), process_counter=None
+    )
+    collector.snapshot = snapshot
+    return collector
+
+
+def _registry(snapshot: Snapshot, allow: tuple[str, ...] = ()) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(_collector(snapshot), allow))
+    return registry
+
+
+def test_exposition_matches_the_golden_file() -> None:
+    text = generate_latest(_registry(_snapshot(), ("team", "com.example/tier"))).decode()
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_every_table_row_is_exported_for_a_container_with_stats_and_limits() -> None:
+    registry = _registry(_snapshot())
+    labels = {
+        "name": "app-0123456789abcdef-00ff",
+        "id": "a" * 64,
+        "image": "local/busybox:latest",
+        "app": "0123456789abcdef",
+        "replica": "255",
+    }
+    for spec in CONTAINER_METRICS:
+        assert registry.get_sample_value(spec.name, labels) is not None, spec.name
+    assert registry.get_sample_value("container_cpu_usage_seconds_total", labels) == 1.5
+    assert registry.get_sample_value("container_memory_working_set_bytes", labels) == 9_437_184
+    assert registry.get_sample_value("container_spec_cpu_quota", labels) == 50_000
+    assert registry.get_sample_value("container_spec_cpu_period", labels) == 100_000
+    assert registry.get_sample_value("container_threads", labels) == 5
+
+
+def test_counters_are_counters_and_carry_units() -> None:
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(generate_latest(_registry(_snapshot())).decode())
+    }
+    for spec in CONTAINER_METRICS:
+        family = families[spec.family]
+        assert family.type == spec.type
+        if spec.type == "counter":
+            assert spec.name.endswith("_total"), spec.name
+        else:
+            assert not spec.name.endswith("_total"), spec.name
+        assert family.documentation, spec.name
+
+
+def test_unmanaged_container_has_no_app_or_replica_label() -> None:
+    text = generate_latest(_registry(_snapshot())).decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("name") == "postgres":
+                assert "app" not in sample.labels
+                assert "replica" not in sample.labels
+            elif "name" in sample.labels:
+                assert sample.labels["app"] in ("0123456789abcdef", "deadbeef")
+
+
+def test_stopped_container_exports_state_but_no_usage() -> None:
+    registry = _registry(_snapshot())
+    labels = {
+        "name": "app-deadbeef-0002",
+        "id": "c" * 64,
+        "image": "local/busybox:latest",
+        "app": "deadbeef",
+        "replica": "2",
+    }
+    assert registry.get_sample_value("container_cpu_usage_seconds_total", labels) is None
+    assert registry.get_sample_value("container_start_time_seconds", labels) is None
+    assert (
+        registry.get_sample_value("sysinner_container_state", {**labels, "state": "stopped"}) == 1
+    )
+    assert (
+        registry.get_sample_value("sysinner_container_state", {**labels, "state": "running"}) == 0
+    )
+
+
+def test_docker_labels_only_on_the_info_series_and_escaped() -> None:
+    text = generate_latest(_registry(_snapshot(), ("team", "com.example/tier"))).decode()
+    info_lines = [line for line in text.splitlines() if line.startswith("sysinner_container_info{")]
+    assert any('label_com_example_tier="web \\"front\\"\\\\edge"' in line for line in info_lines)
+    assert any('label_team="core"' in line for line in info_lines)
+    other = [line for line in text.splitlines() if "label_team" in line]
+    assert other == [line for line in info_lines if "label_team" in line]
+    parsed = {
+        s.labels.get("label_com_example_tier")
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert 'web "front"\\edge' in parsed
+
+
+def test_labels_outside_the_allow_list_are_not_exported() -> None:
+    text = generate_latest(_registry(_snapshot(), ("team",))).decode()
+    assert "label_team" in text
+    assert "tier" not in text
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("team", "label_team"),
+        ("com.example/tier", "label_com_example_tier"),
+        ("a-b c", "label_a_b_c"),
+    ],
+)
+def test_label_names_are_sanitized(key: str, expected: str) -> None:
+    assert sanitize_label_name(key) == expected
+
+
+def test_stale_flag_marks_reused_samples() -> None:
+    registry = _registry(_snapshot())
+    stale = {"name": "app-deadbeef-0001", "id": "b" * 64, "image": "local/busybox:latest"}
+    fresh = {"name": "app-0123456789abcdef-00ff", "id": "a" * 64, "image": "local/busybox:latest"}
+    assert (
+        registry.get_sample_value(
+            "sysinner_container_stats_stale", {**stale, "app": "deadbeef", "replica": "1"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "sysinner_container_stats_stale", {**fresh, "app": "0123456789abcdef", "replica": "255"}
+        )
+        == 0
+    )
+
+
+def test_health_collector_reports_engine_down_and_errors() -> None:
+    collector = _collector(Snapshot(completed_at=T0, engine_up=False, error="down"))
+    collector.health.errors["list"] += 2
+    collector.health.polls = 3
+    registry = CollectorRegistry()
+    registry.register(ExporterHealthCollector(collector))
+    assert registry.get_sample_value("sysinner_exporter_up") == 0
+    assert registry.get_sample_value("sysinner_exporter_errors_total", {"kind": "list"}) == 2
+    assert registry.get_sample_value("sysinner_exporter_errors_total", {"kind": "stats"}) == 0
+    assert registry.get_sample_value("sysinner_exporter_polls_total") == 3
+    assert registry.get_sample_value("sysinner_exporter_containers") == 0
+    assert registry.get_sample_value("sysinner_exporter_stats_source", {"source": "fake"}) == 1
+
+
+def test_empty_snapshot_renders_no_container_series() -> None:
+    text = generate_latest(_registry(Snapshot())).decode()
+    assert not [line for line in text.splitlines() if line and not line.startswith("#")]

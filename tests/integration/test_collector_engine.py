@@ -1,0 +1,247 @@
+"""The collector and /metrics on the real engine, checked against the engine's own stats."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from asyncio.subprocess import PIPE
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.api import create_app
+from exporter.collector import Collector
+from exporter.config import Settings
+from exporter.drivers.docker import DockerDriver, DockerEndpoint
+from exporter.metrics import build_registry
+from exporter.naming import NamingScheme
+from exporter.processes import count_processes
+from exporter.sources.base import DriverStatsSource
+from tests.conftest import ContainerFactory, new_app_id, require, wait_for
+from tests.socket_proxy import UnixSocketProxy
+
+pytestmark = pytest.mark.engine
+
+ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+Client = TestClient[web.Request, web.Application]
+
+# Burn some CPU, then idle and exit on SIGTERM: the CPU counter stops moving.
+BURN_THEN_IDLE = [
+    "/bin/sh",
+    "-c",
+    "i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done; "
+    "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done",
+]
+
+
+def _collector(driver: DockerDriver, interval: float = 10.0) -> Collector:
+    return Collector(
+        driver,
+        DriverStatsSource(driver),
+        naming=NamingScheme(),
+        interval=interval,
+        process_counter=count_processes,
+    )
+
+
+async def _serve(
+    aiohttp_client: ClientFactory, driver: DockerDriver, *, background: bool, interval: float = 10.0
+) -> tuple[Client, Collector]:
+    collector = _collector(driver, interval)
+    app = create_app(
+        settings=Settings(poll_interval=interval, poll_timeout=5),
+        driver=driver,
+        collector=collector,
+        registry=build_registry(collector),
+        poll_in_background=background,
+    )
+    return await aiohttp_client(app), collector
+
+
+async def _families(client: Client) -> dict[str, list[tuple[dict[str, str], float]]]:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+@pytest.fixture
+def sdk() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def own_driver(engine: None) -> DockerDriver:
+    """A driver the app under test owns (the app closes it on shutdown)."""
+    return DockerDriver(stop_grace=3)
+
+
+async def test_metrics_has_managed_series_with_labels_and_unmanaged_is_left_out(
+    aiohttp_client: ClientFactory, own_driver: DockerDriver, make_container: ContainerFactory
+) -> None:
+    app_id = new_app_id()
+    managed = [await make_container(name=f"app-{app_id}-{r:04x}") for r in (1, 2, 0xFF)]
+    unmanaged = await make_container(name=f"sysinner-test-{new_app_id()}")
+    client, collector = await _serve(aiohttp_client, own_driver, background=False)
+    await collector.poll_once()
+    families = await _families(client)
+
+    cpu = {labels["name"]: labels for labels, _ in families["container_cpu_usage_seconds_total"]}
+    for c in managed:
+        labels = cpu[c.name]
+        assert labels["id"] == c.id
+        assert labels["image"] == "local/busybox:latest"
+        assert labels["app"] == app_id
+        assert labels["replica"] == str(int(c.name[-4:], 16))
+    assert cpu[managed[2].name]["replica"] == "255"
+    assert unmanaged.name not in cpu
+    for name in (
+        "container_memory_usage_bytes",
+        "container_memory_working_set_bytes",
+        "container_network_receive_bytes_total",
+        "container_fs_writes_bytes_total",
+        "container_start_time_seconds",
+        "container_last_seen",
+        "container_processes",
+    ):
+        assert {c.name for c in managed} <= {lab["name"] for lab, _ in families[name]}, name
+    procs = {lab["name"]: v for lab, v in families["container_processes"]}
+    assert all(procs[c.name] >= 1 for c in managed)
+    assert families["sysinner_exporter_up"] == [({}, 1.0)]
+
+
+async def test_cpu_and_memory_match_the_engines_own_stats(
+    aiohttp_client: ClientFactory,
+    own_driver: DockerDriver,
+    make_container: ContainerFactory,
+    sdk: docker.DockerClient,
+) -> None:
+    c = await make_container(cmd=BURN_THEN_IDLE, memory_limit=64 * 1024 * 1024)
+    container = sdk.containers.get(c.id)
+
+    def engine_cpu_ns() -> int:
+        stats = container.stats(stream=False, one_shot=True)
+        return int(stats["cpu_stats"]["cpu_usage"]["total_usage"])
+
+    last = -1
+
+    async def cpu_settled() -> bool:
+        nonlocal last
+        now = await asyncio.to_thread(engine_cpu_ns)
+        settled = now > 0 and now == last
+        last = now
+        return settled
+
+    await wait_for(cpu_settled, timeout=60, what="the burn to finish", every=0.5)
+    client, collector = await _serve(aiohttp_client, own_driver, background=False)
+    await collector.poll_once()
+    engine = await asyncio.to_thread(container.stats, stream=False, one_shot=True)
+    families = await _families(client)
+
+    def ours(metric: str) -> float:
+        return next(v for lab, v in families[metric] if lab["id"] == c.id)
+
+    engine_cpu = engine["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+    assert engine_cpu > 0.05
+    assert ours("container_cpu_usage_seconds_total") == pytest.approx(engine_cpu, rel=0.05)
+    assert ours("container_memory_usage_bytes") == pytest.approx(
+        engine["memory_stats"]["usage"], rel=0.05
+    )
+    assert ours("container_spec_memory_limit_bytes") == 64 * 1024 * 1024
+
+
+async def test_a_removed_container_is_gone_after_one_poll(
+    aiohttp_client: ClientFactory, own_driver: DockerDriver, make_container: ContainerFactory
+) -> None:
+    keep = await make_container()
+    doomed = await make_container()
+    client, collector = await _serve(aiohttp_client, own_driver, background=False)
+    await collector.poll_once()
+    names = {lab["name"] for lab, _ in (await _families(client))["container_last_seen"]}
+    assert {keep.name, doomed.name} <= names
+
+    helper = DockerDriver()
+    try:
+        await helper.container_remove(doomed.id)
+    finally:
+        await helper.close()
+    await collector.poll_once()
+    text = await (await client.get("/metrics")).text()
+    assert doomed.id not in text
+    assert keep.id in text
+
+
+async def test_exposition_passes_promtool_check_metrics(
+    aiohttp_client: ClientFactory,
+    own_driver: DockerDriver,
+    make_container: ContainerFactory,
+    tmp_path: Path,
+) -> None:
+    promtool = shutil.which("promtool")
+    require(promtool is not None, "promtool (Debian package prometheus)")
+    assert promtool is not None
+    await make_container(labels={"team": "core"})
+    client, collector = await _serve(aiohttp_client, own_driver, background=False)
+    await collector.poll_once()
+    body = await (await client.get("/metrics")).read()
+    assert b"container_cpu_usage_seconds_total{" in body
+    proc = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(body), timeout=30)
+    assert proc.returncode == 0, err.decode() + out.decode()
+    assert out.decode().strip() == ""
+    assert err.decode().strip() == ""
+
+
+async def test_engine_gone_while_serving_then_back_recovers_without_restart(
+    aiohttp_client: ClientFactory, engine: None, make_container: ContainerFactory, tmp_path: Path
+) -> None:
+    await make_container()
+    target = DockerEndpoint.from_env().socket_path
+    assert target is not None
+    proxy = UnixSocketProxy(str(tmp_path / "engine.sock"), target)
+    await proxy.start()
+    driver = DockerDriver(DockerEndpoint.parse(f"unix://{proxy.path}"), timeout=3, stats_timeout=3)
+    interval = 0.5
+    client, collector = await _serve(aiohttp_client, driver, background=True, interval=interval)
+    try:
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status == 200
+
+        await wait_for(ready, timeout=20, what="the first successful poll")
+
+        await proxy.stop()
+
+        async def down() -> bool:
+            resp = await client.get("/metrics")
+            assert resp.status == 200
+            return "sysinner_exporter_up 0.0" in await resp.text()
+
+        await wait_for(down, timeout=10, what="up to drop to 0")
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
+
+        polls_before = collector.health.polls
+        await proxy.start()
+        # Recovery within one interval: the next poll after the engine is back succeeds.
+        await wait_for(ready, timeout=interval + 6, what="recovery after the engine came back")
+        assert collector.health.polls <= polls_before + 2
+        text = await (await client.get("/metrics")).text()
+        assert "sysinner_exporter_up 1.0" in text
+        assert collector.health.errors["list"] >= 1
+    finally:
+        await proxy.stop()
