@@ -169,6 +169,8 @@ class DockerDriver:
                     params=params,
                     data=None if body is None else json.dumps(body),
                     headers={"Content-Type": "application/json"} if body is not None else None,
+                    # The engine redirects only to a cleaned path: never another endpoint.
+                    allow_redirects=False,
                 ) as resp:
                     return resp.status, await resp.read(), resp.headers
         except TimeoutError as e:
@@ -379,8 +381,17 @@ class DockerDriver:
 
 
 def _seg(name_or_id: str) -> str:
-    """Return a path segment that cannot step into another endpoint."""
-    return quote(name_or_id, safe="")
+    """Return a path segment that cannot step into another endpoint.
+
+    Quoting alone is not enough: the client drops "." and ".." segments, and the
+    engine decodes "%2F", cleans the path and redirects to the result (so
+    ``../images/x`` on a DELETE would remove an image). No container name or id
+    contains "/" or is a dot segment, so such a name is simply not found.
+    """
+    name = name_or_id.removeprefix("/")  # the engine's own names start with "/"
+    if name in ("", ".", "..") or "/" in name:
+        raise NotFoundError(404, f"No such container: {name_or_id}")
+    return quote(name, safe="")
 
 
 def _chown_dir(path: str, uid: int, gid: int) -> None:
