@@ -1,0 +1,386 @@
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.drivers import docker_json as dj
+from exporter.models import ContainerCreateOptions, ContainerState, PortBinding
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "engine"
+
+
+def load(name: str) -> Any:
+    return json.loads((DATA / name).read_text())
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+# -- stats -------------------------------------------------------------------
+
+
+def test_stats_cgroup_v1_recording() -> None:
+    raw = load("stats_v1.json")
+    s = dj.stats_from_engine(raw, now=1.0)
+    assert s.time == pytest.approx(ts("2026-11-29T00:10:46.357690+00:00"))
+    assert s.cpu_total_usage == raw["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+    assert s.cpu_user_usage == raw["cpu_stats"]["cpu_usage"]["usage_in_usermode"] > 0
+    assert s.cpu_system_usage == raw["cpu_stats"]["cpu_usage"]["usage_in_kernelmode"] > 0
+    assert s.memory_usage == raw["memory_stats"]["usage"] > 0
+    assert s.memory_cache == raw["memory_stats"]["stats"]["cache"] > 0
+    # The hierarchical figure, not the cgroup's own.
+    assert s.memory_inactive_file == raw["memory_stats"]["stats"]["total_inactive_file"] > 0
+    # Two interfaces (eth0 on the bridge, eth1 on a second network), summed.
+    nets = raw["networks"]
+    assert len(nets) == 2
+    assert s.net_rx_bytes == nets["eth0"]["rx_bytes"] + nets["eth1"]["rx_bytes"]
+    assert s.net_tx_bytes == nets["eth0"]["tx_bytes"] + nets["eth1"]["tx_bytes"]
+    assert s.net_tx_bytes > nets["eth0"]["tx_bytes"] > 0
+    # "Read"/"Write" in title case; Sync/Async/Total are not reads or writes.
+    assert (s.blk_read_bytes, s.blk_write_bytes) == (503808, 8388608)
+    assert (s.blk_read_ops, s.blk_write_ops) == (68, 8)
+
+
+def test_stats_cgroup_v1_sums_block_devices() -> None:
+    raw = load("stats_v1.json")
+    blkio = raw["blkio_stats"]
+    for key in ("io_service_bytes_recursive", "io_serviced_recursive"):
+        second = copy.deepcopy(blkio[key])
+        for e in second:
+            e["minor"], e["value"] = 16, e["value"] * 10
+        blkio[key] = blkio[key] + second
+    s = dj.stats_from_engine(raw)
+    assert (s.blk_read_bytes, s.blk_write_bytes) == (503808 * 11, 8388608 * 11)
+    assert (s.blk_read_ops, s.blk_write_ops) == (68 * 11, 8 * 11)
+
+
+def test_stats_cgroup_v2_layout() -> None:
+    raw = load("stats_v2.json")
+    s = dj.stats_from_engine(raw, now=1.0)
+    assert s.time == pytest.approx(ts("2026-11-29T00:12:05.512744+00:00"))
+    assert s.cpu_total_usage == 612473000
+    assert (s.cpu_user_usage, s.cpu_system_usage) == (571196000, 41277000)
+    assert s.memory_usage == 2904064
+    assert s.memory_cache == raw["memory_stats"]["stats"]["file"] == 1101824
+    assert s.memory_inactive_file == raw["memory_stats"]["stats"]["inactive_file"] == 630784
+    assert s.memory_working_set == 2904064 - 630784
+    assert (s.net_rx_bytes, s.net_tx_bytes) == (1014 + 1278, 158 + 116)
+    # Lowercase ops, two devices.
+    assert s.blk_read_bytes == 1236992 + 4096
+    assert s.blk_write_bytes == 8388608 + 2097152
+    # v2 has no per-op counts: null, so zero.
+    assert raw["blkio_stats"]["io_serviced_recursive"] is None
+    assert (s.blk_read_ops, s.blk_write_ops) == (0, 0)
+
+
+def test_stats_op_is_case_insensitive() -> None:
+    entries = [
+        {"major": 8, "minor": 0, "op": "READ", "value": 1},
+        {"major": 8, "minor": 0, "op": "read", "value": 2},
+        {"major": 8, "minor": 0, "op": "Read", "value": 4},
+        {"major": 8, "minor": 0, "op": "wRiTe", "value": 8},
+        {"major": 8, "minor": 0, "op": "Total", "value": 100},
+        {"major": 8, "minor": 0, "op": "discard", "value": 100},
+    ]
+    s = dj.stats_from_engine(
+        {"blkio_stats": {"io_service_bytes_recursive": entries, "io_serviced_recursive": entries}}
+    )
+    assert (s.blk_read_bytes, s.blk_write_bytes) == (7, 8)
+    assert (s.blk_read_ops, s.blk_write_ops) == (7, 8)
+
+
+def test_stats_of_a_created_never_started_container_are_zero() -> None:
+    raw = load("stats_created.json")
+    assert raw["read"] == "0001-01-01T00:00:00Z"
+    s = dj.stats_from_engine(raw, now=1795911111.5)
+    # Go's zero time is no time: the sample is stamped when we took it.
+    assert s.time == 1795911111.5
+    assert s.model_dump(exclude={"time"}) == dict.fromkeys(s.model_dump(exclude={"time"}), 0)
+
+
+def test_stats_with_host_networking_have_no_network_figures() -> None:
+    raw = load("stats_v1.json")
+    del raw["networks"]
+    s = dj.stats_from_engine(raw)
+    assert (s.net_rx_bytes, s.net_tx_bytes) == (0, 0)
+    assert s.cpu_total_usage > 0
+
+
+# -- inspect and list --------------------------------------------------------
+
+
+def test_inspect_recording() -> None:
+    raw = load("inspect_running.json")
+    c = dj.container_from_inspect(raw, now=1795911200)
+    assert c.id == raw["Id"]
+    assert c.name == "app-0123456789ab-0001"
+    assert c.image == "local/busybox:latest"
+    assert c.image_id.startswith("sha256:5620ab5a")
+    assert c.state is ContainerState.RUNNING
+    assert c.status == "running"
+    assert c.pid == 6349
+    assert c.ip == "172.17.0.2"
+    assert c.created == int(ts("2026-11-29T00:10:24.813460+00:00"))
+    assert c.started == int(ts("2026-11-29T00:10:25.239253+00:00"))
+    assert c.labels == {"io.sysinner.app": "0123456789ab"}
+    assert c.cpu_limit == 500
+    assert c.memory_limit == 64 * 1024 * 1024
+    assert c.binds == ["/tmp/rec:/data:ro"]
+    assert c.ports == {
+        80: PortBinding(host_ip="127.0.0.1", host_port=18080, container_port=80, protocol="tcp")
+    }
+    assert c.last_inspect_time == 1795911200
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("running", ContainerState.RUNNING),
+        ("paused", ContainerState.RUNNING),
+        ("exited", ContainerState.STOPPED),
+        ("dead", ContainerState.STOPPED),
+        ("created", ContainerState.STARTING),
+        ("restarting", ContainerState.STARTING),
+        ("removing", ContainerState.STOPPED),
+    ],
+)
+def test_inspect_maps_state(status: str, state: ContainerState) -> None:
+    raw = load("inspect_running.json")
+    raw["State"]["Status"] = status
+    c = dj.container_from_inspect(raw)
+    assert c.state is state
+    assert c.status == status
+    assert dj.map_state(status) is state
+    assert dj.map_state(status.upper()) is state
+
+
+def test_unknown_engine_state_counts_as_stopped() -> None:
+    assert dj.map_state("") is ContainerState.STOPPED
+    assert dj.map_state("teleporting") is ContainerState.STOPPED
+
+
+def test_inspect_of_a_stopped_container() -> None:
+    raw = load("inspect_running.json")
+    raw["State"].update(Status="exited", Running=False, Pid=0)
+    raw["NetworkSettings"]["Ports"] = {}
+    raw["NetworkSettings"]["IPAddress"] = ""
+    for net in raw["NetworkSettings"]["Networks"].values():
+        net["IPAddress"] = ""
+    c = dj.container_from_inspect(raw)
+    assert c.state is ContainerState.STOPPED
+    assert (c.pid, c.ip, c.ports) == (0, "", {})
+    # StartedAt keeps the last start.
+    assert c.started == int(ts("2026-11-29T00:10:25.239253+00:00"))
+
+
+def test_inspect_never_started_has_no_start_time() -> None:
+    raw = load("inspect_running.json")
+    raw["State"].update(Status="created", StartedAt="0001-01-01T00:00:00Z", Pid=0)
+    assert dj.container_from_inspect(raw).started == 0
+
+
+def test_inspect_ip_on_a_user_network_only() -> None:
+    raw = load("inspect_running.json")
+    raw["NetworkSettings"]["IPAddress"] = ""
+    del raw["NetworkSettings"]["Networks"]["bridge"]
+    assert dj.container_from_inspect(raw).ip == "10.231.0.2"
+
+
+@pytest.mark.parametrize(
+    ("host_config", "millicores"),
+    [
+        ({"NanoCpus": 500_000_000}, 500),
+        ({"NanoCpus": 2_000_000_000, "CpuQuota": 50_000}, 2000),  # NanoCpus wins
+        ({"NanoCpus": 0, "CpuQuota": 150_000, "CpuPeriod": 100_000}, 1500),
+        ({"CpuQuota": 25_000, "CpuPeriod": 50_000}, 500),
+        ({"CpuQuota": 50_000, "CpuPeriod": 0}, 500),  # period defaults to 100 ms
+        ({"CpuQuota": -1, "CpuPeriod": 100_000}, 0),  # -1: no quota
+        ({}, 0),
+    ],
+)
+def test_cpu_millicores(host_config: dict[str, int], millicores: int) -> None:
+    assert dj.cpu_millicores(host_config) == millicores
+    raw = load("inspect_running.json")
+    raw["HostConfig"] = {**raw["HostConfig"], "NanoCpus": 0, **host_config}
+    assert dj.container_from_inspect(raw).cpu_limit == millicores
+
+
+def test_inspect_ports_key_by_container_port_and_keep_protocol() -> None:
+    raw = load("inspect_running.json")
+    raw["NetworkSettings"]["Ports"] = {
+        "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}, {"HostIp": "::", "HostPort": "5353"}],
+        "8080/tcp": None,  # exposed, not published
+    }
+    c = dj.container_from_inspect(raw)
+    assert c.ports == {
+        53: PortBinding(host_ip="0.0.0.0", host_port=5353, container_port=53, protocol="udp")
+    }
+
+
+def test_list_recording() -> None:
+    raw = load("list.json")
+    by_name = {c.name: c for c in map(dj.container_from_list, raw)}
+    running = by_name["app-0123456789ab-0001"]
+    created = by_name["app-0123456789ab-0002"]
+    assert running.state is ContainerState.RUNNING
+    assert running.status.startswith("Up ")
+    assert running.ip == "172.17.0.2"
+    assert running.created == 1795911024
+    assert running.image == "local/busybox:latest"
+    assert running.image_id.startswith("sha256:")
+    assert running.labels == {"io.sysinner.app": "0123456789ab"}
+    assert running.ports == {
+        80: PortBinding(host_ip="127.0.0.1", host_port=18080, container_port=80)
+    }
+    # The list call carries no pid, start time or limits.
+    assert (running.pid, running.started, running.cpu_limit, running.memory_limit) == (0, 0, 0, 0)
+    assert created.state is ContainerState.STARTING
+    assert (created.ip, created.ports, created.labels) == ("", {}, {})
+
+
+def test_image_from_list_drops_none_tags() -> None:
+    img = dj.image_from_list(
+        {
+            "Id": "sha256:abc",
+            "RepoTags": ["<none>:<none>"],
+            "RepoDigests": ["127.0.0.1:5000/test/busybox@sha256:def"],
+            "Size": 2000,
+            "Created": 1795911000,
+            "Labels": None,
+        }
+    )
+    assert img.repo_tags == []
+    assert img.name == "127.0.0.1:5000/test/busybox"
+    assert (img.size, img.created, img.labels) == (2000, 1795911000, {})
+    tagged = dj.image_from_list({"Id": "sha256:1", "RepoTags": ["local/busybox:latest"]})
+    assert tagged.name == "local/busybox:latest"
+    assert dj.image_from_list({"Id": "sha256:2"}).name == "sha256:2"
+
+
+# -- timestamps --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-29T00:10:31.101265858Z", datetime(2026, 11, 29, 0, 10, 31, 101265, UTC)),
+        ("2026-11-29T00:10:31.1Z", datetime(2026, 11, 29, 0, 10, 31, 100000, UTC)),
+        ("2026-11-29T00:10:31Z", datetime(2026, 11, 29, 0, 10, 31, tzinfo=UTC)),
+        ("2026-11-29T05:40:31.000000001+05:30", datetime(2026, 11, 29, 0, 10, 31, tzinfo=UTC)),
+    ],
+)
+def test_parse_timestamp(text: str, expected: datetime) -> None:
+    assert dj.parse_timestamp(text) == pytest.approx(expected.timestamp(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000000000Z", "", None, "not a time"]
+)
+def test_parse_timestamp_zero_and_garbage(text: str | None) -> None:
+    assert dj.parse_timestamp(text) == 0.0
+
+
+# -- create ------------------------------------------------------------------
+
+
+def options(**changes: Any) -> ContainerCreateOptions:
+    base: dict[str, Any] = {
+        "name": "app-abc123def456-0001",
+        "image": "local/busybox:latest",
+        "cmd": ["/bin/sh", "/home/action/.sysinner/ininit"],
+        "env": ["FOO=bar"],
+        "labels": {"io.sysinner.app": "abc123def456"},
+        "hostname": "web1",
+        "cpu_limit": 1500,
+        "memory_limit": 128 * 1024 * 1024,
+        "ports": [
+            {"host_ip": "127.0.0.1", "host_port": 8080, "container_port": 80},
+            {"container_port": 53, "protocol": "udp"},
+        ],
+        "mounts": [
+            {"host_path": "/srv/pods/a/home", "container_path": "/home"},
+            {"host_path": "/srv/share", "container_path": "/opt/share", "read_only": True},
+        ],
+        "restart_policy": "on-failure",
+        "dns_servers": ["10.0.0.53"],
+    }
+    return ContainerCreateOptions.model_validate({**base, **changes})
+
+
+def test_create_body() -> None:
+    body = dj.create_body(options())
+    host = body["HostConfig"]
+    assert body["Image"] == "local/busybox:latest"
+    assert body["Entrypoint"] == ["/bin/sh", "/home/action/.sysinner/ininit"]
+    assert body["Cmd"] == []
+    assert body["Env"] == ["FOO=bar"]
+    assert body["Labels"] == {"io.sysinner.app": "abc123def456"}
+    assert body["Hostname"] == "web1"
+    assert host["NanoCpus"] == 1500 * 1_000_000
+    assert host["Memory"] == host["MemorySwap"] == 128 * 1024 * 1024
+    assert host["RestartPolicy"] == {"Name": "on-failure"}
+    assert host["Binds"] == ["/srv/pods/a/home:/home", "/srv/share:/opt/share:ro"]
+    assert host["PortBindings"] == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+        "53/udp": [{"HostIp": "", "HostPort": ""}],
+    }
+    assert body["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    assert host["Dns"] == ["10.0.0.53"]
+    assert "NetworkMode" not in host
+    assert "NetworkingConfig" not in body
+    json.dumps(body)  # the body goes over the wire as JSON
+
+
+def test_create_body_without_limits_or_cmd_sets_none() -> None:
+    body = dj.create_body(ContainerCreateOptions(name="app-abc123def456-0001", image="busybox"))
+    host = body["HostConfig"]
+    for key in ("NanoCpus", "Memory", "MemorySwap"):
+        assert key not in host
+    assert "Entrypoint" not in body
+    assert "Cmd" not in body  # the image's own command runs
+    assert "Hostname" not in body
+    assert host["RestartPolicy"] == {"Name": "no"}
+
+
+def test_create_body_on_a_vpc_network() -> None:
+    opts = options(vpc_subnet="10.231.0.0/24", vpc_ipv4="10.231.0.10")
+    net = dj.vpc_network_name("10.231.0.0/24")
+    assert net == "sysinner-vpc-10.231.0.0-24"
+    body = dj.create_body(opts, net)
+    assert body["HostConfig"]["NetworkMode"] == net
+    assert body["NetworkingConfig"] == {
+        "EndpointsConfig": {net: {"IPAMConfig": {"IPv4Address": "10.231.0.10"}}}
+    }
+
+
+def test_create_body_on_a_network_without_fixed_address() -> None:
+    body = dj.create_body(options(vpc_subnet="10.231.0.0/24"), "mynet")
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"mynet": {}}}
+
+
+# -- image references --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("busybox", ("busybox", "latest")),
+        ("busybox:1.36", ("busybox", "1.36")),
+        ("local/busybox:latest", ("local/busybox", "latest")),
+        ("127.0.0.1:5000/test/busybox", ("127.0.0.1:5000/test/busybox", "latest")),
+        ("127.0.0.1:5000/test/busybox:v2", ("127.0.0.1:5000/test/busybox", "v2")),
+        ("registry.example:443/a/b/c:tag", ("registry.example:443/a/b/c", "tag")),
+        (
+            "127.0.0.1:5000/test/busybox@sha256:" + "a" * 64,
+            ("127.0.0.1:5000/test/busybox", "sha256:" + "a" * 64),
+        ),
+    ],
+)
+def test_split_image_reference(image: str, expected: tuple[str, str]) -> None:
+    assert dj.split_image_reference(image) == expected
