@@ -1,0 +1,46 @@
+"""The README's metric reference is exactly what exporter.reference generates."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.metrics import CONTAINER_METRICS
+from exporter.reference import END, START, metric_docs, metric_reference_markdown, readme_section
+from tests.monitoring.monitoring import README
+
+
+def test_readme_metric_reference_matches_the_metric_table() -> None:
+    readme = README.read_text()
+    assert readme.count(START) == 1
+    assert readme.count(END) == 1
+    assert readme_section(readme) == metric_reference_markdown(), (
+        "README.md's metric reference is out of date; regenerate it with "
+        "`.venv/bin/python -m exporter.reference` and paste it between the markers"
+    )
+
+
+def test_reference_lists_every_table_row_once_with_its_labels() -> None:
+    docs = metric_docs()
+    names = [d.name for d in docs]
+    assert len(names) == len(set(names))
+    by_name = {d.name: d for d in docs}
+    for spec in CONTAINER_METRICS:
+        doc = by_name[spec.name]
+        assert (doc.type, doc.help) == (spec.type, spec.help)
+        assert doc.labels == ("name", "id", "image", "app", "replica")
+    assert by_name["sysinner_container_state"].labels[-1] == "state"
+    assert by_name["sysinner_exporter_errors_total"].labels == ("kind",)
+    for doc in docs:
+        assert (doc.type == "counter") == doc.name.endswith("_total"), doc.name
+
+
+def test_reference_rows_render_each_metric() -> None:
+    table = metric_reference_markdown()
+    for doc in metric_docs():
+        assert f"| `{doc.name}` | {doc.type} |" in table
+
+
+def test_readme_section_needs_both_markers() -> None:
+    with pytest.raises(ValueError, match="lacks"):
+        readme_section(f"intro\n{START}\n| a |\n")
+    assert readme_section(f"x\n{START}\n| a |\n{END}\ny") == "| a |\n"
