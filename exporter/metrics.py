@@ -14,7 +14,7 @@ import platform
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
@@ -360,11 +360,59 @@ def _single(name: str, help_text: str, type_: MetricType, value: float) -> Metri
     return family
 
 
-def build_registry(collector: Collector, label_allowlist: Sequence[str] = ()) -> CollectorRegistry:
+class RemediationView(Protocol):
+    """What :class:`RemediationCollector` reads; the remediation module provides it."""
+
+    def action_counts(self) -> dict[tuple[str, str], int]:
+        """Return decisions taken since start by (action, result)."""
+        ...
+
+    def quarantined_count(self) -> int:
+        """Return how many containers are quarantined now."""
+        ...
+
+
+class RemediationCollector(PromCollector):
+    """Renders remediation's decisions and quarantines; reads memory only."""
+
+    def __init__(self, remediation: RemediationView) -> None:
+        self._remediation = remediation
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the actions counter and the quarantined gauge."""
+        actions = Metric(
+            "sysinner_exporter_remediation_actions",
+            "Alerts judged by remediation, by action and result (restarted, cooldown, ...).",
+            "counter",
+        )
+        for (action, result), count in sorted(self._remediation.action_counts().items()):
+            actions.add_sample(
+                "sysinner_exporter_remediation_actions_total",
+                {"action": action, "result": result},
+                float(count),
+            )
+        yield actions
+        yield _single(
+            "sysinner_exporter_remediation_quarantined",
+            "Containers remediation will not restart until their window passes or an "
+            "operator clears them.",
+            "gauge",
+            float(self._remediation.quarantined_count()),
+        )
+
+
+def build_registry(
+    collector: Collector,
+    label_allowlist: Sequence[str] = (),
+    *,
+    remediation: RemediationView | None = None,
+) -> CollectorRegistry:
     """Return the exporter's own registry: containers, its health, process and platform."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(collector, label_allowlist))
     registry.register(ExporterHealthCollector(collector))
+    if remediation is not None:
+        registry.register(RemediationCollector(remediation))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

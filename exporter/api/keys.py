@@ -7,9 +7,19 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.collector import Collector
 from exporter.config import Settings
+from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
+from exporter.naming import NamingScheme
+from exporter.remediation import Remediator
+from exporter.replica_deploy import ReplicaDeployer
 
 SETTINGS = web.AppKey("settings", Settings)
 DRIVER = web.AppKey("driver", Driver)
 COLLECTOR = web.AppKey("collector", Collector)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+# The lifecycle API and remediation (optional collaborators of create_app).
+NAMING = web.AppKey("naming", NamingScheme)
+MOUNT_POLICY = web.AppKey("mount_policy", MountPolicy)
+DEPLOYER = web.AppKey("deployer", ReplicaDeployer)
+REMEDIATION = web.AppKey("remediation", Remediator)

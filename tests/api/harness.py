@@ -1,0 +1,180 @@
+"""The lifecycle API on the in-memory driver, wired as __main__ wires it, with a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.api import create_app
+from exporter.collector import Collector
+from exporter.config import Settings
+from exporter.metrics import build_registry
+from exporter.remediation import RemediationPolicy, Remediator
+from exporter.replica_deploy import ReplicaDeployer
+from exporter.replicas import AppReplicaInstanceList
+from exporter.sources.base import DriverStatsSource
+from exporter.state import StateStore
+from exporter.testing import FakeDriver
+
+TOKEN = "s3cret-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand."""
+
+    now: float = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Api:
+    """A running app and everything behind it."""
+
+    client: TestClient[web.Request, web.Application]
+    driver: FakeDriver
+    settings: Settings
+    registry: CollectorRegistry
+    remediation: Remediator
+    deployer: ReplicaDeployer
+    clock: Clock
+    headers: dict[str, str] = field(default_factory=lambda: dict(AUTH))
+
+    async def call(
+        self, method: str, path: str, *, json: Any = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        """Send an authenticated request; return (status, decoded JSON or None)."""
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        resp = await self.client.request(method, path, json=json, headers=headers, **kwargs)
+        body = await resp.read()
+        if body:
+            assert resp.content_type == "application/json", body
+            return resp.status, await resp.json()
+        return resp.status, None
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    """Return settings whose every dir lives under ``tmp_path``."""
+    values: dict[str, Any] = {
+        "api_token": TOKEN,
+        "state_dir": tmp_path / "state",
+        "pod_base_dir": tmp_path / "pods",
+        "host_prefix": tmp_path / "innerstack",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def build_app(
+    settings: Settings, driver: FakeDriver, clock: Clock, api_token: str | None = None
+) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer]:
+    """Return an app wired like ``serve`` wires it, on ``driver``."""
+    naming = settings.naming()
+    collector = Collector(driver, DriverStatsSource(driver), naming=naming, process_counter=None)
+    remediation = Remediator(
+        driver,
+        StateStore(settings.state_dir),
+        naming,
+        RemediationPolicy.from_settings(settings),
+        clock=clock,
+    )
+    deployer = ReplicaDeployer(
+        driver,
+        AppReplicaInstanceList(naming),
+        pod_base=settings.pod_base_dir,
+        host_prefix=settings.host_prefix,
+        arch="amd64",
+    )
+    registry = build_registry(collector, remediation=remediation)
+    app = create_app(
+        settings=settings,
+        driver=driver,
+        collector=collector,
+        registry=registry,
+        poll_in_background=False,
+        api_token=api_token,
+        deployer=deployer,
+        remediation=remediation,
+    )
+    return app, registry, remediation, deployer
+
+
+async def start_api(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    driver: FakeDriver | None = None,
+    clock: Clock | None = None,
+) -> Api:
+    """Start the app on the test client and return its handles."""
+    driver = driver or FakeDriver()
+    clock = clock or Clock()
+    app, registry, remediation, deployer = build_app(settings, driver, clock)
+    client = await aiohttp_client(app)
+    return Api(client, driver, settings, registry, remediation, deployer, clock)
+
+
+def alert(
+    labels: dict[str, str],
+    *,
+    fingerprint: str = "f00d",
+    starts_at: str = "2026-11-28T10:00:00Z",
+    status: str = "firing",
+) -> dict[str, Any]:
+    """Return one Alertmanager alert."""
+    ends = "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-28T11:00:00Z"
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": "sick"},
+        "startsAt": starts_at,
+        "endsAt": ends,
+        "generatorURL": "http://prometheus.invalid/graph",
+        "fingerprint": fingerprint,
+    }
+
+
+def webhook(*alerts: dict[str, Any], common: dict[str, str] | None = None) -> dict[str, Any]:
+    """Return an Alertmanager webhook payload (version 4) carrying ``alerts``."""
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="ReplicaSick"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "sysinner-exporter",
+        "groupLabels": {"alertname": "ReplicaSick"},
+        "commonLabels": common or {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "alerts": list(alerts),
+    }
+
+
+def replica(
+    app_id: str, rep_id: int, revision: int, image: str = "local/busybox:latest"
+) -> dict[str, Any]:
+    """Return an AppReplicaInstance body."""
+    return {
+        "app": {
+            "id": app_id,
+            "deploy": {"revision": revision},
+            "spec": {
+                "image": image,
+                "env": ["MODE=test"],
+                "labels": {"team": "core"},
+                "cpu_limit": 500,
+                "memory_limit": 64 * 1024 * 1024,
+                "restart_policy": "no",
+            },
+        },
+        "replica": {"rep_id": rep_id},
+    }
