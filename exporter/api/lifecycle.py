@@ -320,6 +320,7 @@ OPERATIONS: tuple[Operation, ...] = (
         204,
         None,
         (404, 409, 502, 503),
+        managed_name=True,
     ),
     *(
         Operation(
@@ -331,6 +332,7 @@ OPERATIONS: tuple[Operation, ...] = (
             200,
             ContainerInfo,
             (404, 409, 502, 503),
+            managed_name=True,
         )
         for verb, handler in (
             ("start", start_container),

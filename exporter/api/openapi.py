@@ -70,6 +70,7 @@ class Operation:
     query: tuple[Param, ...] = ()
     tag: str = "lifecycle"
     also_ok: tuple[int, ...] = ()
+    managed_name: bool = False
 
     def error_statuses(self) -> list[int]:
         """Return every error status this operation can answer, sorted."""
@@ -88,8 +89,20 @@ def add_routes(app: web.Application, operations: Sequence[Operation]) -> None:
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 
-def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of ``operations``."""
+def ecma_pattern(python_pattern: str, leading_slash: bool = False) -> str:
+    """Return a whole-string ECMA-262 pattern for a naming regex (named groups unnamed)."""
+    body = re.sub(r"\(\?P<\w+>", "(", python_pattern)
+    return f"^{'/?' if leading_slash else ''}(?:{body})$"
+
+
+def build_document(
+    operations: Sequence[Operation], managed_pattern: str | None = None
+) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of ``operations``.
+
+    With ``managed_pattern`` (the naming regex) the names that mutating calls
+    accept are documented as the pattern they must match.
+    """
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorBody, "serialization")]
     for op in operations:
         if op.request is not None:
@@ -101,8 +114,16 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
+        name_schema: dict[str, Any] = {"type": "string"}
+        if op.managed_name and managed_pattern is not None:
+            name_schema["pattern"] = ecma_pattern(managed_pattern)
         params: list[dict[str, Any]] = [
-            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": n,
+                "in": "path",
+                "required": True,
+                "schema": name_schema if n == "name" else {"type": "string"},
+            }
             for n in _PATH_PARAM.findall(op.path)
         ]
         params += [
@@ -134,6 +155,11 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
             }
         paths.setdefault(op.path, {})[op.method.lower()] = doc
 
+    schemas = defs.get("$defs", {})
+    create = schemas.get("ContainerCreateOptions")
+    if managed_pattern is not None and create is not None:
+        # Create accepts managed names only (a leading "/" is the engine's and is dropped).
+        create["properties"]["name"]["pattern"] = ecma_pattern(managed_pattern, leading_slash=True)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -147,7 +173,7 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": defs.get("$defs", {}),
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

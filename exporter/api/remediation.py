@@ -108,7 +108,7 @@ OPERATIONS: tuple[Operation, ...] = (
         query=(
             Param(
                 "limit",
-                {"type": "string", "pattern": r"^[0-9]+$"},
+                {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX, "default": 100},
                 f"how many decisions, 1..{HISTORY_MAX} (default 100)",
             ),
             Param("container", {"type": "string"}, "only this container's decisions"),
@@ -136,5 +136,6 @@ OPERATIONS: tuple[Operation, ...] = (
         QuarantineCleared,
         (503,),
         tag="remediation",
+        managed_name=True,
     ),
 )

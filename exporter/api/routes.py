@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import RootModel
 
 from exporter.api import lifecycle, remediation
+from exporter.api.keys import NAMING
 from exporter.api.lifecycle import V1
 from exporter.api.openapi import Operation, add_routes, build_document
 
@@ -40,7 +41,7 @@ def operations() -> tuple[Operation, ...]:
 def add_api_routes(app: web.Application) -> None:
     """Register every API operation and the OpenAPI document on ``app``."""
     ops = operations()
-    document = build_document(ops)
+    document = build_document(ops, managed_pattern=app[NAMING].pattern)
 
     async def openapi(request: web.Request) -> web.Response:
         """Return the OpenAPI document."""
