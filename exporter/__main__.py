@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,11 @@ from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.metrics import build_registry
 from exporter.processes import count_processes
+from exporter.remediation import RemediationPolicy, Remediator
+from exporter.replica_deploy import ReplicaDeployer
+from exporter.replicas import AppReplicaInstanceList
 from exporter.sources.base import DriverStatsSource, StatsSource
+from exporter.state import StateStore
 
 log = logging.getLogger("exporter")
 
@@ -130,6 +135,49 @@ def build_collector(settings: Settings, driver: DockerDriver) -> Collector:
     )
 
 
+def read_api_token(settings: Settings) -> str | None:
+    """Return the API token: the token file's content (stripped), else EXPORTER_API_TOKEN."""
+    path = settings.api_token_file
+    if path is not None:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{flag_name('api_token_file')}: cannot read {path}: {e}") from e
+        if not token:
+            raise ConfigError(f"{flag_name('api_token_file')}: {path} is empty")
+        return token
+    if settings.api_token is not None:
+        return settings.api_token.get_secret_value().strip() or None
+    return None
+
+
+def build_remediation(settings: Settings, driver: DockerDriver) -> Remediator:
+    """Return remediation over ``driver`` with its state under the state dir."""
+    state_dir = settings.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag_name('state_dir')}: cannot create {state_dir}: {e}") from e
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag_name('state_dir')}: {state_dir} is not writable")
+    return Remediator(
+        driver,
+        StateStore(state_dir),
+        settings.naming(),
+        RemediationPolicy.from_settings(settings),
+    )
+
+
+def build_deployer(settings: Settings, driver: DockerDriver) -> ReplicaDeployer:
+    """Return the replica deployer laying pods out under the pod base dir."""
+    return ReplicaDeployer(
+        driver,
+        AppReplicaInstanceList(settings.naming()),
+        pod_base=settings.pod_base_dir,
+        host_prefix=settings.host_prefix,
+    )
+
+
 async def _once(settings: Settings) -> int:
     driver = build_driver(settings)
     try:
@@ -148,8 +196,21 @@ async def _once(settings: Settings) -> int:
 def _serve(settings: Settings) -> int:
     driver = build_driver(settings)
     collector = build_collector(settings, driver)
-    registry = build_registry(collector, settings.collect_labels)
-    app = create_app(settings=settings, driver=driver, collector=collector, registry=registry)
+    token = read_api_token(settings)
+    # Without a token the API is off: no state dir is needed, none is touched.
+    remediation = build_remediation(settings, driver) if token else None
+    deployer = build_deployer(settings, driver) if token else None
+    registry = build_registry(collector, settings.collect_labels, remediation=remediation)
+    app = create_app(
+        settings=settings,
+        driver=driver,
+        collector=collector,
+        registry=registry,
+        api_token=token,
+        deployer=deployer,
+        remediation=remediation,
+        protected_paths=[driver.endpoint.socket_path] if driver.endpoint.socket_path else [],
+    )
     host, port = settings.listen()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info(
@@ -161,6 +222,12 @@ def _serve(settings: Settings) -> int:
         settings.web_telemetry_path,
         driver.endpoint.host,
         settings.poll_interval,
+    )
+    log.info(
+        "lifecycle API %s",
+        f"on (state in {settings.state_dir}, pods in {settings.pod_base_dir})"
+        if token
+        else f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
     )
     web.run_app(
         app, host=host, port=port, print=None, access_log=logging.getLogger("aiohttp.access")

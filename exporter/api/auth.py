@@ -45,6 +45,8 @@ def _bearer(header: str) -> str | None:
 
 def auth_middleware(token: str | None) -> Middleware:
     """Return the middleware guarding ``/api`` with ``token`` (None: the API is off)."""
+    # A bearer credential cannot carry surrounding whitespace, so neither can the token.
+    token = (token or "").strip()
     expected = token.encode() if token else None
 
     @web.middleware
