@@ -4,6 +4,12 @@ A poll lists the containers, inspects the tracked ones (pid, start time,
 limits) and reads the stats of the running ones, all concurrently and each
 call under its own deadline. Exposition never waits on any of this: it
 renders whatever :attr:`Collector.snapshot` holds.
+
+Inspect results are reused across polls while the container's list entry is
+unchanged: the engine's status text ("Up 3 hours") changes on every restart,
+and an entry is re-inspected anyway once it is older than a jittered
+``inspect_max_age`` so a ``docker update`` of the limits shows up too. On a
+host of thousands of containers this halves the engine calls of a poll.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
 from exporter.errors import DriverError, DriverTimeoutError, NotFoundError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
@@ -27,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: A container whose stats failed keeps its previous sample for this many polls.
 STALE_POLLS_KEPT = 1
+#: Re-inspect an unchanged container at least this often (seconds, before jitter).
+INSPECT_MAX_AGE = 300.0
 
 
 class ErrorKind:
@@ -90,16 +100,20 @@ class Collector:
         include_unmanaged: bool = False,
         process_counter: ProcessCounter | None = count_processes,
         clock: Callable[[], float] = time.time,
+        inspect_max_age: float = INSPECT_MAX_AGE,
     ) -> None:
         self._driver = driver
         self._source = stats_source
         self._naming = naming
         self.interval = interval
         self._call_timeout = call_timeout
-        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._include_unmanaged = include_unmanaged
         self._process_counter = process_counter
         self._clock = clock
+        self._inspect_max_age = inspect_max_age
+        # id -> (list fingerprint, monotonic time it expires, inspected info)
+        self._inspected: dict[str, tuple[str, float, ContainerInfo]] = {}
         self._previous: dict[str, ContainerSample] = {}
         self._stale_polls: dict[str, int] = {}
         self.snapshot = Snapshot()
@@ -118,16 +132,27 @@ class Collector:
         return True, parsed.app, parsed.replica
 
     async def _inspect(self, c: ContainerInfo) -> ContainerInfo | None:
-        async with self._limit:
-            try:
-                async with asyncio.timeout(self._call_timeout):
-                    return await self._driver.container_inspect(c.id)
-            except NotFoundError:
-                return None  # removed between list and inspect: not an error
-            except (DriverError, TimeoutError) as e:
-                self.health.errors[ErrorKind.INSPECT] += 1
-                log.warning("inspect %s failed: %s", c.name, e)
-                return None
+        fingerprint = f"{c.state}|{c.status}|{c.image_id}"
+        cached = self._inspected.get(c.id)
+        if cached is not None and cached[0] == fingerprint and cached[1] > time.monotonic():
+            return cached[2]
+        info = await self._inspect_now(c)
+        if info is not None:
+            # Jitter spreads re-inspection over polls instead of all at once.
+            expires = time.monotonic() + self._inspect_max_age * random.uniform(0.5, 1.0)
+            self._inspected[c.id] = (fingerprint, expires, info)
+        return info
+
+    async def _inspect_now(self, c: ContainerInfo) -> ContainerInfo | None:
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                return await self._driver.container_inspect(c.id)
+        except NotFoundError:
+            return None  # removed between list and inspect: not an error
+        except (DriverError, TimeoutError) as e:
+            self.health.errors[ErrorKind.INSPECT] += 1
+            log.warning("inspect %s failed: %s", c.name, e)
+            return None
 
     async def _read_stats(self, running: Sequence[ContainerInfo]) -> dict[str, SourcedStats]:
         try:
@@ -165,6 +190,7 @@ class Collector:
             )
             self._previous.clear()
             self._stale_polls.clear()
+            self._inspected.clear()
             return self._finish(self.snapshot)
 
         tracked: list[tuple[ContainerInfo, str | None, int | None]] = []
@@ -172,7 +198,11 @@ class Collector:
             keep, app, replica = self._track(c)
             if keep:
                 tracked.append((c, app, replica))
-        inspected = await asyncio.gather(*(self._inspect(c) for c, _, _ in tracked))
+        listed_ids = {c.id for c in listed}
+        for gone in self._inspected.keys() - listed_ids:
+            del self._inspected[gone]
+        del listed
+        inspected = await map_bounded(self._inspect, [c for c, _, _ in tracked], self._concurrency)
         rows = [
             (info, app, replica)
             for info, (_, app, replica) in zip(inspected, tracked, strict=True)

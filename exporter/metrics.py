@@ -1,8 +1,8 @@
-"""The metric table and the prometheus_client collectors that render a Snapshot.
+"""The metric table, and the prometheus_client collectors of the live families.
 
 Container metrics are a table of :class:`ContainerMetric` specs; names follow
 cAdvisor's so the common Docker dashboards work unchanged. ``collect()``
-builds fresh families from the latest snapshot at every call and does no I/O.
+builds fresh families at every call and does no I/O.
 Every container series carries ``name``, ``id``, ``image`` and, for managed
 containers, ``app`` and ``replica`` (decimal); Docker labels go only on the
 single ``sysinner_container_info`` series, never on every series.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -22,8 +22,7 @@ from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.collector import Collector, ContainerSample, ErrorKind, PollHealth, Snapshot
-from exporter.models import ContainerState
+from exporter.collector import Collector, ContainerSample, ErrorKind, PollHealth
 
 MetricType = Literal["counter", "gauge"]
 Getter = Callable[[ContainerSample], float | None]
@@ -212,80 +211,6 @@ def container_labels(sample: ContainerSample) -> dict[str, str]:
     return labels
 
 
-class SnapshotCollector(PromCollector):
-    """Renders the collector's latest Snapshot as container metric families."""
-
-    def __init__(
-        self,
-        collector: Collector,
-        label_allowlist: Sequence[str] = (),
-        table: Sequence[ContainerMetric] = CONTAINER_METRICS,
-    ) -> None:
-        self._collector = collector
-        self._allow = {key: sanitize_label_name(key) for key in label_allowlist}
-        self._table = table
-
-    def collect(self) -> Iterator[Metric]:
-        """Yield one family per table row, plus last_seen, state and info."""
-        snapshot: Snapshot = self._collector.snapshot  # read once: polls replace it whole
-        samples = snapshot.containers
-        label_sets = [container_labels(s) for s in samples]
-        for spec in self._table:
-            family = Metric(spec.family, spec.help, spec.type)
-            for sample, labels in zip(samples, label_sets, strict=True):
-                value = spec.value(sample)
-                if value is not None:
-                    family.add_sample(spec.name, labels, float(value))
-            yield family
-        yield from self._state_families(snapshot, samples, label_sets)
-
-    def _state_families(
-        self,
-        snapshot: Snapshot,
-        samples: Sequence[ContainerSample],
-        label_sets: list[dict[str, str]],
-    ) -> Iterable[Metric]:
-        last_seen = Metric(
-            "container_last_seen",
-            "When the exporter last saw the container, unix seconds.",
-            "gauge",
-        )
-        state = Metric(
-            "sysinner_container_state",
-            "1 for the container's current state (running, stopped, starting), 0 for the others.",
-            "gauge",
-        )
-        stale = Metric(
-            "sysinner_container_stats_stale",
-            "1 when the stats shown are the previous poll's because this poll's read failed.",
-            "gauge",
-        )
-        info = Metric(
-            "sysinner_container_info",
-            "Always 1; carries the container's allow-listed Docker labels.",
-            "gauge",
-        )
-        for sample, labels in zip(samples, label_sets, strict=True):
-            last_seen.add_sample("container_last_seen", labels, snapshot.completed_at)
-            for st in ContainerState:
-                state.add_sample(
-                    "sysinner_container_state",
-                    {**labels, "state": st.value},
-                    1.0 if sample.info.state is st else 0.0,
-                )
-            if sample.stats is not None:
-                stale.add_sample(
-                    "sysinner_container_stats_stale", labels, 1.0 if sample.stale else 0.0
-                )
-            extra = {
-                prom: sample.info.labels[key]
-                for key, prom in self._allow.items()
-                if key in sample.info.labels
-            }
-            info.add_sample("sysinner_container_info", {**labels, **extra}, 1.0)
-        yield from (last_seen, state, stale, info)
-
-
 class ExporterHealthCollector(PromCollector):
     """Renders the exporter's own health: up, poll timings, errors, build info."""
 
@@ -403,13 +328,15 @@ class RemediationCollector(PromCollector):
 
 def build_registry(
     collector: Collector,
-    label_allowlist: Sequence[str] = (),
     *,
     remediation: RemediationView | None = None,
 ) -> CollectorRegistry:
-    """Return the exporter's own registry: containers, its health, process and platform."""
+    """Return the registry of the live families: health, process, platform.
+
+    Container families are not on it: :mod:`exporter.exposition` renders them
+    from the metric table, once per snapshot.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(collector, label_allowlist))
     registry.register(ExporterHealthCollector(collector))
     if remediation is not None:
         registry.register(RemediationCollector(remediation))

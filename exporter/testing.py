@@ -61,7 +61,7 @@ class FakeDriver:
                 "name": name,
                 "image": "local/busybox:latest",
                 "state": state,
-                "status": state.value,
+                "status": _status(state, now),
                 "pid": next(self._pids) if state is ContainerState.RUNNING else 0,
                 "created": now,
                 "started": now if state is ContainerState.RUNNING else 0,
@@ -164,12 +164,13 @@ class FakeDriver:
         await self._enter("container_start")
         info = self.find(name_or_id)
         if info.state is not ContainerState.RUNNING:
+            started = max(int(time.time()), info.started + 1)
             self._replace(
                 info,
                 state=ContainerState.RUNNING,
-                status="running",
+                status=_status(ContainerState.RUNNING, started),
                 pid=next(self._pids),
-                started=max(int(time.time()), info.started + 1),
+                started=started,
             )
 
     async def container_stop(self, name_or_id: str) -> None:
@@ -179,7 +180,9 @@ class FakeDriver:
             info = self.find(name_or_id)
         except NotFoundError:
             return
-        self._replace(info, state=ContainerState.STOPPED, status="exited", pid=0)
+        self._replace(
+            info, state=ContainerState.STOPPED, status=_status(ContainerState.STOPPED, 0), pid=0
+        )
 
     async def container_remove(self, name_or_id: str) -> None:
         """Remove a container; a missing one is success."""
@@ -210,6 +213,11 @@ class FakeDriver:
     async def close(self) -> None:
         """Mark the driver closed."""
         self.closed = True
+
+
+def _status(state: ContainerState, started: int) -> str:
+    # Like the engine's status text, it changes whenever the container restarts.
+    return f"Up since {started}" if state is ContainerState.RUNNING else state.value
 
 
 def _digest(text: str) -> str:

@@ -6,21 +6,35 @@ import asyncio
 import time
 
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
 
 from exporter.api.keys import COLLECTOR, REGISTRY, SETTINGS
+from exporter.exposition import Exposition
+
+EXPOSITION = web.AppKey("exposition", Exposition)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    """Render the registry in the format the Accept header asks for, gzip when accepted."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    registry = request.app[REGISTRY]
-    # Rendering thousands of containers takes a while; keep the loop free for
-    # health checks and other scrapes meanwhile.
-    body = await asyncio.to_thread(encoder, registry)
-    response = web.Response(body=body, headers={"Content-Type": content_type})
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        response.enable_compression(web.ContentCoding.gzip)
+def _wants_openmetrics(accept: str) -> bool:
+    # As prometheus_client decides: OpenMetrics when the client lists it at all.
+    return any(
+        part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(",")
+    )
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Serve the exposition in the format Accept asks for, gzipped when accepted."""
+    openmetrics = _wants_openmetrics(request.headers.get("Accept", ""))
+    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    # A new snapshot of thousands of containers takes a while to render;
+    # keep the loop free for health checks and other scrapes meanwhile.
+    body = await asyncio.to_thread(request.app[EXPOSITION].body, openmetrics=openmetrics, gzip=gzip)
+    response = web.StreamResponse(headers={"Content-Type": body.content_type})
+    if body.gzipped:
+        response.headers["Content-Encoding"] = "gzip"
+    response.content_length = len(body)
+    await response.prepare(request)
+    for chunk in body.chunks:
+        await response.write(chunk)
+    await response.write_eof()
     return response
 
 
@@ -56,7 +70,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, telemetry_path: str) -> None:
-    """Register the observability routes on ``app``."""
+    """Register the observability routes on ``app`` (its collector and registry set first)."""
+    app[EXPOSITION] = Exposition(app[COLLECTOR], app[REGISTRY], app[SETTINGS].collect_labels)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -9,10 +9,10 @@ it. A source that cannot read a container at all raises (or returns)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
+from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
 from exporter.errors import StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerStats
@@ -51,7 +51,7 @@ class DriverStatsSource:
 
     def __init__(self, driver: Driver, concurrency: int = 256) -> None:
         self._driver = driver
-        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
 
     @property
     def name(self) -> str:
@@ -59,15 +59,14 @@ class DriverStatsSource:
         return self._driver.name()
 
     async def _one(self, container: ContainerInfo) -> StatsResult:
-        async with self._limit:
-            try:
-                return SourcedStats(await self._driver.container_stats(container.id), self.name)
-            except Exception as e:  # noqa: BLE001 - returned per container, classified by the caller
-                return e
+        try:
+            return SourcedStats(await self._driver.container_stats(container.id), self.name)
+        except Exception as e:  # noqa: BLE001 - returned per container, classified by the caller
+            return e
 
     async def read_many(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
         """Return one engine sample per container."""
-        results = await asyncio.gather(*(self._one(c) for c in containers))
+        results = await map_bounded(self._one, containers, self._concurrency)
         return {c.id: r for c, r in zip(containers, results, strict=True)}
 
 

@@ -245,3 +245,47 @@ async def test_background_polling_runs_on_the_interval_and_stops_cleanly() -> No
     assert polls >= 2
     await asyncio.sleep(0.3)  # long enough for a poll that should no longer happen
     assert collector.health.polls == polls
+
+
+async def test_unchanged_containers_are_not_inspected_again() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    driver.add("app-abcdef12-0002")
+    collector = _collector(driver)
+    await collector.poll_once()
+    await collector.poll_once()
+    assert driver.calls["container_inspect"] == 2
+    assert driver.calls["container_stats"] == 4
+
+
+async def test_a_restart_is_seen_by_the_next_poll() -> None:
+    driver = FakeDriver()
+    c = driver.add("app-abcdef12-0001")
+    collector = _collector(driver)
+    first = (await collector.poll_once()).containers[0].info
+    await driver.container_stop(c.id)
+    await driver.container_start(c.id)
+    second = (await collector.poll_once()).containers[0].info
+    assert driver.calls["container_inspect"] == 2
+    assert second.started > first.started
+    assert second.pid != first.pid
+
+
+async def test_inspect_results_expire_after_the_max_age() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    collector = _collector(driver, inspect_max_age=0.0)
+    await collector.poll_once()
+    await collector.poll_once()
+    assert driver.calls["container_inspect"] == 2
+
+
+async def test_a_state_change_reaches_the_snapshot_without_waiting_for_expiry() -> None:
+    driver = FakeDriver()
+    c = driver.add("app-abcdef12-0001")
+    collector = _collector(driver)
+    await collector.poll_once()
+    await driver.container_stop(c.id)
+    snapshot = await collector.poll_once()
+    assert snapshot.containers[0].info.state is ContainerState.STOPPED
+    assert snapshot.containers[0].stats is None

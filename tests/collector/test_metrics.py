@@ -6,16 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import Collector, ContainerSample, Snapshot
-from exporter.metrics import (
-    CONTAINER_METRICS,
-    ExporterHealthCollector,
-    SnapshotCollector,
-    sanitize_label_name,
-)
+from exporter.exposition import render_container_families
+from exporter.metrics import CONTAINER_METRICS, ExporterHealthCollector, sanitize_label_name
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
 from exporter.processes import ProcessCounts
@@ -113,14 +109,30 @@ def _collector(snapshot: Snapshot) -> Collector:
     return collector
 
 
-def _registry(snapshot: Snapshot, allow: tuple[str, ...] = ()) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(_collector(snapshot), allow))
-    return registry
+def _render(snapshot: Snapshot, allow: tuple[str, ...] = ()) -> str:
+    return b"".join(render_container_families(snapshot, allow)).decode()
+
+
+class _Parsed:
+    """The rendered text parsed back, queried like a registry."""
+
+    def __init__(self, text: str) -> None:
+        self.families = list(text_string_to_metric_families(text))
+
+    def get_sample_value(self, name: str, labels: dict[str, str]) -> float | None:
+        for family in self.families:
+            for s in family.samples:
+                if s.name == name and s.labels == labels:
+                    return float(s.value)
+        return None
+
+
+def _registry(snapshot: Snapshot, allow: tuple[str, ...] = ()) -> _Parsed:
+    return _Parsed(_render(snapshot, allow))
 
 
 def test_exposition_matches_the_golden_file() -> None:
-    text = generate_latest(_registry(_snapshot(), ("team", "com.example/tier"))).decode()
+    text = _render(_snapshot(), ("team", "com.example/tier"))
     if os.environ.get("UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
@@ -145,10 +157,7 @@ def test_every_table_row_is_exported_for_a_container_with_stats_and_limits() -> 
 
 
 def test_counters_are_counters_and_carry_units() -> None:
-    families = {
-        f.name: f
-        for f in text_string_to_metric_families(generate_latest(_registry(_snapshot())).decode())
-    }
+    families = {f.name: f for f in _registry(_snapshot()).families}
     for spec in CONTAINER_METRICS:
         family = families[spec.family]
         assert family.type == spec.type
@@ -160,8 +169,7 @@ def test_counters_are_counters_and_carry_units() -> None:
 
 
 def test_unmanaged_container_has_no_app_or_replica_label() -> None:
-    text = generate_latest(_registry(_snapshot())).decode()
-    for family in text_string_to_metric_families(text):
+    for family in _registry(_snapshot()).families:
         for sample in family.samples:
             if sample.labels.get("name") == "postgres":
                 assert "app" not in sample.labels
@@ -190,7 +198,7 @@ def test_stopped_container_exports_state_but_no_usage() -> None:
 
 
 def test_docker_labels_only_on_the_info_series_and_escaped() -> None:
-    text = generate_latest(_registry(_snapshot(), ("team", "com.example/tier"))).decode()
+    text = _render(_snapshot(), ("team", "com.example/tier"))
     info_lines = [line for line in text.splitlines() if line.startswith("sysinner_container_info{")]
     assert any('label_com_example_tier="web \\"front\\"\\\\edge"' in line for line in info_lines)
     assert any('label_team="core"' in line for line in info_lines)
@@ -205,7 +213,7 @@ def test_docker_labels_only_on_the_info_series_and_escaped() -> None:
 
 
 def test_labels_outside_the_allow_list_are_not_exported() -> None:
-    text = generate_latest(_registry(_snapshot(), ("team",))).decode()
+    text = _render(_snapshot(), ("team",))
     assert "label_team" in text
     assert "tier" not in text
 
@@ -255,5 +263,27 @@ def test_health_collector_reports_engine_down_and_errors() -> None:
 
 
 def test_empty_snapshot_renders_no_container_series() -> None:
-    text = generate_latest(_registry(Snapshot())).decode()
+    text = _render(Snapshot())
     assert not [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_container_families_parse_identically_in_both_formats() -> None:
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as parse_openmetrics,
+    )
+
+    text = _render(_snapshot(), ("team",))
+    om = b"".join(render_container_families(_snapshot(), ("team",), openmetrics=True)).decode()
+    plain = {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in _Parsed(text).families
+        for s in f.samples
+    }
+    parsed = {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in parse_openmetrics(om + "# EOF\n")
+        for s in f.samples
+    }
+    assert plain == parsed
+    assert "# TYPE container_cpu_usage_seconds counter" in om
+    assert "# TYPE container_cpu_usage_seconds_total counter" in text

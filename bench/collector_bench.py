@@ -1,0 +1,221 @@
+"""Collector benchmarks: a full poll against `docker stats --no-stream`, and scale.
+
+Real engine, N = 10 and 50 running containers: wall time of one full poll
+(list, inspect, stats of every container, process counts) through the
+Docker API path against `docker stats --no-stream` on the same containers,
+the CPU seconds our process spends per poll, and its peak RSS.
+
+Simulated engine (bench/simengine.py, a simulation, not an engine), N = 1,000
+and 5,000: poll time, /metrics render time and size, peak RSS, and how each
+grows with N.
+
+Each measurement runs in a child process of its own (so RSS is ours alone)
+after a quiet gap, because the engine answers one-shot stats at once after
+~2 s of quiet and once per ~1 s tick when called back to back; the exporter
+polls every 10 s by default, so the quiet case is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET_GAP_SECONDS = 3.0
+RUNS = 3
+
+
+def _child(socket_path: str, polls: int, gap: float, processes: bool) -> None:
+    """Poll ``polls`` times through the real wiring and print one JSON line of figures."""
+    os.environ["DOCKER_HOST"] = f"unix://{socket_path}"
+    from exporter.__main__ import build_collector, build_driver
+    from exporter.config import Settings
+    from exporter.exposition import Exposition
+    from exporter.metrics import build_registry
+
+    settings = Settings(stats_source="docker", collect_processes=processes, poll_timeout=30)
+
+    async def run() -> dict[str, object]:
+        driver = build_driver(settings)
+        collector = build_collector(settings, driver)
+        walls, cpus = [], []
+        try:
+            for i in range(polls):
+                if i or gap:
+                    await asyncio.sleep(gap)
+                c0, t0 = time.process_time(), time.perf_counter()
+                snapshot = await collector.poll_once()
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+                assert snapshot.engine_up, snapshot.error
+            exposition = Exposition(collector, build_registry(collector))
+            # A scrape of a new snapshot renders the container block and gzips it;
+            # every later scrape of the same snapshot reuses both.
+            t0 = time.perf_counter()
+            gzipped = exposition.body(gzip=True)
+            render = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            exposition.body(gzip=True)
+            cached = time.perf_counter() - t0
+            plain = exposition.body()
+            return {
+                "containers": len(snapshot.containers),
+                "with_stats": sum(1 for s in snapshot.containers if s.stats is not None),
+                "poll_wall": statistics.median(walls),
+                "poll_cpu": statistics.median(cpus),
+                "render": render,
+                "cached": cached,
+                "bytes": len(plain),
+                "gzip_bytes": len(gzipped),
+                "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        finally:
+            await driver.close()
+
+    print(json.dumps(asyncio.run(run())), flush=True)
+
+
+def _measure(socket_path: str, polls: int, gap: float, processes: bool) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.collector_bench",
+            "child",
+            socket_path,
+            str(polls),
+            str(gap),
+            "1" if processes else "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _docker_stats_wall(names: list[str]) -> float:
+    walls = []
+    for _ in range(RUNS):
+        time.sleep(QUIET_GAP_SECONDS)
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}}", *names],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        walls.append(time.perf_counter() - t0)
+    return statistics.median(walls)
+
+
+def _make_containers(n: int, prefix: str) -> list[str]:
+    names = [f"app-{prefix}-{i:04x}" for i in range(n)]
+    cmd = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
+
+    def run(name: str) -> None:
+        subprocess.run(
+            ["docker", "run", "-d", "--name", name, "local/busybox:latest", "sh", "-c", cmd],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(run, names))
+    return names
+
+
+def _remove(names: list[str]) -> None:
+    for i in range(0, len(names), 50):
+        subprocess.run(
+            ["docker", "rm", "-f", *names[i : i + 50]],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+
+
+def real_engine_rows() -> list[str]:
+    """Measure N = 10 and 50 on the real engine; return table rows."""
+    rows = []
+    for n in (10, 50):
+        names = _make_containers(n, f"be{n:06x}")
+        try:
+            ours = _measure("/var/run/docker.sock", RUNS, QUIET_GAP_SECONDS, processes=True)
+            assert ours["with_stats"] >= n, ours
+            theirs = _docker_stats_wall(names)
+            rows.append(
+                f"| real engine | {n} | {ours['poll_wall'] * 1000:.0f} ms | {theirs * 1000:.0f} ms "
+                f"| {ours['poll_wall'] / theirs:.2f}x | {ours['poll_cpu'] * 1000:.0f} ms "
+                f"| {ours['rss_mib']:.0f} MiB | {ours['render'] * 1000:.1f} ms | {ours['cached'] * 1000:.1f} ms "
+                f"| {ours['bytes'] / 1024:.0f} KiB ({ours['gzip_bytes'] / 1024:.0f} KiB gzip) |"
+            )
+        finally:
+            _remove(names)
+    return rows
+
+
+def simulated_rows() -> list[str]:
+    """Measure N = 1,000 and 5,000 on the simulated engine; return table rows."""
+    rows = []
+    base: dict[str, float] | None = None
+    for n in (1000, 5000):
+        with tempfile.TemporaryDirectory() as tmp:
+            sock = os.path.join(tmp, "sim.sock")
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "bench.simengine", "--containers", str(n), "--socket", sock],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert sim.stdout is not None and sim.stdout.readline().strip() == "ready"
+                ours = _measure(sock, RUNS, 0.0, processes=False)
+            finally:
+                sim.terminate()
+                sim.wait(timeout=10)
+        assert ours["with_stats"] == n, ours
+        growth = ""
+        if base is not None:
+            growth = (
+                f" (x{ours['poll_wall'] / base['poll_wall']:.1f} poll, x{ours['render'] / base['render']:.1f} render,"
+                f" x{ours['rss_mib'] / base['rss_mib']:.2f} RSS for x5 containers)"
+            )
+        base = base or ours
+        rows.append(
+            f"| simulated engine | {n} | {ours['poll_wall'] * 1000:.0f} ms | - | - | {ours['poll_cpu'] * 1000:.0f} ms "
+            f"| {ours['rss_mib']:.0f} MiB | {ours['render'] * 1000:.0f} ms | {ours['cached'] * 1000:.1f} ms "
+            f"| {ours['bytes'] / 1024:.0f} KiB ({ours['gzip_bytes'] / 1024:.0f} KiB gzip) |{growth}"
+        )
+    return rows
+
+
+def main() -> None:
+    """Print the collector benchmark table."""
+    header = [
+        "| engine | containers | our poll (wall) | docker stats --no-stream | ratio | our CPU per poll "
+        "| peak RSS | /metrics first scrape (render+gzip) | later scrapes | /metrics size |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = real_engine_rows() + simulated_rows()
+    print("\n".join(header + rows), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        _child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1")
+    else:
+        main()

@@ -1,0 +1,209 @@
+"""A SIMULATED Docker engine: an aiohttp server speaking the few Engine API calls we use.
+
+It exists because the real engine on these machines cannot hold thousands of
+containers; it is not an engine and runs no containers. It answers
+``/_ping``, ``/version``, ``/info``, the container list, inspect and one-shot
+stats for N fake containers, with stats built from a recorded real answer
+(``tests/data/engine/stats_v1.json``) whose counters grow with time. Faults
+can be injected: a delay per stats call, a share of stats calls that never
+answer, and a stall in the middle of a response body.
+
+Run it as ``python -m bench.simengine --containers 5000 --socket PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+RECORDED_STATS = (
+    Path(__file__).resolve().parent.parent / "tests" / "data" / "engine" / "stats_v1.json"
+)
+API_VERSION = "1.41"
+
+
+@dataclass
+class Faults:
+    """What the simulation does wrong, on purpose."""
+
+    stats_delay: float = 0.0
+    stats_drop_ratio: float = 0.0
+    stall_body: bool = False
+
+
+def _container_id(i: int) -> str:
+    return hashlib.sha256(f"sim-{i}".encode()).hexdigest()
+
+
+class SimulatedEngine:
+    """N fake containers behind the Engine API routes the exporter calls."""
+
+    def __init__(
+        self, containers: int, faults: Faults | None = None, started: float | None = None
+    ) -> None:
+        self.faults = faults or Faults()
+        self.started = time.time() if started is None else started
+        self._stats_template: dict[str, Any] = json.loads(RECORDED_STATS.read_text())
+        self.calls: dict[str, int] = {"list": 0, "inspect": 0, "stats": 0}
+        self._containers: dict[str, dict[str, Any]] = {}
+        for i in range(containers):
+            self.add(i)
+
+    def add(self, i: int) -> str:
+        """Add container number ``i`` (name ``app-<hex>-<replica>``) and return its id."""
+        cid = _container_id(i)
+        app = f"{(i // 16) + 0x10000000:08x}"
+        self._containers[cid] = {"i": i, "name": f"app-{app}-{i % 16:04x}"}
+        return cid
+
+    def remove(self, cid: str) -> None:
+        """Remove a container."""
+        self._containers.pop(cid, None)
+
+    def ids(self) -> list[str]:
+        """Return the ids of every container."""
+        return list(self._containers)
+
+    def app(self) -> web.Application:
+        """Return the aiohttp application serving the simulated API."""
+        app = web.Application()
+        app.router.add_get("/_ping", self._ping)
+        app.router.add_get(f"/v{API_VERSION}/version", self._version)
+        app.router.add_get(f"/v{API_VERSION}/info", self._info)
+        app.router.add_get(f"/v{API_VERSION}/containers/json", self._list)
+        app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/json", self._inspect)
+        app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/stats", self._stats)
+        return app
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK", headers={"Api-Version": API_VERSION})
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"Version": "simulated", "ApiVersion": API_VERSION, "Os": "linux", "Arch": "amd64"}
+        )
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "OperatingSystem": "simulation",
+                "KernelVersion": "0",
+                "Containers": len(self._containers),
+                "Images": 1,
+            }
+        )
+
+    def _find(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+        key = request.match_info["id"]
+        if key in self._containers:
+            return key, self._containers[key]
+        for cid, c in self._containers.items():
+            if c["name"] == key:
+                return cid, c
+        raise web.HTTPNotFound(
+            text=json.dumps({"message": f"No such container: {key}"}),
+            content_type="application/json",
+        )
+
+    async def _list(self, request: web.Request) -> web.Response:
+        self.calls["list"] += 1
+        created = int(self.started)
+        return web.json_response(
+            [
+                {
+                    "Id": cid,
+                    "Names": ["/" + c["name"]],
+                    "Image": "local/busybox:latest",
+                    "ImageID": "sha256:" + "0" * 64,
+                    "Created": created,
+                    "State": "running",
+                    "Status": "Up",
+                    "Labels": {"io.sysinner.sim": "1"},
+                    "Ports": [],
+                    "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}},
+                }
+                for cid, c in self._containers.items()
+            ]
+        )
+
+    async def _inspect(self, request: web.Request) -> web.Response:
+        self.calls["inspect"] += 1
+        cid, c = self._find(request)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(self.started))
+        return web.json_response(
+            {
+                "Id": cid,
+                "Name": "/" + c["name"],
+                "Created": stamp,
+                "Image": "sha256:" + "0" * 64,
+                "State": {"Status": "running", "Running": True, "Pid": 0, "StartedAt": stamp},
+                "Config": {"Image": "local/busybox:latest", "Labels": {"io.sysinner.sim": "1"}},
+                "HostConfig": {"NanoCpus": 500_000_000, "Memory": 67108864, "Binds": []},
+                "NetworkSettings": {"IPAddress": "172.17.0.2", "Ports": {}},
+            }
+        )
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        self.calls["stats"] += 1
+        _, c = self._find(request)
+        if self.faults.stats_drop_ratio and random.random() < self.faults.stats_drop_ratio:
+            await asyncio.Event().wait()  # never answers: the caller's deadline must cut it
+        if self.faults.stats_delay:
+            await asyncio.sleep(self.faults.stats_delay)
+        doc = copy.deepcopy(self._stats_template)
+        grow = int((time.time() - self.started) * 1000) + c["i"]
+        doc["cpu_stats"]["cpu_usage"]["total_usage"] += grow * 1_000_000
+        doc["memory_stats"]["usage"] += c["i"] * 4096
+        doc["read"] = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+        body = json.dumps(doc).encode()
+        if not self.faults.stall_body:
+            return web.Response(body=body, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        await asyncio.Event().wait()  # stalls mid-body forever
+        return response
+
+
+async def serve(engine: SimulatedEngine, socket_path: str) -> web.AppRunner:
+    """Start serving ``engine`` on a unix socket and return the runner (call ``cleanup``)."""
+    runner = web.AppRunner(engine.app(), access_log=None)
+    await runner.setup()
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    await web.UnixSite(runner, socket_path).start()
+    return runner
+
+
+def main() -> None:
+    """Serve a simulated engine until killed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--containers", type=int, default=1000)
+    parser.add_argument("--socket", required=True)
+    args = parser.parse_args()
+
+    async def run() -> None:
+        runner = await serve(SimulatedEngine(args.containers), args.socket)
+        print("ready", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
