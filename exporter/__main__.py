@@ -15,21 +15,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.exposition import generate_latest
 from pydantic import ValidationError
 
 from exporter import __version__, logs
 from exporter.api import create_app
 from exporter.collector import Collector
-from exporter.config import Settings, env_name, flag_name
+from exporter.config import Settings, StatsSourceKind, env_name, flag_name
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
-from exporter.exposition import Exposition
 from exporter.metrics import build_registry
 from exporter.processes import count_processes
 from exporter.remediation import RemediationPolicy, Remediator
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
-from exporter.sources.base import DriverStatsSource, StatsSource
+from exporter.sources.base import DriverStatsSource, FallbackStatsSource, StatsSource
+from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
 from exporter.state import StateStore
 
 log = logging.getLogger("exporter")
@@ -113,8 +114,37 @@ def build_driver(settings: Settings) -> DockerDriver:
 
 
 def build_stats_source(settings: Settings, driver: DockerDriver) -> StatsSource:
-    """Return the stats source the settings ask for."""
-    return DriverStatsSource(driver, settings.poll_concurrency)
+    """Return the stats source the settings ask for; ConfigError if a forced one cannot read.
+
+    ``auto`` reads the kernel's cgroup files when they are readable and asks
+    the engine for each container they cannot answer; otherwise the engine.
+    """
+    engine = DriverStatsSource(driver, settings.poll_concurrency)
+    kind = settings.stats_source
+    readable = kind is not StatsSourceKind.DOCKER and cgroup_files_readable(
+        settings.proc_root, settings.cgroup_root
+    )
+    source: StatsSource
+    if kind is StatsSourceKind.DOCKER:
+        source, why = engine, f"{flag_name('stats_source')}=docker"
+    elif kind is StatsSourceKind.CGROUP:
+        if not readable:
+            raise ConfigError(
+                f"{flag_name('stats_source')}=cgroup, but {settings.proc_root}/self/cgroup "
+                f"or {settings.cgroup_root} is not readable"
+            )
+        source = CgroupStatsSource(settings.proc_root, settings.cgroup_root)
+        why = f"{flag_name('stats_source')}=cgroup"
+    elif readable:
+        source = FallbackStatsSource(
+            CgroupStatsSource(settings.proc_root, settings.cgroup_root), engine
+        )
+        why = f"cgroup files readable under {settings.cgroup_root}; the engine for the rest"
+    else:
+        source = engine
+        why = f"{settings.proc_root}/self/cgroup or {settings.cgroup_root} not readable"
+    log.info("stats source: %s (%s)", source.name, why)
+    return source
 
 
 def build_collector(settings: Settings, driver: DockerDriver) -> Collector:
@@ -183,8 +213,8 @@ async def _once(settings: Settings) -> int:
     try:
         collector = build_collector(settings, driver)
         snapshot = await collector.poll_once()
-        exposition = Exposition(collector, build_registry(collector), settings.collect_labels)
-        sys.stdout.buffer.write(b"".join(exposition.body().chunks))
+        registry = build_registry(collector, settings.collect_labels)
+        sys.stdout.write(generate_latest(registry).decode())
         if not snapshot.engine_up:
             log.error("engine unreachable: %s", snapshot.error)
             return 1
@@ -200,7 +230,7 @@ def _serve(settings: Settings) -> int:
     # Without a token the API is off: no state dir is needed, none is touched.
     remediation = build_remediation(settings, driver) if token else None
     deployer = build_deployer(settings, driver) if token else None
-    registry = build_registry(collector, remediation=remediation)
+    registry = build_registry(collector, settings.collect_labels, remediation=remediation)
     app = create_app(
         settings=settings,
         driver=driver,
