@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.exposition import generate_latest
 from pydantic import ValidationError
 
 from exporter import __version__, logs
@@ -24,6 +23,7 @@ from exporter.collector import Collector
 from exporter.config import Settings, StatsSourceKind, env_name, flag_name
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
+from exporter.exposition import Exposition
 from exporter.metrics import build_registry
 from exporter.processes import count_processes
 from exporter.remediation import RemediationPolicy, Remediator
@@ -213,8 +213,8 @@ async def _once(settings: Settings) -> int:
     try:
         collector = build_collector(settings, driver)
         snapshot = await collector.poll_once()
-        registry = build_registry(collector, settings.collect_labels)
-        sys.stdout.write(generate_latest(registry).decode())
+        exposition = Exposition(collector, build_registry(collector), settings.collect_labels)
+        sys.stdout.buffer.write(b"".join(exposition.body().chunks))
         if not snapshot.engine_up:
             log.error("engine unreachable: %s", snapshot.error)
             return 1
@@ -230,7 +230,7 @@ def _serve(settings: Settings) -> int:
     # Without a token the API is off: no state dir is needed, none is touched.
     remediation = build_remediation(settings, driver) if token else None
     deployer = build_deployer(settings, driver) if token else None
-    registry = build_registry(collector, settings.collect_labels, remediation=remediation)
+    registry = build_registry(collector, remediation=remediation)
     app = create_app(
         settings=settings,
         driver=driver,
