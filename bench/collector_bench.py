@@ -148,6 +148,25 @@ def _remove(names: list[str]) -> None:
         )
 
 
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
+
+
+def _ours(ours: dict[str, float]) -> list[str]:
+    size = f"{ours['bytes'] / 1024:.0f} KiB ({ours['gzip_bytes'] / 1024:.0f} KiB gzip)"
+    return [
+        _ms(ours["poll_cpu"]),
+        f"{ours['rss_mib']:.0f} MiB",
+        _ms(ours["render"]),
+        _ms(ours["cached"]),
+        size,
+    ]
+
+
 def real_engine_rows() -> list[str]:
     """Measure N = 10 and 50 on the real engine; return table rows."""
     rows = []
@@ -157,61 +176,77 @@ def real_engine_rows() -> list[str]:
             ours = _measure("/var/run/docker.sock", RUNS, QUIET_GAP_SECONDS, processes=True)
             assert ours["with_stats"] >= n, ours
             theirs = _docker_stats_wall(names)
+            ratio = f"{ours['poll_wall'] / theirs:.2f}x"
             rows.append(
-                f"| real engine | {n} | {ours['poll_wall'] * 1000:.0f} ms | {theirs * 1000:.0f} ms "
-                f"| {ours['poll_wall'] / theirs:.2f}x | {ours['poll_cpu'] * 1000:.0f} ms "
-                f"| {ours['rss_mib']:.0f} MiB | {ours['render'] * 1000:.1f} ms | {ours['cached'] * 1000:.1f} ms "
-                f"| {ours['bytes'] / 1024:.0f} KiB ({ours['gzip_bytes'] / 1024:.0f} KiB gzip) |"
+                _row(
+                    [
+                        "real engine",
+                        str(n),
+                        _ms(ours["poll_wall"]),
+                        _ms(theirs),
+                        ratio,
+                        *_ours(ours),
+                    ]
+                )
             )
         finally:
             _remove(names)
     return rows
 
 
-def simulated_rows() -> list[str]:
-    """Measure N = 1,000 and 5,000 on the simulated engine; return table rows."""
-    rows = []
-    base: dict[str, float] | None = None
-    for n in (1000, 5000):
-        with tempfile.TemporaryDirectory() as tmp:
-            sock = os.path.join(tmp, "sim.sock")
-            sim = subprocess.Popen(
-                [sys.executable, "-m", "bench.simengine", "--containers", str(n), "--socket", sock],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            try:
-                assert sim.stdout is not None and sim.stdout.readline().strip() == "ready"
-                ours = _measure(sock, RUNS, 0.0, processes=False)
-            finally:
-                sim.terminate()
-                sim.wait(timeout=10)
-        assert ours["with_stats"] == n, ours
-        growth = ""
-        if base is not None:
-            growth = (
-                f" (x{ours['poll_wall'] / base['poll_wall']:.1f} poll, x{ours['render'] / base['render']:.1f} render,"
-                f" x{ours['rss_mib'] / base['rss_mib']:.2f} RSS for x5 containers)"
-            )
-        base = base or ours
-        rows.append(
-            f"| simulated engine | {n} | {ours['poll_wall'] * 1000:.0f} ms | - | - | {ours['poll_cpu'] * 1000:.0f} ms "
-            f"| {ours['rss_mib']:.0f} MiB | {ours['render'] * 1000:.0f} ms | {ours['cached'] * 1000:.1f} ms "
-            f"| {ours['bytes'] / 1024:.0f} KiB ({ours['gzip_bytes'] / 1024:.0f} KiB gzip) |{growth}"
+def _simulated(n: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = os.path.join(tmp, "sim.sock")
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "bench.simengine", "--containers", str(n), "--socket", sock],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        try:
+            assert sim.stdout is not None
+            assert sim.stdout.readline().strip() == "ready"
+            return _measure(sock, RUNS, 0.0, processes=False)
+        finally:
+            sim.terminate()
+            sim.wait(timeout=10)
+
+
+def simulated_rows() -> list[str]:
+    """Measure N = 1,000 and 5,000 on the simulated engine; return table rows and growth."""
+    small, large = _simulated(1000), _simulated(5000)
+    rows = []
+    for n, ours in ((1000, small), (5000, large)):
+        assert ours["with_stats"] == n, ours
+        rows.append(
+            _row(["simulated engine", str(n), _ms(ours["poll_wall"]), "-", "-", *_ours(ours)])
+        )
+    growth = ", ".join(
+        f"{what} x{large[key] / small[key]:.1f}"
+        for what, key in (("poll", "poll_wall"), ("render", "render"), ("RSS", "rss_mib"))
+    )
+    rows.append(f"\nFrom 1,000 to 5,000 simulated containers (x5): {growth}.")
     return rows
+
+
+HEADER = [
+    "engine",
+    "containers",
+    "our poll (wall)",
+    "docker stats --no-stream",
+    "ratio",
+    "our CPU per poll",
+    "peak RSS",
+    "first scrape of a poll (render+gzip)",
+    "later scrapes",
+    "/metrics size",
+]
 
 
 def main() -> None:
     """Print the collector benchmark table."""
-    header = [
-        "| engine | containers | our poll (wall) | docker stats --no-stream | ratio | our CPU per poll "
-        "| peak RSS | /metrics first scrape (render+gzip) | later scrapes | /metrics size |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    rows = real_engine_rows() + simulated_rows()
-    print("\n".join(header + rows), flush=True)
+    lines = [_row(HEADER), _row(["---"] * len(HEADER)), *real_engine_rows(), *simulated_rows()]
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
@@ -179,10 +180,10 @@ class SimulatedEngine:
 
 async def serve(engine: SimulatedEngine, socket_path: str) -> web.AppRunner:
     """Start serving ``engine`` on a unix socket and return the runner (call ``cleanup``)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)  # a stale socket of an earlier run
     runner = web.AppRunner(engine.app(), access_log=None)
     await runner.setup()
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)
     await web.UnixSite(runner, socket_path).start()
     return runner
 
