@@ -342,6 +342,10 @@ class DockerDriver:
             params=params,
             deadline=self._stats_timeout,
         )
+        if not isinstance(raw, dict):
+            # The engine answers 200 with an empty body when the container is
+            # removed while it collects the sample.
+            raise NotFoundError(404, f"{name_or_id}: no stats; the container went away")
         return dj.stats_from_engine(raw, now=time.time())
 
     async def close(self) -> None:
