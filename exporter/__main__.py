@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from exporter import __version__, logs
 from exporter.api import create_app
+from exporter.check import render, run_checks
 from exporter.collector import Collector
 from exporter.config import Settings, StatsSourceKind, env_name, flag_name
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
@@ -38,6 +39,8 @@ log = logging.getLogger("exporter")
 COMMANDS = {
     "serve": "serve /metrics, /healthz, /readyz (and the API when a token is set)",
     "once": "poll the engine once, print the exposition and exit",
+    "check": "say whether the engine answers, which stats source would be used, whether "
+    "the listen port is free and which settings are set; exit 0 when all is well, else 1",
 }
 
 
@@ -223,6 +226,21 @@ async def _once(settings: Settings) -> int:
         await driver.close()
 
 
+async def _check(settings: Settings) -> int:
+    driver = build_driver(settings)
+    try:
+        findings = await run_checks(
+            settings,
+            driver,
+            driver.endpoint.host,
+            functools.partial(build_stats_source, settings, driver),
+        )
+    finally:
+        await driver.close()
+    sys.stdout.write(render(findings))
+    return 0 if all(f.ok for f in findings) else 1
+
+
 def _serve(settings: Settings) -> int:
     driver = build_driver(settings)
     collector = build_collector(settings, driver)
@@ -279,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "once":
             return asyncio.run(_once(settings))
+        if command == "check":
+            return asyncio.run(_check(settings))
         return _serve(settings)
     except ConfigError as e:
         log.error("%s", e)

@@ -1,0 +1,150 @@
+"""``sysinner-exporter check``: could this exporter start here and do its job? In a few lines.
+
+Each check yields one :class:`Finding`; the command prints them and exits 0
+when every one is fine. Invalid settings never get this far: they stop the
+command line with exit 2 and the flag and variable named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from exporter.config import Settings, flag_name
+from exporter.drivers.base import Driver
+from exporter.errors import DriverTimeoutError, ExporterError
+from exporter.sources.base import StatsSource
+
+#: A healthy engine answers a ping in milliseconds; a check must not hang on a sick one.
+ENGINE_TIMEOUT = 3.0
+
+#: What to do about the ways the engine's socket fails, by errno.
+_ENGINE_HINTS = {
+    errno.EACCES: "this user may not use the socket: in a container add the socket's group, "
+    "--group-add $(stat -c %g /var/run/docker.sock); on the host run as root or as a "
+    "member of the socket's group",
+    errno.ENOENT: "no socket at that path: is dockerd running, and is the socket mounted "
+    "into the container (-v /var/run/docker.sock:/var/run/docker.sock)?",
+    errno.ECONNREFUSED: "nothing listens there: the engine is stopped (a stale socket file?)",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the check: what was checked, whether it is fine, and the detail."""
+
+    what: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def _errno_of(error: BaseException) -> int | None:
+    """Return the errno of the first OSError in ``error``'s chain of causes."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.errno
+        seen = seen.__cause__
+    return None
+
+
+async def check_engine(driver: Driver, where: str, within: float = ENGINE_TIMEOUT) -> Finding:
+    """Return whether the engine answers a ping within ``within`` seconds, and its API version."""
+    try:
+        async with asyncio.timeout(within):
+            await driver.ping()
+            info = await driver.info()
+    except TimeoutError:
+        return Finding(
+            "engine",
+            False,
+            f"no answer from {where} within {within:g}s",
+            "the engine is overloaded or hung; `docker version` shows whether it answers",
+        )
+    except DriverTimeoutError as e:
+        return Finding("engine", False, str(e), "the engine is overloaded or hung")
+    except ExporterError as e:
+        code = _errno_of(e)
+        return Finding("engine", False, str(e), _ENGINE_HINTS.get(code or 0, ""))
+    return Finding(
+        "engine", True, f"Docker Engine {info.version}, API {info.api_version}, at {where}"
+    )
+
+
+def check_stats_source(build: Callable[[], StatsSource]) -> Finding:
+    """Return which stats source the settings would use, or why none can be built."""
+    try:
+        source = build()
+    except (ExporterError, OSError) as e:
+        return Finding(
+            "stats source",
+            False,
+            str(e),
+            f"check {flag_name('proc_root')} / {flag_name('cgroup_root')} and the read-only "
+            "mounts of /proc and /sys/fs/cgroup, or use --stats.source=docker",
+        )
+    return Finding("stats source", True, source.name)
+
+
+def check_port(host: str, port: int) -> Finding:
+    """Return whether ``host:port`` can be bound now (as the server would, reusing TIME_WAIT)."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
+    except OSError as e:
+        hints = {
+            errno.EADDRINUSE: "another process listens there (perhaps a running exporter: "
+            f"`ss -ltnp`); pick another port with {flag_name('web_listen_address')}",
+            errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+            errno.EADDRNOTAVAIL: "no interface of this host has that address",
+        }
+        hint = hints.get(e.errno or 0, "")
+        return Finding("listen port", False, f"cannot bind {shown}: {e.strerror or e}", hint)
+    return Finding("listen port", True, f"{shown} is free")
+
+
+def check_settings(settings: Settings) -> Finding:
+    """Return the settings that differ from the defaults (secrets masked)."""
+    given = sorted(settings.model_fields_set)
+    if not given:
+        return Finding("settings", True, "all defaults")
+    shown = ", ".join(f"{flag_name(f)}={getattr(settings, f)!s}" for f in given)
+    return Finding("settings", True, f"valid; set by flag or environment: {shown}")
+
+
+async def run_checks(
+    settings: Settings,
+    driver: Driver,
+    where: str,
+    build_stats_source: Callable[[], StatsSource],
+) -> list[Finding]:
+    """Return every finding, in the order they are printed."""
+    host, port = settings.listen()
+    return [
+        await check_engine(driver, where),
+        check_stats_source(build_stats_source),
+        check_port(host, port),
+        check_settings(settings),
+    ]
+
+
+def render(findings: Sequence[Finding]) -> str:
+    """Return the findings as aligned lines, hints indented below, and a verdict."""
+    width = max(len(f.what) for f in findings) + 2
+    lines = []
+    for f in findings:
+        lines.append(f"{f.what:<{width}}{'ok' if f.ok else 'FAIL':<6}{f.detail}")
+        if f.hint and not f.ok:
+            lines.append(f"{'':<{width + 6}}hint: {f.hint}")
+    problems = sum(not f.ok for f in findings)
+    lines.append("all good" if not problems else f"{problems} problem{'s' if problems > 1 else ''}")
+    return "\n".join(lines) + "\n"
