@@ -7,15 +7,17 @@ STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive for real (promtool, a loopback registry).
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager docker-registry
 
-.PHONY: help venv system-deps engine engine-stop lint test test-unit run bench clean
+.PHONY: help venv system-deps engine engine-stop lint test test-unit run bench clean image test-image
 
 help:
 	@echo "make run         run the exporter against the local engine (starts the bundled one if none answers)"
-	@echo "make test        install everything, start the engine, lint, type-check and run every test"
+	@echo "make test        install everything, start the engine, build the image, lint, type-check and run every test"
 	@echo "make test-unit   the tests that need neither engine nor promtool"
 	@echo "make bench       benchmarks against docker stats and the simulated engine"
 	@echo "make engine      install and start the bundled Docker engine"
 	@echo "make engine-stop stop the engine this project started"
+	@echo "make image       build the container image $(IMAGE) offline (Debian base via mmdebstrap)"
+	@echo "make test-image  build the image and test it on the engine (tests marked image)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check exporter tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps engine lint
+test: $(STAMP) system-deps engine lint image
 	$(PY) -m pytest
 
 test-unit: $(STAMP)
@@ -61,3 +63,24 @@ bench: $(STAMP) engine
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# The container image, built with no registry: a Debian base made by
+# mmdebstrap (cached), wheels fetched on the host (the build itself runs with
+# --network=none), then the Dockerfile. Only this build's dangling leftovers
+# are pruned afterwards; the base and $(IMAGE) stay.
+IMAGE ?= sysinner-exporter:test
+IMAGE_BASE ?= local/python-base:bookworm
+WHEELHOUSE ?= .cache/wheelhouse
+
+image: $(STAMP) engine
+	scripts/build-base-image.sh $(IMAGE_BASE)
+	scripts/build-wheelhouse.sh $(IMAGE_BASE) $(WHEELHOUSE)
+	docker build --network=none --force-rm \
+		--build-arg BASE_IMAGE=$(IMAGE_BASE) --build-arg WHEELHOUSE=$(WHEELHOUSE) \
+		--build-arg VERSION=$$($(PY) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])') \
+		-t $(IMAGE) .
+	docker image prune --force --filter label=io.sysinner.exporter.stage=build >/dev/null
+	docker image prune --force --filter label=org.opencontainers.image.title=sysinner-exporter >/dev/null
+
+test-image: image
+	SYSINNER_TEST_IMAGE=$(IMAGE) $(PY) -m pytest -m image tests/image
