@@ -58,7 +58,9 @@ def _settings_flags() -> argparse.ArgumentParser:
             "help": f"{info.description or ''} [{env_name(field)}; default: {shown!s}]",
         }
         if info.annotation is bool:
-            kwargs.update(nargs="?", const="true", metavar="BOOL")
+            # --collect.all / --no-collect.all: a flag that took an optional
+            # value would swallow the command after it ("--collect.all once").
+            kwargs["action"] = argparse.BooleanOptionalAction
         group.add_argument(flag_name(field), **kwargs)
     return flags
 

@@ -160,7 +160,7 @@ async def e2e(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2E]:
         # The naming pattern admits only this test's app: the engine is shared,
         # and no other test's container may ever be restarted by this stack.
         exporter = await stack.start_exporter(
-            "--collect.all=true",
+            "--collect.all",
             "--naming.pattern",
             rf"app-(?P<app>{app})-(?P<replica>[0-9a-f]{{4}})",
         )

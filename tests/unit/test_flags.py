@@ -1,0 +1,42 @@
+"""Command-line flags: Prometheus-style names, over the environment, before or after the command."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.__main__ import build_parser, load_settings
+from exporter.config import Settings
+
+
+def _settings(argv: list[str]) -> tuple[str | None, Settings]:
+    args = build_parser().parse_args(argv)
+    return args.command, load_settings(args)
+
+
+def test_a_boolean_flag_does_not_swallow_the_command() -> None:
+    command, settings = _settings(["--collect.all", "once"])
+    assert command == "once"
+    assert settings.collect_all is True
+
+
+def test_flags_work_after_the_command_and_negate() -> None:
+    command, settings = _settings(["once", "--no-collect.processes", "--poll.interval", "2.5"])
+    assert command == "once"
+    assert settings.collect_processes is False
+    assert settings.poll_interval == 2.5
+
+
+def test_an_absent_flag_leaves_the_environment_in_charge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORTER_POLL_INTERVAL", "7")
+    monkeypatch.setenv("EXPORTER_COLLECT_ALL", "true")
+    _, from_env = _settings(["serve"])
+    assert from_env.poll_interval == 7
+    assert from_env.collect_all is True
+    _, from_flag = _settings(["serve", "--poll.interval", "3", "--no-collect.all"])
+    assert from_flag.poll_interval == 3
+    assert from_flag.collect_all is False
+
+
+def test_comma_separated_label_allow_list() -> None:
+    _, settings = _settings(["--collect.labels", "team, com.example/tier"])
+    assert settings.collect_labels == ["team", "com.example/tier"]
