@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the tests drive for real (promtool, a loopback registry).
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager docker-registry
+# Debian packages the tests drive for real (promtool, a loopback registry,
+# docker-compose v1 to validate docker-compose.yml).
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager docker-registry docker-compose
 
 .PHONY: help venv system-deps engine engine-stop lint test test-unit run bench clean image test-image
 
