@@ -288,12 +288,21 @@ class Collector:
 
     async def run(self) -> None:
         """Poll forever, one poll every ``interval`` seconds, until cancelled."""
+        engine_was_up: bool | None = None
         while True:
             started = time.monotonic()
             try:
-                await self.poll_once()
+                snapshot = await self.poll_once()
             except Exception:  # a bug in one poll must not end polling for good
                 log.exception("poll failed unexpectedly")
+            else:
+                # Once when the engine stops answering, once when it is back: the
+                # log is where a user looks first, and every poll would flood it.
+                if not snapshot.engine_up and engine_was_up is not False:
+                    log.error("engine unreachable: %s", snapshot.error)
+                elif snapshot.engine_up and engine_was_up is False:
+                    log.info("engine answers again")
+                engine_was_up = snapshot.engine_up
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self.interval - elapsed, 0.0))
 

@@ -1,0 +1,52 @@
+"""The serving loop says in its log when the engine stops answering, and when it is back."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from exporter.collector import Collector
+from exporter.naming import NamingScheme
+from exporter.sources.base import DriverStatsSource
+from exporter.testing import FakeDriver
+
+
+async def test_engine_down_and_back_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    driver = FakeDriver()
+    collector = Collector(
+        driver,
+        DriverStatsSource(driver),
+        naming=NamingScheme(),
+        interval=0.01,
+        process_counter=None,
+    )
+    caplog.set_level(logging.INFO, logger="exporter.collector")
+    driver.fail("container_list")
+    async with collector.running():
+        for _ in range(5):
+            await collector.wait_next_poll()
+        driver.heal()
+        for _ in range(5):
+            await collector.wait_next_poll()
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert messages == [
+        ("ERROR", "engine unreachable: fake engine is down"),
+        ("INFO", "engine answers again"),
+    ]
+
+
+async def test_an_engine_up_from_the_start_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    driver = FakeDriver()
+    collector = Collector(
+        driver,
+        DriverStatsSource(driver),
+        naming=NamingScheme(),
+        interval=0.01,
+        process_counter=None,
+    )
+    caplog.set_level(logging.INFO, logger="exporter.collector")
+    async with collector.running():
+        for _ in range(3):
+            await collector.wait_next_poll()
+    assert caplog.records == []
