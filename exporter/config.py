@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     collect_all: bool = Field(
         default=False, description="export unmanaged containers too (without app/replica)"
     )
-    collect_labels: list[str] = Field(
+    collect_labels: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Docker label keys to copy onto container_info (allow-list)",
     )
@@ -185,15 +185,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not one of debug, info, warning, error")
         return level
 
-    @field_validator("collect_labels", mode="before")
-    @classmethod
-    def _comma_separated(cls, v: object) -> object:
-        # An environment variable or flag gives "a,b"; JSON lists still work.
-        if isinstance(v, str) and not v.lstrip().startswith("["):
-            return [item.strip() for item in v.split(",") if item.strip()]
-        return v
-
-    @field_validator("api_mount_prefixes", "api_image_allowlist", mode="before")
+    @field_validator("collect_labels", "api_mount_prefixes", "api_image_allowlist", mode="before")
     @classmethod
     def _split_list(cls, v: object) -> object:
         # A flag or variable gives "a,b" or a JSON list; the model gives a list.

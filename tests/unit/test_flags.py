@@ -40,3 +40,10 @@ def test_an_absent_flag_leaves_the_environment_in_charge(monkeypatch: pytest.Mon
 def test_comma_separated_label_allow_list() -> None:
     _, settings = _settings(["--collect.labels", "team, com.example/tier"])
     assert settings.collect_labels == ["team", "com.example/tier"]
+
+
+@pytest.mark.parametrize("raw", ["team,com.example/tier", '["team", "com.example/tier"]'])
+def test_label_allow_list_from_the_environment(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("EXPORTER_COLLECT_LABELS", raw)
+    _, settings = _settings(["serve"])
+    assert settings.collect_labels == ["team", "com.example/tier"]
