@@ -3,27 +3,25 @@
 The engine hands out stats once per internal tick (~1 s) and spends its own
 CPU on every call; the files it reads are right here. For each container the
 source reads ``<proc_root>/<pid>/net/dev`` (the container's own network
-namespace), ``<proc_root>/<pid>/cgroup`` (where its cgroup is, and proof that
-the pid is still the container's) and a handful of cgroup files:
+namespace, ``lo`` excluded), ``<proc_root>/<pid>/cgroup`` (where its cgroup
+is, and proof that the pid is still the container's) and its cgroup files:
 
-========  ==========================================  ======================
-what      cgroup v1                                   cgroup v2
-========  ==========================================  ======================
-CPU       cpuacct.usage, cpuacct.stat (USER_HZ ticks)  cpu.stat (usec)
-memory    memory.usage_in_bytes, memory.stat           memory.current,
-          (cache, total_inactive_file)                 memory.stat (file,
-                                                       inactive_file)
-block     blkio.throttle.io_service_bytes_recursive,   io.stat (rbytes,
-          blkio.throttle.io_serviced_recursive         wbytes, rios, wios)
-========  ==========================================  ======================
+- CPU: v1 ``cpuacct.usage`` and ``cpuacct.stat`` (USER_HZ ticks); v2
+  ``cpu.stat`` (usec).
+- Memory: v1 ``memory.usage_in_bytes`` and ``memory.stat`` (``cache``,
+  ``total_inactive_file``); v2 ``memory.current`` and ``memory.stat``
+  (``file``, ``inactive_file``).
+- Block I/O, summed over devices: v1 ``blkio.throttle.io_service_bytes_recursive``
+  and ``blkio.throttle.io_serviced_recursive``; v2 ``io.stat``.
 
 These are the very files the engine reads on v1 (it uses the throttle files
-for block I/O too), so the numbers match its stats call. What can go wrong
-is classified per container and returned, never raised: the pid is gone ->
-:class:`~exporter.errors.NotFoundError` (the collector skips it); a file is
-missing, unreadable or garbled, or the pid is not in the container's cgroup
--> :class:`~exporter.errors.StatsUnavailableError` (a fallback source asks
-the engine).
+for block I/O too), so the numbers match its stats call. Files are kept open
+between polls and re-read from offset 0 (see :class:`CgroupStatsSource`).
+What can go wrong is classified per container and returned, never raised:
+the pid is gone -> :class:`~exporter.errors.NotFoundError` (the collector
+skips it); a file is missing, unreadable or garbled, or the pid is not in
+the container's cgroup -> :class:`~exporter.errors.StatsUnavailableError`
+(a fallback source asks the engine).
 """
 
 from __future__ import annotations
@@ -31,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import resource
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from exporter.errors import NotFoundError, StatsUnavailableError
+from exporter.errors import ExporterError, NotFoundError, StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerStats
 from exporter.sources.base import SourcedStats, StatsResult
 
@@ -57,24 +56,12 @@ _V1_FILES = (
     ("blkio", "blkio.throttle.io_serviced_recursive"),
 )
 _V2_FILES = ("cpu.stat", "memory.current", "memory.stat", "io.stat")
+#: The first two files of every container, before its cgroup files.
+_NET_DEV, _CGROUP, _FIRST_CGROUP_FILE = 0, 1, 2
 
 
 class _Garbled(ValueError):
     """A file's content is not what the kernel writes (cut short, or not a number)."""
-
-
-class _ProcessGone(Exception):
-    """The container's pid no longer exists."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Located:
-    """Where one container's files are, as resolved from its ``/proc/<pid>/cgroup``."""
-
-    cgroup_text: bytes
-    version: int
-    files: tuple[str, ...]
-    host_network: bool
 
 
 def cgroup_files_readable(
@@ -89,19 +76,28 @@ def cgroup_files_readable(
     return os.path.isdir(cgroup_root)
 
 
-def _read(path: str) -> bytes:
+def _read_path(path: str) -> bytes:
     """Return a file's bytes with one open and, for any file under 32 KiB, one read."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.read(fd, _READ_SIZE)
-        if len(data) == _READ_SIZE:
-            chunks = [data]
-            while chunk := os.read(fd, _READ_SIZE):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-        return data
+        return _pread_all(fd)
     finally:
         os.close(fd)
+
+
+def _pread_all(fd: int) -> bytes:
+    """Return the whole file behind ``fd``, read from offset 0.
+
+    Reading a kernel seq file from offset 0 regenerates it, so a descriptor
+    kept open gives fresh numbers at every poll without open() and close().
+    """
+    data = os.pread(fd, _READ_SIZE, 0)
+    if len(data) == _READ_SIZE:
+        chunks = [data]
+        while chunk := os.pread(fd, _READ_SIZE, _READ_SIZE * len(chunks)):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    return data
 
 
 def _complete(data: bytes, what: str) -> bytes:
@@ -118,14 +114,18 @@ def _int(token: bytes, what: str) -> int:
         raise _Garbled(f"{what}: {token[:40]!r} is not a number") from None
 
 
-def _keyed(data: bytes, what: str, *keys: bytes) -> list[int]:
-    """Return the values of ``keys`` in a flat ``key value`` file (memory.stat, cpu.stat)."""
-    tokens = _complete(data, what).split()
-    table = dict(zip(tokens[::2], tokens[1::2], strict=False))
-    try:
-        return [_int(table[k], f"{what} {k.decode()}") for k in keys]
-    except KeyError as e:
-        raise _Garbled(f"{what} has no {e.args[0].decode()!r} line") from None
+def _fields(data: bytes, what: str, *keys: bytes) -> list[int]:
+    """Return the values of ``keys`` in a ``key value`` per line file (memory.stat, cpu.stat)."""
+    text = b"\n" + _complete(data, what)
+    values = []
+    for key in keys:
+        # "\ncache " cannot match "total_cache ": keys are found at line starts only.
+        start = text.find(b"\n" + key + b" ")
+        if start < 0:
+            raise _Garbled(f"{what} has no {key.decode()!r} line")
+        start += len(key) + 2
+        values.append(_int(text[start : text.index(b"\n", start)], f"{what} {key.decode()}"))
+    return values
 
 
 def parse_net_dev(data: bytes) -> tuple[int, int]:
@@ -149,21 +149,20 @@ def parse_net_dev(data: bytes) -> tuple[int, int]:
 def parse_blkio_v1(data: bytes, what: str) -> tuple[int, int]:
     """Return (read, write) summed over devices from a v1 blkio ``..._recursive`` file."""
     read = write = 0
-    total_seen = False
-    for line in _complete(data, what).splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            op = parts[1].lower()
-            if op == b"read":
-                read += _int(parts[2], what)
-            elif op == b"write":
-                write += _int(parts[2], what)
-        elif len(parts) == 2 and parts[0] == b"Total":
-            total_seen = True  # the kernel's last line; per-device "Total" lines have 3 parts
-        else:
-            raise _Garbled(f"{what}: bad line {line[:60]!r}")
-    if not total_seen:
+    lines = _complete(data, what).splitlines()
+    # The kernel's last line is a bare "Total N" (per-device Total lines have 3 parts).
+    if not lines[-1].startswith(b"Total "):
         raise _Garbled(f"{what} has no closing Total line")
+    for line in lines[:-1]:
+        parts = line.split()
+        if len(parts) != 3:
+            raise _Garbled(f"{what}: bad line {line[:60]!r}")
+        op = parts[1]
+        if op == b"Read":
+            read += _int(parts[2], what)
+        elif op == b"Write":
+            write += _int(parts[2], what)
+    _int(lines[-1][6:], what)
     return read, write
 
 
@@ -188,8 +187,8 @@ def parse_io_stat_v2(data: bytes) -> tuple[int, int, int, int]:
 def stats_v1(contents: Sequence[bytes], net: tuple[int, int], now: float) -> ContainerStats:
     """Return ContainerStats from the v1 files read in ``_V1_FILES`` order."""
     usage, cpu_stat, mem_usage, mem_stat, io_bytes, io_ops = contents
-    user, system = _keyed(cpu_stat, "cpuacct.stat", b"user", b"system")
-    cache, inactive = _keyed(mem_stat, "memory.stat", b"cache", b"total_inactive_file")
+    user, system = _fields(cpu_stat, "cpuacct.stat", b"user", b"system")
+    cache, inactive = _fields(mem_stat, "memory.stat", b"cache", b"total_inactive_file")
     read_bytes, write_bytes = parse_blkio_v1(io_bytes, "blkio.throttle.io_service_bytes_recursive")
     read_ops, write_ops = parse_blkio_v1(io_ops, "blkio.throttle.io_serviced_recursive")
     return ContainerStats(
@@ -213,8 +212,8 @@ def stats_v1(contents: Sequence[bytes], net: tuple[int, int], now: float) -> Con
 def stats_v2(contents: Sequence[bytes], net: tuple[int, int], now: float) -> ContainerStats:
     """Return ContainerStats from the v2 files read in ``_V2_FILES`` order."""
     cpu_stat, mem_current, mem_stat, io_stat = contents
-    usage, user, system = _keyed(cpu_stat, "cpu.stat", b"usage_usec", b"user_usec", b"system_usec")
-    file, inactive = _keyed(mem_stat, "memory.stat", b"file", b"inactive_file")
+    usage, user, system = _fields(cpu_stat, "cpu.stat", b"usage_usec", b"user_usec", b"system_usec")
+    file, inactive = _fields(mem_stat, "memory.stat", b"file", b"inactive_file")
     read_bytes, write_bytes, read_ops, write_ops = parse_io_stat_v2(io_stat)
     return ContainerStats(
         time=now,
@@ -231,6 +230,47 @@ def stats_v2(contents: Sequence[bytes], net: tuple[int, int], now: float) -> Con
         blk_read_ops=read_ops,
         blk_write_ops=write_ops,
     )
+
+
+class _Files:
+    """One container's files: where they are, and their descriptors while they are held."""
+
+    __slots__ = ("cgroup_text", "fds", "host_network", "paths", "version")
+
+    def __init__(
+        self, cgroup_text: bytes, version: int, paths: tuple[str, ...], host_network: bool
+    ) -> None:
+        self.cgroup_text = cgroup_text
+        self.version = version
+        #: net/dev, the pid's cgroup file, then the cgroup files in _V1_FILES/_V2_FILES order.
+        self.paths = paths
+        self.host_network = host_network
+        self.fds: list[int] | None = None
+
+    def read(self, index: int) -> bytes:
+        """Return one file's content: through its held descriptor, or open-read-close."""
+        if self.fds is not None:
+            return _pread_all(self.fds[index])
+        return _read_path(self.paths[index])
+
+    def hold(self) -> None:
+        """Open every file and keep the descriptors; all or none (OSError)."""
+        fds: list[int] = []
+        try:
+            for path in self.paths:
+                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.fds = fds
+
+    def release(self) -> int:
+        """Close the held descriptors; return how many there were."""
+        fds, self.fds = self.fds or [], None
+        for fd in fds:
+            os.close(fd)
+        return len(fds)
 
 
 def container_cgroup_path(path: str, container_id: str) -> str | None:
@@ -252,25 +292,46 @@ class CgroupStatsSource:
 
     ``proc_root`` is the host's ``/proc`` and ``cgroup_root`` its
     ``/sys/fs/cgroup``; both are settings so tests can point them at a
-    recorded tree. Each container's resolved file paths are cached per
-    (id, pid), and the pid's ``cgroup`` file is re-read every poll to prove
-    the pid still belongs to the container.
+    recorded tree. A container's files are located once per (id, pid) and
+    then kept open and re-read from offset 0 at every poll, as netdata does:
+    a poll costs one read per file and no open() or close(). A held
+    ``/proc/<pid>/cgroup`` names the process it was opened on, not whoever
+    has the pid now, so reading it proves the container is still alive
+    (ESRCH once it is gone). Descriptors of containers a poll no longer
+    lists are closed at the end of that poll.
+
+    Holding costs eight descriptors per container (six on v2). The source
+    raises the soft ``RLIMIT_NOFILE`` to the hard limit, as Go's runtime
+    does, and holds at most ``max_held_files`` (default: half the soft
+    limit); containers past that are read with an open/read/close per file.
     """
 
     def __init__(
         self,
         proc_root: str | os.PathLike[str] = "/proc",
         cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
+        *,
+        max_held_files: int | None = None,
     ) -> None:
         self._proc = os.fspath(proc_root).rstrip("/") or "/"
         self._cgroup = os.fspath(cgroup_root).rstrip("/") or "/"
-        self._located: dict[tuple[str, int], _Located] = {}
+        self._files: dict[tuple[str, int], _Files] = {}
         self._host_netns: str | None = None
+        self._held = 0
+        self._max_held = _file_budget() if max_held_files is None else max_held_files
+        # Polls may overlap (a timed-out one keeps running in its thread); held
+        # descriptors must never be closed under a read, nor their numbers reused.
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         """Return ``cgroup``."""
         return "cgroup"
+
+    @property
+    def held_files(self) -> int:
+        """Return how many descriptors the source holds open between polls."""
+        return self._held
 
     async def read_many(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
         """Return one kernel sample per container, every file read in one worker thread."""
@@ -280,63 +341,119 @@ class CgroupStatsSource:
 
     def read_blocking(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
         """Return one sample (or its error) per container id; blocks on file I/O, never raises."""
-        # Where /proc/1 is hidden (a sandbox), our own namespace stands for the host's.
-        self._host_netns = self._netns(1) or self._netns("self")
-        previous = self._located
-        located: dict[tuple[str, int], _Located] = {}
-        results: dict[str, StatsResult] = {}
-        for c in containers:
-            try:
-                results[c.id] = SourcedStats(self._read_one(c, previous, located), "cgroup")
-            except (NotFoundError, StatsUnavailableError) as e:
-                results[c.id] = e
-            except Exception as e:  # noqa: BLE001 - one odd container must not fail the others
-                results[c.id] = _unavailable(c, f"unexpected {type(e).__name__}: {e}", e)
-        # Only containers of this poll stay cached: the cache cannot grow without bound.
-        self._located = located
-        return results
+        with self._lock:
+            # Where /proc/1 is hidden (a sandbox), our own namespace stands for the host's.
+            self._host_netns = self._netns(1) or self._netns("self")
+            previous = self._files
+            kept: dict[tuple[str, int], _Files] = {}
+            results: dict[str, StatsResult] = {}
+            for c in containers:
+                try:
+                    results[c.id] = SourcedStats(self._read_one(c, previous, kept), "cgroup")
+                except (NotFoundError, StatsUnavailableError) as e:
+                    results[c.id] = e
+                except Exception as e:  # noqa: BLE001 - one odd container must not fail the rest
+                    self._drop(kept, (c.id, c.pid))
+                    results[c.id] = _unavailable(c, f"unexpected {type(e).__name__}: {e}", e)
+            # Containers this poll did not list are gone or stopped: let their files go.
+            for files in previous.values():
+                self._held -= files.release()
+            self._files = kept
+            return results
+
+    def __del__(self) -> None:
+        # Raw descriptors are not closed by the garbage collector on their own.
+        for files in getattr(self, "_files", {}).values():
+            files.release()
+
+    def close(self) -> None:
+        """Close every held descriptor; the source stays usable and reopens on the next read."""
+        with self._lock:
+            for files in self._files.values():
+                self._held -= files.release()
+            self._files = {}
 
     def _read_one(
         self,
         c: ContainerInfo,
-        previous: dict[tuple[str, int], _Located],
-        located: dict[tuple[str, int], _Located],
+        previous: dict[tuple[str, int], _Files],
+        kept: dict[tuple[str, int], _Files],
     ) -> ContainerStats:
         if c.pid <= 0:
             raise StatsUnavailableError(
                 f"container {c.id[:12]}: no pid (not inspected or not running)"
             )
-        proc = f"{self._proc}/{c.pid}"
-        try:
-            # net/dev first: the cgroup check after it proves that namespace was the container's.
-            net_dev = _read(f"{proc}/net/dev")
-            cgroup_text = _read(f"{proc}/cgroup")
-        except OSError as e:
-            if e.errno in _GONE:
-                raise NotFoundError(None, f"container {c.id[:12]}: pid {c.pid} is gone") from e
-            raise _unavailable(c, f"cannot read {proc}: {e.strerror}", e) from e
-
         key = (c.id, c.pid)
-        where = previous.get(key)
-        if where is None or where.cgroup_text != cgroup_text:
-            where = self._locate(c, cgroup_text)
-        located[key] = where
+        files = previous.pop(key, None)
+        if files is not None:
+            kept[key] = files
+            try:
+                # net/dev first: the cgroup read after it proves that namespace was the container's.
+                net_dev = files.read(_NET_DEV)
+                cgroup_text = files.read(_CGROUP)
+            except OSError as e:
+                self._drop(kept, key)
+                raise self._proc_error(c, e) from e
+            if cgroup_text != files.cgroup_text:
+                # Moved to another cgroup, or (files not held) the pid was reused: start over.
+                self._drop(kept, key)
+                files = None
+        if files is None:
+            proc = f"{self._proc}/{c.pid}"
+            try:
+                net_dev = _read_path(f"{proc}/net/dev")
+                cgroup_text = _read_path(f"{proc}/cgroup")
+            except OSError as e:
+                raise self._proc_error(c, e) from e
+            files = self._locate(c, cgroup_text, proc)
+            kept[key] = files
+            self._try_hold(files)
 
         try:
-            contents = [_read(path) for path in where.files]
+            contents = [files.read(i) for i in range(_FIRST_CGROUP_FILE, len(files.paths))]
         except OSError as e:
-            if e.errno in _GONE and not os.path.exists(proc):
+            self._drop(kept, key)
+            # The cgroup goes (ENOENT, or ENODEV through a held descriptor) when the container does.
+            if e.errno in (*_GONE, errno.ENODEV) and not os.path.exists(f"{self._proc}/{c.pid}"):
                 raise NotFoundError(None, f"container {c.id[:12]}: pid {c.pid} is gone") from e
-            raise _unavailable(c, f"cannot read {e.filename}: {e.strerror}", e) from e
+            where = e.filename or "a cgroup file"
+            raise _unavailable(c, f"cannot read {where}: {e.strerror}", e) from e
         now = time.time()
         try:
-            net = (0, 0) if where.host_network else parse_net_dev(net_dev)
-            build = stats_v1 if where.version == 1 else stats_v2
+            net = (0, 0) if files.host_network else parse_net_dev(net_dev)
+            build = stats_v1 if files.version == 1 else stats_v2
             return build(contents, net, now)
         except _Garbled as e:
             raise _unavailable(c, str(e), e) from e
 
-    def _locate(self, c: ContainerInfo, cgroup_text: bytes) -> _Located:
+    def _try_hold(self, files: _Files) -> None:
+        """Keep the files open for later polls, if the budget allows and they still match."""
+        if self._held + len(files.paths) > self._max_held:
+            return
+        try:
+            files.hold()
+        except OSError:
+            return  # read by path this time; the next poll tries again
+        self._held += len(files.paths)
+        try:
+            # Opened after the check by path: make sure it is still the same process.
+            same = files.read(_CGROUP) == files.cgroup_text
+        except OSError:
+            same = False
+        if not same:
+            self._held -= files.release()
+
+    def _drop(self, kept: dict[tuple[str, int], _Files], key: tuple[str, int]) -> None:
+        files = kept.pop(key, None)
+        if files is not None:
+            self._held -= files.release()
+
+    def _proc_error(self, c: ContainerInfo, e: OSError) -> ExporterError:
+        if e.errno in _GONE:
+            return NotFoundError(None, f"container {c.id[:12]}: pid {c.pid} is gone")
+        return _unavailable(c, f"cannot read {self._proc}/{c.pid}: {e.strerror}", e)
+
+    def _locate(self, c: ContainerInfo, cgroup_text: bytes, proc: str) -> _Files:
         """Resolve the container's cgroup directories from its pid's ``cgroup`` file."""
         v1: dict[str, tuple[str, str]] = {}
         unified: str | None = None
@@ -351,25 +468,25 @@ class CgroupStatsSource:
         except (_Garbled, ValueError, UnicodeDecodeError) as e:
             raise _unavailable(c, f"pid {c.pid}: unreadable cgroup file: {e}", e) from e
 
-        files: list[str] = []
+        paths = [f"{proc}/net/dev", f"{proc}/cgroup"]
         if "cpuacct" in v1 or "memory" in v1:
             version = 1
             dirs: dict[str, str] = {}
             for controller, file in _V1_FILES:
                 if controller not in dirs:
                     dirs[controller] = self._v1_dir(c, v1, controller)
-                files.append(f"{dirs[controller]}/{file}")
+                paths.append(f"{dirs[controller]}/{file}")
         elif unified is not None:
             version = 2
             directory = f"{self._cgroup}{self._own_path(c, unified)}"
             if not os.path.isdir(directory):
                 raise StatsUnavailableError(f"container {c.id[:12]}: no cgroup at {directory}")
-            files = [f"{directory}/{file}" for file in _V2_FILES]
+            paths.extend(f"{directory}/{file}" for file in _V2_FILES)
         else:
             raise StatsUnavailableError(f"container {c.id[:12]}: pid {c.pid} names no cgroup")
         netns = self._netns(c.pid)
         host_network = netns is not None and netns == self._host_netns
-        return _Located(cgroup_text, version, tuple(files), host_network)
+        return _Files(cgroup_text, version, tuple(paths), host_network)
 
     def _own_path(self, c: ContainerInfo, path: str) -> str:
         own = container_cgroup_path(path, c.id)
@@ -400,6 +517,21 @@ class CgroupStatsSource:
             return os.readlink(f"{self._proc}/{pid}/ns/net")
         except OSError:
             return None
+
+
+def _file_budget() -> int:
+    """Raise the soft descriptor limit to the hard one; return half of what it then is."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return int(soft) // 2
 
 
 def _unavailable(c: ContainerInfo, why: str, cause: BaseException) -> StatsUnavailableError:

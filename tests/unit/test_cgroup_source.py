@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
+from errno import ENODEV, ESRCH
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -293,25 +295,106 @@ async def test_container_that_exited_between_list_and_read_is_not_found(tmp_path
     sample(results[V2_HOSTNET_ID])
 
 
-async def test_exit_after_the_pid_was_read_is_not_found(tmp_path: Path) -> None:
-    """The pid vanishes and the engine removes the cgroup after /proc was read."""
+def _fail_reads_of(suffix: str, code: int) -> Callable[[int], bytes]:
+    """Return a stand-in for _pread_all that fails on held files whose path ends in ``suffix``."""
+    real = cgroup_module._pread_all
+
+    def pread_all(fd: int) -> bytes:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
+            raise OSError(code, os.strerror(code))
+        return real(fd)
+
+    return pread_all
+
+
+async def test_exit_after_a_good_read_is_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held /proc/<pid>/cgroup answers ESRCH once its process is gone, as the kernel does."""
+    src = source(tree(tmp_path, "v1"))
+    c = info(V1_ID, V1_PID)
+    sample((await src.read_many([c]))[V1_ID])
+    assert src.held_files == 8
+    monkeypatch.setattr(cgroup_module, "_pread_all", _fail_reads_of(f"{V1_PID}/cgroup", ESRCH))
+    error((await src.read_many([c]))[V1_ID], NotFoundError)
+    assert src.held_files == 0
+
+
+@pytest.mark.parametrize(("pid_dir_left", "expected"), [(False, NotFoundError), (True, None)])
+async def test_cgroup_removed_under_a_held_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pid_dir_left: bool,
+    expected: type[Exception] | None,
+) -> None:
+    """ENODEV from a held cgroup file: gone if the pid is gone, else unavailable."""
     root = tree(tmp_path, "v1")
     src = source(root)
     c = info(V1_ID, V1_PID)
     sample((await src.read_many([c]))[V1_ID])
-    real_read = cgroup_module._read
+    monkeypatch.setattr(cgroup_module, "_pread_all", _fail_reads_of("memory.stat", ENODEV))
+    if not pid_dir_left:
+        shutil.rmtree(root / "proc" / str(V1_PID))
+    error((await src.read_many([c]))[V1_ID], expected or StatsUnavailableError)
 
-    def exiting_read(path: str) -> bytes:
-        data = real_read(path)
-        if path.endswith(f"{V1_PID}/cgroup"):
-            shutil.rmtree(root / "proc" / str(V1_PID))
-            shutil.rmtree(root / "sys/fs/cgroup/cpuacct/docker")
-        return data
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cgroup_module, "_read", exiting_read)
-        results = await src.read_many([c])
-    error(results[V1_ID], NotFoundError)
+async def test_held_files_are_reread_from_the_start_each_poll(tmp_path: Path) -> None:
+    root = tree(tmp_path, "v1")
+    src = source(root)
+    c = info(V1_ID, V1_PID)
+    first = sample((await src.read_many([c]))[V1_ID])
+    usage = root / f"sys/fs/cgroup/cpuacct/docker/{V1_ID}/cpuacct.usage"
+    usage.write_text(f"{first.cpu_total_usage + 12345}\n")  # same inode, new content
+    # The cgroup directories move away: only the held descriptors can still read them.
+    for controller in ("cpuacct", "memory", "blkio"):
+        (root / f"sys/fs/cgroup/{controller}").rename(root / f"sys/fs/cgroup/{controller}.old")
+    second = sample((await src.read_many([c]))[V1_ID])
+    assert second.cpu_total_usage == first.cpu_total_usage + 12345
+    assert second.memory_usage == first.memory_usage
+    src.close()
+    assert src.held_files == 0
+    # Closed, it reads by path again, and the paths are gone now.
+    error((await src.read_many([c]))[V1_ID], StatsUnavailableError)
+
+
+async def test_without_a_descriptor_budget_every_read_opens_by_path(tmp_path: Path) -> None:
+    root = tree(tmp_path, "v2")
+    src = CgroupStatsSource(root / "proc", root / "sys/fs/cgroup", max_held_files=0)
+    c = info(V2_SYSTEMD_ID, V2_SYSTEMD_PID)
+    assert sample((await src.read_many([c]))[V2_SYSTEMD_ID]).cpu_total_usage == 5_123_456_000
+    assert src.held_files == 0
+    (root / V2_SCOPE).rename(root / f"{V2_SCOPE}.old")
+    error((await src.read_many([c]))[V2_SYSTEMD_ID], StatsUnavailableError)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_descriptors_of_containers_no_longer_listed_are_closed(tmp_path: Path) -> None:
+    root = tree(tmp_path, "v2")
+    baseline = _open_fds()
+    src = source(root)
+    a, b = info(V2_SYSTEMD_ID, V2_SYSTEMD_PID), info(V2_HOSTNET_ID, V2_HOSTNET_PID)
+    await src.read_many([a, b])
+    assert src.held_files == 12  # net/dev, cgroup and four cgroup files each
+    assert _open_fds() == baseline + 12
+    await src.read_many([a])
+    assert src.held_files == 6
+    assert _open_fds() == baseline + 6
+    src.close()
+    assert _open_fds() == baseline
+
+
+async def test_a_budget_holds_some_containers_and_reads_the_rest_by_path(tmp_path: Path) -> None:
+    root = tree(tmp_path, "v2")
+    src = CgroupStatsSource(root / "proc", root / "sys/fs/cgroup", max_held_files=6)
+    a, b = info(V2_SYSTEMD_ID, V2_SYSTEMD_PID), info(V2_HOSTNET_ID, V2_HOSTNET_PID)
+    results = await src.read_many([a, b])
+    assert src.held_files == 6
+    assert sample(results[V2_HOSTNET_ID]).cpu_total_usage == 81_234_000
+    assert sample(results[V2_SYSTEMD_ID]).cpu_total_usage == 5_123_456_000
+    src.close()
 
 
 async def test_collector_skips_a_vanished_container_silently(tmp_path: Path) -> None:
