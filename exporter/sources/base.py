@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 
 from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
-from exporter.errors import StatsUnavailableError
+from exporter.errors import NotFoundError, StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerStats
 
 
@@ -71,7 +71,13 @@ class DriverStatsSource:
 
 
 class FallbackStatsSource:
-    """Ask ``primary`` first and ``fallback`` for each container ``primary`` cannot read."""
+    """Ask ``primary`` first and ``fallback`` for each container ``primary`` cannot read.
+
+    A container the primary reports as gone (:class:`NotFoundError`) is asked
+    of the fallback too: the cgroup source cannot tell a pid that exited from
+    one it cannot see (an exporter in its own pid namespace), and the engine
+    knows which it is. An exited container costs one more call in that poll.
+    """
 
     def __init__(self, primary: StatsSource, fallback: StatsSource) -> None:
         self._primary = primary
@@ -85,7 +91,11 @@ class FallbackStatsSource:
     async def read_many(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
         """Return the primary's samples, with the fallback's where the primary had none."""
         results = await self._primary.read_many(containers)
-        missing = [c for c in containers if isinstance(results.get(c.id), StatsUnavailableError)]
+        missing = [
+            c
+            for c in containers
+            if isinstance(results.get(c.id), StatsUnavailableError | NotFoundError)
+        ]
         if missing:
             results.update(await self._fallback.read_many(missing))
         return results
