@@ -317,6 +317,7 @@ class CgroupStatsSource:
         self._cgroup = os.fspath(cgroup_root).rstrip("/") or "/"
         self._files: dict[tuple[str, int], _Files] = {}
         self._host_netns: str | None = None
+        self._host_interfaces: frozenset[bytes] | None = None
         self._held = 0
         self._max_held = _file_budget() if max_held_files is None else max_held_files
         # Polls may overlap (a timed-out one keeps running in its thread); held
@@ -342,8 +343,8 @@ class CgroupStatsSource:
     def read_blocking(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
         """Return one sample (or its error) per container id; blocks on file I/O, never raises."""
         with self._lock:
-            # Where /proc/1 is hidden (a sandbox), our own namespace stands for the host's.
-            self._host_netns = self._netns(1) or self._netns("self")
+            self._host_netns = self._netns(1)
+            self._host_interfaces = None
             previous = self._files
             kept: dict[tuple[str, int], _Files] = {}
             results: dict[str, StatsResult] = {}
@@ -405,7 +406,7 @@ class CgroupStatsSource:
                 cgroup_text = _read_path(f"{proc}/cgroup")
             except OSError as e:
                 raise self._proc_error(c, e) from e
-            files = self._locate(c, cgroup_text, proc)
+            files = self._locate(c, cgroup_text, net_dev, proc)
             kept[key] = files
             self._try_hold(files)
 
@@ -453,7 +454,7 @@ class CgroupStatsSource:
             return NotFoundError(None, f"container {c.id[:12]}: pid {c.pid} is gone")
         return _unavailable(c, f"cannot read {self._proc}/{c.pid}: {e.strerror}", e)
 
-    def _locate(self, c: ContainerInfo, cgroup_text: bytes, proc: str) -> _Files:
+    def _locate(self, c: ContainerInfo, cgroup_text: bytes, net_dev: bytes, proc: str) -> _Files:
         """Resolve the container's cgroup directories from its pid's ``cgroup`` file."""
         v1: dict[str, tuple[str, str]] = {}
         unified: str | None = None
@@ -484,9 +485,27 @@ class CgroupStatsSource:
             paths.extend(f"{directory}/{file}" for file in _V2_FILES)
         else:
             raise StatsUnavailableError(f"container {c.id[:12]}: pid {c.pid} names no cgroup")
-        netns = self._netns(c.pid)
-        host_network = netns is not None and netns == self._host_netns
-        return _Files(cgroup_text, version, tuple(paths), host_network)
+        return _Files(cgroup_text, version, tuple(paths), self._host_network(c.pid, net_dev))
+
+    def _host_network(self, pid: int, net_dev: bytes) -> bool:
+        """Return whether ``pid`` shares the host's network namespace (the engine shows none)."""
+        netns = self._netns(pid)
+        if netns is not None and self._host_netns is not None:
+            return netns == self._host_netns
+        # The ns links need ptrace rights (not ours as a non-root user, nor for pid 1
+        # in some sandboxes); net/dev is world-readable. The host's namespace has
+        # the engine's bridge and the containers' veth peers, a bridged container
+        # only lo and its own eth*: compare interface names, veths aside (they churn).
+        if self._host_interfaces is None:
+            try:
+                self._host_interfaces = _interfaces(_read_path(f"{self._proc}/1/net/dev"))
+            except (OSError, _Garbled):
+                self._host_interfaces = frozenset()
+        try:
+            mine = _interfaces(net_dev)
+        except _Garbled:
+            return False
+        return bool(self._host_interfaces) and mine == self._host_interfaces
 
     def _own_path(self, c: ContainerInfo, path: str) -> str:
         own = container_cgroup_path(path, c.id)
@@ -517,6 +536,13 @@ class CgroupStatsSource:
             return os.readlink(f"{self._proc}/{pid}/ns/net")
         except OSError:
             return None
+
+
+def _interfaces(net_dev: bytes) -> frozenset[bytes]:
+    """Return the interface names of a net/dev file, veth peers left out."""
+    lines = _complete(net_dev, "net/dev").splitlines()[2:]
+    names = (line.partition(b":")[0].strip() for line in lines)
+    return frozenset(n for n in names if not n.startswith(b"veth"))
 
 
 def _file_budget() -> int:

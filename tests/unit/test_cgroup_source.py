@@ -161,6 +161,26 @@ async def test_v2_host_network_counts_no_traffic_and_empty_io_stat_is_zero() -> 
     assert got.memory_usage == 954_368
 
 
+async def test_host_network_is_told_by_interfaces_when_ns_links_are_unreadable(
+    tmp_path: Path,
+) -> None:
+    """A non-root exporter cannot readlink ns/net; the interface names still tell."""
+    root = tree(tmp_path, "v2")
+    for pid in (1, V2_SYSTEMD_PID, V2_HOSTNET_PID):
+        (root / "proc" / str(pid) / "ns" / "net").unlink()
+    results = await read(
+        root, info(V2_SYSTEMD_ID, V2_SYSTEMD_PID), info(V2_HOSTNET_ID, V2_HOSTNET_PID)
+    )
+    hostnet = sample(results[V2_HOSTNET_ID])
+    assert (hostnet.net_rx_bytes, hostnet.net_tx_bytes) == (0, 0)
+    bridged = sample(results[V2_SYSTEMD_ID])
+    assert bridged.net_rx_bytes == 1_810_432 + 9_216
+    # Without pid 1's net/dev there is nothing to compare with: count what net/dev says.
+    (root / "proc/1/net/dev").unlink()
+    results = await read(root, info(V2_HOSTNET_ID, V2_HOSTNET_PID))
+    assert sample(results[V2_HOSTNET_ID]).net_rx_bytes > 0
+
+
 async def test_v2_process_in_a_nested_cgroup_reads_the_containers_own(tmp_path: Path) -> None:
     root = tree(tmp_path, "v2")
     # systemd inside a container moves its init to a child cgroup.
