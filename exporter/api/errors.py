@@ -127,6 +127,9 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         json.loads(text)
     except ValueError as e:
         raise ApiError(400, "request body is not valid JSON", str(e)) from e
+    except RecursionError as e:
+        # The json module recurses per nesting level: ~1000 "[" in a 2 kB body.
+        raise ApiError(400, "request body is nested too deeply", str(e)) from e
     try:
         return model.model_validate_json(text, strict=True)
     except ValidationError as e:
