@@ -43,7 +43,11 @@ class MountPolicy:
     def check(self, mount: MountBind) -> str:
         """Return the resolved host path of ``mount``; Forbidden names why it is refused."""
         given = mount.host_path
-        real = os.path.realpath(given)
+        try:
+            real = os.path.realpath(given)
+        except OSError as e:
+            # e.g. /proc/1/root: a path that cannot be resolved cannot be shown to be allowed.
+            raise Forbidden(f"bind mount {given}: cannot resolve it: {e.strerror or e}") from e
         shown = given if real == given else f"{given} (resolves to {real})"
         if real == "/":
             raise Forbidden(f"bind mount {shown}: the host's root cannot be mounted")
