@@ -21,7 +21,7 @@ from exporter import __version__, logs
 from exporter.api import create_app
 from exporter.check import render, run_checks
 from exporter.collector import Collector
-from exporter.config import Settings, StatsSourceKind, env_name, flag_name
+from exporter.config import Settings, StatsSourceKind, env_name, flag_name, shown_default
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
@@ -49,13 +49,12 @@ def _settings_flags() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     group = flags.add_argument_group("settings (each also read from its EXPORTER_* variable)")
     for field, info in Settings.model_fields.items():
-        default = info.get_default(call_default_factory=True)
-        shown = getattr(default, "value", default)
         kwargs: dict[str, Any] = {
             "dest": field,
             # SUPPRESS: an absent flag must not override the environment.
             "default": argparse.SUPPRESS,
-            "help": f"{info.description or ''} [{env_name(field)}; default: {shown!s}]",
+            "help": f"{info.description or ''} [{env_name(field)}; "
+            f"default: {shown_default(field) or 'none'}]",
         }
         if info.annotation is bool:
             # --collect.all / --no-collect.all: a flag that took an optional

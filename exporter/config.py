@@ -233,3 +233,13 @@ def flag_name(field: str) -> str:
 def env_name(field: str) -> str:
     """Return the environment variable of a settings field."""
     return f"EXPORTER_{field.upper()}"
+
+
+def shown_default(field: str) -> str:
+    """Return a settings field's default as a person would type it ("" for none)."""
+    default = Settings.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(default, list):
+        return ",".join(str(item) for item in default)
+    if default is None:
+        return ""
+    return str(getattr(default, "value", default))

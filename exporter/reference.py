@@ -1,22 +1,26 @@
-"""The metric reference: a Markdown table generated from the metric table and collectors.
+"""The README's references, generated: the metrics, and every setting.
 
-The README's "Metric reference" section is this module's output, and a test
-fails when the two differ. The rows come from the exposition itself,
+The README's "Metric reference" and "Settings" sections are this module's
+output, and tests fail when they differ. ``python -m exporter.reference
+--write`` rewrites both sections of README.md in place. The rows come from the exposition itself,
 rendered over a one-container snapshot built here and parsed back, so a
 family added to :mod:`exporter.metrics` shows up without anyone editing a list.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import Collector, ContainerSample, Snapshot
+from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.exposition import render_container_families
-from exporter.metrics import ExporterHealthCollector
+from exporter.metrics import ExporterHealthCollector, RemediationCollector
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
 from exporter.processes import ProcessCounts
@@ -25,6 +29,8 @@ from exporter.testing import FakeDriver
 
 START = "<!-- metric-reference:start -->"
 END = "<!-- metric-reference:end -->"
+SETTINGS_START = "<!-- settings-reference:start -->"
+SETTINGS_END = "<!-- settings-reference:end -->"
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,22 @@ def metric_docs() -> list[MetricDoc]:
     collector.snapshot = _example_snapshot()
     text = b"".join(render_container_families(collector.snapshot)).decode()
     return _docs(
-        [*text_string_to_metric_families(text), *ExporterHealthCollector(collector).collect()]
+        [
+            *text_string_to_metric_families(text),
+            *ExporterHealthCollector(collector).collect(),
+            *RemediationCollector(_NoRemediation()).collect(),
+        ]
     )
+
+
+class _NoRemediation:
+    """A remediation view with nothing decided: its families still render, with zeros."""
+
+    def action_counts(self) -> dict[tuple[str, str], int]:
+        return {("restart", "restarted"): 0}
+
+    def quarantined_count(self) -> int:
+        return 0
 
 
 def _cell(text: str) -> str:
@@ -94,6 +114,8 @@ def metric_reference_markdown() -> str:
         "for managed containers. `sysinner_container_info` also carries the Docker labels",
         "allow-listed with `--collect.labels`, as `label_<key>`. The process collector of",
         "`prometheus_client` adds the standard `process_*` and `python_info` families.",
+        "The `sysinner_exporter_remediation_*` families exist when the lifecycle API is",
+        "on (a token is set).",
         "",
         "| name | type | help | labels |",
         "|---|---|---|---|",
@@ -104,14 +126,56 @@ def metric_reference_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-def readme_section(readme: str) -> str:
+def settings_reference_markdown() -> str:
+    """Return every setting as a Markdown table: flag, variable, default, meaning."""
+    rows = [
+        "| flag | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for field, info in Settings.model_fields.items():
+        shown = shown_default(field)
+        default = _cell(f"`{shown}`") if shown else "-"
+        rows.append(
+            f"| `{flag_name(field)}` | `{env_name(field)}` | {default} "
+            f"| {_cell(info.description or '')} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def readme_section(readme: str, start: str = START, end: str = END) -> str:
     """Return what ``readme`` holds between the markers; ValueError when they are missing."""
-    _, start, rest = readme.partition(START)
-    body, end, _ = rest.partition(END)
-    if not start or not end:
-        raise ValueError(f"the README lacks {START} ... {END}")
+    _, found_start, rest = readme.partition(start)
+    body, found_end, _ = rest.partition(end)
+    if not found_start or not found_end:
+        raise ValueError(f"the README lacks {start} ... {end}")
     return body.strip("\n") + "\n"
 
 
+def with_section(readme: str, start: str, end: str, body: str) -> str:
+    """Return ``readme`` with the text between the markers replaced by ``body``."""
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{body}{end}{tail}"
+
+
+SECTIONS = (
+    (START, END, metric_reference_markdown),
+    (SETTINGS_START, SETTINGS_END, settings_reference_markdown),
+)
+
+
+def main(argv: list[str]) -> None:
+    """Print the metric reference, or with ``--write README`` rewrite both sections."""
+    if argv[:1] == ["--write"]:
+        path = Path(argv[1] if len(argv) > 1 else "README.md")
+        text = path.read_text()
+        for start, end, render in SECTIONS:
+            readme_section(text, start, end)  # both markers must already be there
+            text = with_section(text, start, end, render())
+        path.write_text(text)
+    else:
+        print(metric_reference_markdown(), end="")
+
+
 if __name__ == "__main__":
-    print(metric_reference_markdown(), end="")
+    main(sys.argv[1:])

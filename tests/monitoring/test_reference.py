@@ -44,3 +44,37 @@ def test_readme_section_needs_both_markers() -> None:
     with pytest.raises(ValueError, match="lacks"):
         readme_section(f"intro\n{START}\n| a |\n")
     assert readme_section(f"x\n{START}\n| a |\n{END}\ny") == "| a |\n"
+
+
+def test_readme_settings_table_matches_the_settings_model() -> None:
+    from exporter.config import Settings, env_name, flag_name
+    from exporter.reference import SETTINGS_END, SETTINGS_START, settings_reference_markdown
+
+    readme = README.read_text()
+    assert readme_section(readme, SETTINGS_START, SETTINGS_END) == settings_reference_markdown(), (
+        "README.md's settings table is out of date; run "
+        "`.venv/bin/python -m exporter.reference --write README.md`"
+    )
+    table = settings_reference_markdown()
+    for field in Settings.model_fields:
+        assert f"| `{flag_name(field)}` | `{env_name(field)}` |" in table
+
+
+def test_write_rewrites_only_the_marked_sections(tmp_path: pytest.TempPathFactory) -> None:
+    from pathlib import Path
+
+    from exporter.reference import SETTINGS_END, SETTINGS_START, main
+
+    readme = Path(str(tmp_path)) / "README.md"
+    readme.write_text(
+        f"intro\n{START}\nSTALE-PLACEHOLDER\n{END}\nmiddle\n{SETTINGS_START}\nSTALE-PLACEHOLDER\n{SETTINGS_END}\nend\n"
+    )
+    main(["--write", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("intro\n")
+    assert text.endswith("end\n")
+    assert "\nmiddle\n" in text
+    assert "STALE-PLACEHOLDER" not in text
+    assert "`--poll.interval`" in text
+    assert "container_cpu_usage_seconds_total" in text
+    assert "sysinner_exporter_remediation_actions_total" in text

@@ -21,7 +21,7 @@ from exporter.check import (
     check_stats_source,
     render,
 )
-from exporter.config import Settings, env_name, flag_name
+from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.errors import ConfigError, EngineUnreachableError
 from exporter.testing import FakeDriver
 from tests.conftest import ROOT, free_port
@@ -69,11 +69,24 @@ def test_help_names_every_flag_its_variable_and_default(
     text = help_of(*([command] if command else []), capsys=capsys)
     # argparse wraps long lines; compare with whitespace collapsed.
     flat = " ".join(text.split())
-    for field, info in Settings.model_fields.items():
+    for field in Settings.model_fields:
         assert flag_name(field) in flat, field
-        default = info.get_default(call_default_factory=True)
-        shown = getattr(default, "value", default)
-        assert f"[{env_name(field)}; default: {shown!s}]" in flat, field
+        assert f"[{env_name(field)}; default: {shown_default(field) or 'none'}]" in flat, field
+
+
+@pytest.mark.parametrize(
+    ("field", "shown"),
+    [
+        ("poll_interval", "10.0"),
+        ("log_format", "plain"),
+        ("web_listen_address", "0.0.0.0:8733"),
+        ("collect_labels", ""),
+        ("api_token", ""),
+        ("collect_all", "False"),
+    ],
+)
+def test_defaults_are_shown_as_a_person_would_type_them(field: str, shown: str) -> None:
+    assert shown_default(field) == shown
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
