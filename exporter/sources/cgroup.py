@@ -27,6 +27,7 @@ the container's cgroup -> :class:`~exporter.errors.StatsUnavailableError`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import resource
@@ -364,8 +365,9 @@ class CgroupStatsSource:
 
     def __del__(self) -> None:
         # Raw descriptors are not closed by the garbage collector on their own.
-        for files in getattr(self, "_files", {}).values():
-            files.release()
+        with contextlib.suppress(Exception):  # late in interpreter shutdown, anything goes
+            for files in self._files.values():
+                files.release()
 
     def close(self) -> None:
         """Close every held descriptor; the source stays usable and reopens on the next read."""
