@@ -10,12 +10,15 @@ used its budget of restarts inside the window is quarantined for a window;
 a container restarted less than the cooldown ago is left alone. Otherwise
 the decision to restart is committed to the state store *before* the
 restart, under a per-container lock, so concurrent deliveries of one alert
-restart once and an exporter restart forgets nothing.
+restart once and an exporter restart forgets nothing. A restart the exporter
+was killed in the middle of is finished when the exporter opens the state
+again (:meth:`Remediator.open`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exporter.config import Settings
 from exporter.drivers.base import Driver
 from exporter.errors import DriverError, NotFoundError
+from exporter.models import ContainerState
 from exporter.naming import NamingScheme
 from exporter.state import ACTIONS_KEPT_SECONDS, DecisionRecord, Ledger, StateStore
 
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: The only action this module takes; it labels the actions metric.
 ACTION_RESTART = "restart"
+#: The stored outcome of a restart decided and under way, until its outcome replaces it.
+RESTARTING = "restarting"
 
 
 class Outcome(StrEnum):
@@ -144,6 +150,10 @@ class _Verdict:
     quarantined_until: float | None = None
 
 
+def _update_decision(ledger: Ledger, *, decision_id: int, outcome: Outcome, detail: str) -> None:
+    ledger.update_decision(decision_id, outcome.value, detail)
+
+
 def starts_at_key(value: datetime) -> str:
     """Return the dedupe form of an alert's startsAt: UTC, ISO 8601."""
     if value.tzinfo is None:
@@ -174,12 +184,60 @@ class Remediator:
         self.actions: Counter[tuple[str, str]] = Counter()
 
     async def open(self) -> None:
-        """Open the state store and load the quarantines still in force."""
+        """Open the state store, load the quarantines in force, finish interrupted restarts."""
         await self.store.open()
         now = self._clock()
         self._quarantined = await self.store.transaction(
             lambda ledger: ledger.quarantined(now, self.policy.dry_run)
         )
+        await self._finish_interrupted()
+
+    async def _finish_interrupted(self) -> None:
+        """See through the restarts an earlier run decided but did not finish (it was killed).
+
+        Their decisions and actions are committed, so cooldowns and budgets already
+        count them; only how far each restart got is unknown, and the container tells.
+        """
+        pending = await self.store.transaction(
+            lambda ledger: ledger.decisions_with_outcome(RESTARTING)
+        )
+        for decision in pending:
+            outcome, detail = await self._resume(decision)
+            log.warning(
+                "remediation: the restart of %s decided at %.0f was interrupted: %s",
+                decision.container,
+                decision.at,
+                detail,
+            )
+            await self.store.transaction(
+                functools.partial(
+                    _update_decision, decision_id=decision.id, outcome=outcome, detail=detail
+                )
+            )
+
+    async def _resume(self, decision: DecisionRecord) -> tuple[Outcome, str]:
+        """Finish one interrupted restart; return its outcome."""
+        name = decision.container or ""
+        why = "interrupted by an exporter stop"
+        if self.policy.dry_run:
+            return Outcome.ERROR, f"{why}; not finished: remediation is now dry-run"
+        try:
+            info = await self._driver.container_inspect(name)
+            if info.name != name:
+                return Outcome.UNMANAGED, f"{why}; {name!r} now resolves to {info.name!r}"
+            running = info.state is ContainerState.RUNNING
+            # Started since the decision: the restart was done. (Start times are whole
+            # seconds: a start in the decision's own second counts as done, never twice.)
+            if running and info.started >= int(decision.at):
+                return Outcome.RESTARTED, f"{why} after the container had started again"
+            if running:  # the stop never came: the whole restart is still owed
+                await self._driver.container_stop(name)
+            await self._driver.container_start(name)
+        except NotFoundError:
+            return Outcome.NOT_FOUND, f"{why}; the container is gone"
+        except DriverError as e:
+            return Outcome.ERROR, f"{why}; finishing it failed: {e}"
+        return Outcome.RESTARTED, f"{why}; finished when the exporter started again"
 
     async def close(self) -> None:
         """Close the state store."""
@@ -412,5 +470,4 @@ class Remediator:
         ledger.prune(now, max(p.window_seconds, p.cooldown_seconds, ACTIONS_KEPT_SECONDS))
         if dry:
             return decided(Outcome.DRY_RUN, "would restart (dry-run)")
-        # Stored as "restarting" until the restart's outcome replaces it.
-        return decided(Outcome.RESTARTED, "restart requested", stored_outcome="restarting")
+        return decided(Outcome.RESTARTED, "restart requested", stored_outcome=RESTARTING)

@@ -204,15 +204,20 @@ class Ledger:
 
     def recent_decisions(self, limit: int, container: str | None = None) -> list[DecisionRecord]:
         """Return the newest decisions first, optionally for one container."""
-        query = (
+        if container is None:
+            return self._decisions("ORDER BY id DESC LIMIT ?", (limit,))
+        return self._decisions("WHERE container = ? ORDER BY id DESC LIMIT ?", (container, limit))
+
+    def decisions_with_outcome(self, outcome: str) -> list[DecisionRecord]:
+        """Return every decision whose stored outcome is ``outcome``, oldest first."""
+        return self._decisions("WHERE outcome = ? ORDER BY id", (outcome,))
+
+    def _decisions(self, clause: str, params: tuple[object, ...]) -> list[DecisionRecord]:
+        rows = self._conn.execute(
             "SELECT id, at, container, fingerprint, starts_at, alertname, outcome, detail, "
-            "dry_run FROM decisions"
+            "dry_run FROM decisions " + clause,
+            params,
         )
-        params: tuple[object, ...] = ()
-        if container is not None:
-            query += " WHERE container = ?"
-            params = (container,)
-        rows = self._conn.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit))
         return [
             DecisionRecord(
                 id=r[0],
