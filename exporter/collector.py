@@ -151,7 +151,9 @@ class Collector:
             return None  # removed between list and inspect: not an error
         except (DriverError, TimeoutError) as e:
             self.health.errors[ErrorKind.INSPECT] += 1
-            log.warning("inspect %s failed: %s", c.name, e)
+            # Our own deadline raises a bare TimeoutError, whose text is empty.
+            why = str(e) or f"no answer within {self._call_timeout:g}s"
+            log.warning("inspect %s failed: %s", c.name, why)
             return None
 
     async def _read_stats(self, running: Sequence[ContainerInfo]) -> dict[str, SourcedStats]:
