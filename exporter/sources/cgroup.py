@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import resource
 import threading
@@ -38,6 +39,8 @@ from collections.abc import Sequence
 from exporter.errors import ExporterError, NotFoundError, StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerStats
 from exporter.sources.base import SourcedStats, StatsResult
+
+log = logging.getLogger(__name__)
 
 #: One read of this size returns a whole cgroup or /proc seq file; larger ones loop.
 _READ_SIZE = 32 * 1024
@@ -324,6 +327,7 @@ class CgroupStatsSource:
         # Polls may overlap (a timed-out one keeps running in its thread); held
         # descriptors must never be closed under a read, nor their numbers reused.
         self._lock = threading.Lock()
+        self._warned_blind = False
 
     @property
     def name(self) -> str:
@@ -361,7 +365,27 @@ class CgroupStatsSource:
             for files in previous.values():
                 self._held -= files.release()
             self._files = kept
+            self._warn_if_blind(containers, results)
             return results
+
+    def _warn_if_blind(
+        self, containers: Sequence[ContainerInfo], results: dict[str, StatsResult]
+    ) -> None:
+        """Say once if no container's pid is under proc_root: likely not the host's /proc."""
+        with_pid = [c for c in containers if c.pid > 0]
+        if self._warned_blind or not with_pid:
+            return
+        if all(isinstance(results[c.id], NotFoundError) for c in with_pid):
+            self._warned_blind = True
+            log.warning(
+                "none of %d running containers' pids is under %s: if that is not the "
+                "host's /proc (a container needs pid: host and the host's /proc mounted), "
+                "their stats are missing",
+                len(with_pid),
+                self._proc,
+            )
+        else:
+            self._warned_blind = True  # the pids are visible: nothing to say, ever
 
     def __del__(self) -> None:
         # Raw descriptors are not closed by the garbage collector on their own.

@@ -555,3 +555,26 @@ def test_forcing_cgroup_without_readable_files_is_a_config_error() -> None:
         entry.build_stats_source(
             _settings(StatsSourceKind.CGROUP, DATA / "missing"), DockerDriver()
         )
+
+
+async def test_no_visible_pid_at_all_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """An exporter in its own pid namespace sees none of the host's pids: say so, once."""
+    src = source(DATA / "v2")
+    blind = [info(V2_SYSTEMD_ID, 999_001), info(V2_HOSTNET_ID, 999_002)]
+    with caplog.at_level(logging.WARNING, logger="exporter.sources.cgroup"):
+        results = await src.read_many(blind)
+        await src.read_many(blind)
+    assert all(isinstance(r, NotFoundError) for r in results.values())
+    warnings = [r.getMessage() for r in caplog.records if "pid: host" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "none of 2 running containers' pids" in warnings[0]
+
+
+async def test_pids_seen_once_mean_later_exits_are_not_blamed_on_mounts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    src = source(DATA / "v2")
+    await src.read_many([info(V2_SYSTEMD_ID, V2_SYSTEMD_PID)])
+    with caplog.at_level(logging.WARNING, logger="exporter.sources.cgroup"):
+        await src.read_many([info(V2_SYSTEMD_ID, 999_001)])
+    assert not [r for r in caplog.records if "pid: host" in r.getMessage()]
