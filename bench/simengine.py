@@ -6,7 +6,11 @@ containers; it is not an engine and runs no containers. It answers
 stats for N fake containers, with stats built from a recorded real answer
 (``tests/data/engine/stats_v1.json``) whose counters grow with time. Faults
 can be injected: a delay per stats call, a share of stats calls that never
-answer, and a stall in the middle of a response body.
+answer, and a stall in the middle of a response body. A call that never
+answers is held until its client hangs up, so a client that cuts its calls
+leaves nothing behind here either: :attr:`SimulatedEngine.holding` counts
+the calls held now, and :attr:`SimulatedEngine.calls` how many of each kind
+were received and how many were dropped, stalled or delayed.
 
 Run it as ``python -m bench.simengine --containers 5000 --socket PATH``.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import copy
 import hashlib
@@ -22,6 +27,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,12 @@ class Faults:
     stall_body: bool = False
 
 
+#: A held call gives up after this long even if its client never hangs up.
+HOLD_MAX_SECONDS = 600.0
+#: How many requests :attr:`SimulatedEngine.requests` remembers.
+REQUESTS_KEPT = 10_000
+
+
 def _container_id(i: int) -> str:
     return hashlib.sha256(f"sim-{i}".encode()).hexdigest()
 
@@ -51,12 +63,28 @@ class SimulatedEngine:
     """N fake containers behind the Engine API routes the exporter calls."""
 
     def __init__(
-        self, containers: int, faults: Faults | None = None, started: float | None = None
+        self,
+        containers: int,
+        faults: Faults | None = None,
+        started: float | None = None,
+        seed: int | None = None,
     ) -> None:
         self.faults = faults or Faults()
         self.started = time.time() if started is None else started
         self._stats_template: dict[str, Any] = json.loads(RECORDED_STATS.read_text())
-        self.calls: dict[str, int] = {"list": 0, "inspect": 0, "stats": 0}
+        self.calls: dict[str, int] = {
+            "list": 0,
+            "inspect": 0,
+            "stats": 0,
+            "stats_dropped": 0,
+            "stats_stalled": 0,
+            "stats_delayed": 0,
+        }
+        #: Calls held open right now (dropped or stalled, their client still connected).
+        self.holding = 0
+        #: (method, raw path) of the latest requests, every route or none.
+        self.requests: collections.deque[tuple[str, str]] = collections.deque(maxlen=REQUESTS_KEPT)
+        self._random = random.Random(seed)
         self._containers: dict[str, dict[str, Any]] = {}
         for i in range(containers):
             self.add(i)
@@ -78,7 +106,7 @@ class SimulatedEngine:
 
     def app(self) -> web.Application:
         """Return the aiohttp application serving the simulated API."""
-        app = web.Application()
+        app = web.Application(middlewares=[self._remember])
         app.router.add_get("/_ping", self._ping)
         app.router.add_get(f"/v{API_VERSION}/version", self._version)
         app.router.add_get(f"/v{API_VERSION}/info", self._info)
@@ -86,6 +114,26 @@ class SimulatedEngine:
         app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/json", self._inspect)
         app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/stats", self._stats)
         return app
+
+    @web.middleware
+    async def _remember(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.requests.append((request.method, request.raw_path))
+        return await handler(request)
+
+    async def _hold(self, request: web.Request) -> None:
+        """Return once the client has hung up (or after HOLD_MAX_SECONDS)."""
+        self.holding += 1
+        try:
+            deadline = time.monotonic() + HOLD_MAX_SECONDS
+            while time.monotonic() < deadline:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            self.holding -= 1
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.Response(text="OK", headers={"Api-Version": API_VERSION})
@@ -158,23 +206,29 @@ class SimulatedEngine:
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         self.calls["stats"] += 1
         _, c = self._find(request)
-        if self.faults.stats_drop_ratio and random.random() < self.faults.stats_drop_ratio:
-            await asyncio.Event().wait()  # never answers: the caller's deadline must cut it
-        if self.faults.stats_delay:
-            await asyncio.sleep(self.faults.stats_delay)
+        faults = self.faults
+        if faults.stats_drop_ratio and self._random.random() < faults.stats_drop_ratio:
+            # Never answers: the caller's deadline must cut it.
+            self.calls["stats_dropped"] += 1
+            await self._hold(request)
+            raise web.HTTPServiceUnavailable(text="dropped")
+        if faults.stats_delay:
+            self.calls["stats_delayed"] += 1
+            await asyncio.sleep(faults.stats_delay)
         doc = copy.deepcopy(self._stats_template)
         grow = int((time.time() - self.started) * 1000) + c["i"]
         doc["cpu_stats"]["cpu_usage"]["total_usage"] += grow * 1_000_000
         doc["memory_stats"]["usage"] += c["i"] * 4096
         doc["read"] = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
         body = json.dumps(doc).encode()
-        if not self.faults.stall_body:
+        if not faults.stall_body:
             return web.Response(body=body, content_type="application/json")
+        self.calls["stats_stalled"] += 1
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = len(body)
         await response.prepare(request)
         await response.write(body[: len(body) // 2])
-        await asyncio.Event().wait()  # stalls mid-body forever
+        await self._hold(request)  # stalls mid-body until the client gives up
         return response
 
 
@@ -193,10 +247,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--containers", type=int, default=1000)
     parser.add_argument("--socket", required=True)
+    parser.add_argument("--stats-delay", type=float, default=0.0, help="seconds per stats call")
+    parser.add_argument(
+        "--stats-drop-ratio", type=float, default=0.0, help="share of stats calls never answered"
+    )
+    parser.add_argument("--stall-body", action="store_true", help="stall every stats body midway")
     args = parser.parse_args()
+    faults = Faults(args.stats_delay, args.stats_drop_ratio, args.stall_body)
 
     async def run() -> None:
-        runner = await serve(SimulatedEngine(args.containers), args.socket)
+        runner = await serve(SimulatedEngine(args.containers, faults), args.socket)
         print("ready", flush=True)
         try:
             await asyncio.Event().wait()
