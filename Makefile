@@ -5,16 +5,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive for real (promtool, a loopback registry,
-# docker-compose v1 to validate docker-compose.yml).
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager docker-registry docker-compose
+# docker-compose v1 to validate docker-compose.yml, wrk for tests/faults' load).
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager docker-registry docker-compose wrk
 
-.PHONY: help venv system-deps engine engine-stop lint test test-unit run bench clean image test-image
+.PHONY: help venv system-deps engine engine-stop lint test test-unit run bench clean image test-image soak
 
 help:
 	@echo "make run         run the exporter against the local engine (starts the bundled one if none answers)"
 	@echo "make test        install everything, start the engine, build the image, lint, type-check and run every test"
 	@echo "make test-unit   the tests that need neither engine nor promtool"
 	@echo "make bench       benchmarks against docker stats and the simulated engine"
+	@echo "make soak        tests/faults at soak size (SOAK=1: minutes, not seconds; ~20 min)"
 	@echo "make engine      install and start the bundled Docker engine"
 	@echo "make engine-stop stop the engine this project started"
 	@echo "make image       build the container image $(IMAGE) offline (Debian base via mmdebstrap)"
@@ -55,6 +56,10 @@ test: $(STAMP) system-deps engine lint image
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
+
+# The fault suite scaled up: longer outages, churn and floods (figures in artifacts/faults/).
+soak: $(STAMP) system-deps engine
+	SOAK=1 $(PY) -m pytest -m faults tests/faults
 
 run: $(STAMP) engine
 	$(VENV)/bin/sysinner-exporter serve
