@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
-from exporter.errors import DriverError, DriverTimeoutError, NotFoundError
+from exporter.errors import ConflictError, DriverError, DriverTimeoutError, NotFoundError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
 from exporter.processes import ProcessCounts, count_processes
@@ -167,8 +167,8 @@ class Collector:
         for cid, result in results.items():
             if isinstance(result, SourcedStats):
                 samples[cid] = result
-            elif isinstance(result, NotFoundError):
-                continue  # gone mid-poll
+            elif isinstance(result, NotFoundError | ConflictError):
+                continue  # gone or stopped mid-poll: not an error
             elif isinstance(result, DriverTimeoutError | TimeoutError):
                 self.health.errors[ErrorKind.STATS_TIMEOUT] += 1
             else:

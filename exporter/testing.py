@@ -205,9 +205,11 @@ class FakeDriver:
         self.images[image] = ImageInfo(name=image, id=_digest(image), repo_tags=[image])
 
     async def container_stats(self, name_or_id: str) -> ContainerStats:
-        """Return the stats set for the container, else the stats factory's."""
+        """Return the stats set for the container, else the stats factory's; 409 if not running."""
         await self._enter("container_stats")
         info = self.find(name_or_id)
+        if info.state is not ContainerState.RUNNING:
+            raise ConflictError(409, f"{name_or_id}: not running, so no stats sample")
         return self.stats.get(info.id) or self.stats_factory(info)
 
     async def close(self) -> None:

@@ -73,7 +73,7 @@ class Driver(Protocol):
         ...
 
     async def container_stats(self, name_or_id: str) -> ContainerStats:
-        """Return one stats sample of a container."""
+        """Return one stats sample of a running container; ConflictError if it is not running."""
         ...
 
     async def close(self) -> None:

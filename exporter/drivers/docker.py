@@ -331,7 +331,7 @@ class DockerDriver:
                 raise cls(404 if cls is NotFoundError else 500, f"pull {image}: {message}")
 
     async def container_stats(self, name_or_id: str) -> ContainerStats:
-        """Return one stats sample (one-shot when the engine supports it)."""
+        """Return one stats sample (one-shot when supported); ConflictError if not running."""
         await self._api_prefix()
         params = {"stream": "false"}
         if self._one_shot:
@@ -346,6 +346,10 @@ class DockerDriver:
             # The engine answers 200 with an empty body when the container is
             # removed while it collects the sample.
             raise NotFoundError(404, f"{name_or_id}: no stats; the container went away")
+        if dj.parse_timestamp(raw.get("read")) == 0:
+            # A container that is not running answers zeros with Go's zero
+            # time: that is no sample, and zeros would read as counter resets.
+            raise ConflictError(409, f"{name_or_id}: not running, so no stats sample")
         return dj.stats_from_engine(raw, now=time.time())
 
     async def close(self) -> None:

@@ -289,3 +289,20 @@ async def test_a_state_change_reaches_the_snapshot_without_waiting_for_expiry() 
     snapshot = await collector.poll_once()
     assert snapshot.containers[0].info.state is ContainerState.STOPPED
     assert snapshot.containers[0].stats is None
+
+
+async def test_a_container_stopped_between_inspect_and_stats_is_skipped_silently() -> None:
+    driver = FakeDriver()
+    c = driver.add("app-abcdef12-0001")
+    original = driver.container_inspect
+
+    async def inspect_then_stop(name_or_id: str) -> ContainerInfo:
+        info = await original(name_or_id)
+        await driver.container_stop(c.id)  # stops after inspect saw it running
+        return info
+
+    driver.container_inspect = inspect_then_stop  # type: ignore[method-assign]
+    collector = _collector(driver)
+    snapshot = await collector.poll_once()
+    assert snapshot.containers[0].stats is None
+    assert sum(collector.health.errors.values()) == 0
