@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 
 #: The only action this module takes; it labels the actions metric.
 ACTION_RESTART = "restart"
-#: The stored outcome of a restart decided and under way, until its outcome replaces it.
+#: Stored outcomes of a restart under way, until its outcome replaces them: decided
+#: (the stop may have been sent), then stopped (the start may have been sent).
 RESTARTING = "restarting"
+STARTING = "starting"
 
 
 class Outcome(StrEnum):
@@ -196,10 +198,11 @@ class Remediator:
         """See through the restarts an earlier run decided but did not finish (it was killed).
 
         Their decisions and actions are committed, so cooldowns and budgets already
-        count them; only how far each restart got is unknown, and the container tells.
+        count them. The ledger says how far each got (stop done or not) and the
+        container whether what was under way took effect.
         """
         pending = await self.store.transaction(
-            lambda ledger: ledger.decisions_with_outcome(RESTARTING)
+            lambda ledger: ledger.decisions_with_outcome(RESTARTING, STARTING)
         )
         for decision in pending:
             outcome, detail = await self._resume(decision)
@@ -226,11 +229,9 @@ class Remediator:
             if info.name != name:
                 return Outcome.UNMANAGED, f"{why}; {name!r} now resolves to {info.name!r}"
             running = info.state is ContainerState.RUNNING
-            # Started since the decision: the restart was done. (Start times are whole
-            # seconds: a start in the decision's own second counts as done, never twice.)
-            if running and info.started >= int(decision.at):
+            if running and decision.outcome == STARTING:
                 return Outcome.RESTARTED, f"{why} after the container had started again"
-            if running:  # the stop never came: the whole restart is still owed
+            if running:  # the stop never took effect: the whole restart is still owed
                 await self._driver.container_stop(name)
             await self._driver.container_start(name)
         except NotFoundError:
@@ -393,6 +394,12 @@ class Remediator:
         try:
             async with self._slots:
                 await self._driver.container_stop(name)
+                # Stopped: a restart cut from here on owes only its start (see open()).
+                await self.store.transaction(
+                    lambda ledger: ledger.update_decision(
+                        verdict.decision_id, STARTING, "stopped; starting"
+                    )
+                )
                 await self._driver.container_start(name)
         except DriverError as e:
             outcome, detail = Outcome.ERROR, f"restart failed: {e}"

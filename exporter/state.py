@@ -79,7 +79,9 @@ class DecisionRecord(BaseModel):
     fingerprint: str
     starts_at: str = Field(description="the alert's startsAt, normalised")
     alertname: str = ""
-    outcome: str = Field(description="restarted, cooldown, quarantined, ... or restarting")
+    outcome: str = Field(
+        description="restarted, cooldown, quarantined, ...; restarting or starting while under way"
+    )
     detail: str = ""
     dry_run: bool = False
 
@@ -208,9 +210,10 @@ class Ledger:
             return self._decisions("ORDER BY id DESC LIMIT ?", (limit,))
         return self._decisions("WHERE container = ? ORDER BY id DESC LIMIT ?", (container, limit))
 
-    def decisions_with_outcome(self, outcome: str) -> list[DecisionRecord]:
-        """Return every decision whose stored outcome is ``outcome``, oldest first."""
-        return self._decisions("WHERE outcome = ? ORDER BY id", (outcome,))
+    def decisions_with_outcome(self, *outcomes: str) -> list[DecisionRecord]:
+        """Return every decision whose stored outcome is one of ``outcomes``, oldest first."""
+        marks = ", ".join("?" for _ in outcomes)
+        return self._decisions(f"WHERE outcome IN ({marks}) ORDER BY id", outcomes)
 
     def _decisions(self, clause: str, params: tuple[object, ...]) -> list[DecisionRecord]:
         rows = self._conn.execute(

@@ -14,8 +14,15 @@ import pytest
 from exporter.errors import EngineUnreachableError
 from exporter.models import ContainerState
 from exporter.naming import NamingScheme
-from exporter.remediation import RESTARTING, RemediationPolicy, Remediator
+from exporter.remediation import (
+    RESTARTING,
+    STARTING,
+    AlertmanagerWebhook,
+    RemediationPolicy,
+    Remediator,
+)
 from exporter.state import DecisionRecord, StateStore
+from tests.api.harness import alert, webhook
 from tests.faults.hostile import RecordingDriver
 
 pytestmark = pytest.mark.faults
@@ -24,8 +31,10 @@ NAME = "app-abcdef12-0001"
 DECIDED_AT = 1_800_000_000.5
 
 
-async def _reopen(tmp_path: Path, driver: RecordingDriver, dry_run: bool = False) -> DecisionRecord:
-    """Commit a 'restarting' decision, open a new Remediator on the state; return the decision."""
+async def _reopen(
+    tmp_path: Path, driver: RecordingDriver, stored: str, dry_run: bool = False
+) -> DecisionRecord:
+    """Commit a decision left ``stored``, open a new Remediator on the state; return it."""
     store = StateStore(tmp_path)
     await store.open()
     await store.transaction(
@@ -35,7 +44,7 @@ async def _reopen(tmp_path: Path, driver: RecordingDriver, dry_run: bool = False
             fingerprint="f",
             starts_at="2026-11-28T10:00:00+00:00",
             alertname="A",
-            outcome=RESTARTING,
+            outcome=stored,
             detail="restart requested",
             dry_run=False,
         )
@@ -62,10 +71,12 @@ async def _reopen(tmp_path: Path, driver: RecordingDriver, dry_run: bool = False
     return decision
 
 
-async def test_cut_between_stop_and_start_the_start_is_done(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stored", [RESTARTING, STARTING])
+async def test_cut_while_stopped_the_start_is_done(tmp_path: Path, stored: str) -> None:
+    # RESTARTING: the stop took effect before the kill; STARTING: the start had not.
     driver = RecordingDriver()
-    driver.add(NAME, ContainerState.STOPPED, started=int(DECIDED_AT) - 100)
-    decision = await _reopen(tmp_path, driver)
+    driver.add(NAME, ContainerState.STOPPED)
+    decision = await _reopen(tmp_path, driver, stored)
     assert decision.outcome == "restarted"
     assert driver.acted == [("start", NAME)]
     assert driver.find(NAME).state is ContainerState.RUNNING
@@ -73,23 +84,25 @@ async def test_cut_between_stop_and_start_the_start_is_done(tmp_path: Path) -> N
 
 async def test_cut_after_the_start_nothing_more_is_done(tmp_path: Path) -> None:
     driver = RecordingDriver()
-    driver.add(NAME, started=int(DECIDED_AT))  # started in the decision's own second
-    decision = await _reopen(tmp_path, driver)
+    driver.add(NAME)
+    decision = await _reopen(tmp_path, driver, STARTING)
     assert decision.outcome == "restarted"
     assert driver.acted == []
 
 
-async def test_cut_before_the_stop_the_whole_restart_is_done(tmp_path: Path) -> None:
+async def test_cut_before_the_stop_took_effect_the_whole_restart_is_done(tmp_path: Path) -> None:
+    # Killed while waiting for a restart slot, or before the engine got the stop; the
+    # container may well have been started in the decision's own second: time says nothing.
     driver = RecordingDriver()
-    driver.add(NAME, started=int(DECIDED_AT) - 100)
-    decision = await _reopen(tmp_path, driver)
+    driver.add(NAME, started=int(DECIDED_AT))
+    decision = await _reopen(tmp_path, driver, RESTARTING)
     assert decision.outcome == "restarted"
     assert driver.acted == [("stop", NAME), ("start", NAME)]
 
 
 async def test_container_gone_meanwhile(tmp_path: Path) -> None:
     driver = RecordingDriver()
-    decision = await _reopen(tmp_path, driver)
+    decision = await _reopen(tmp_path, driver, RESTARTING)
     assert decision.outcome == "not-found"
     assert driver.acted == []
 
@@ -98,7 +111,7 @@ async def test_engine_unreachable_is_an_error_not_a_retry_forever(tmp_path: Path
     driver = RecordingDriver()
     driver.add(NAME, ContainerState.STOPPED)
     driver.fail("container_inspect", EngineUnreachableError("engine down"))
-    decision = await _reopen(tmp_path, driver)
+    decision = await _reopen(tmp_path, driver, STARTING)
     assert decision.outcome == "error"
     assert "engine down" in decision.detail
     assert driver.acted == []
@@ -107,7 +120,34 @@ async def test_engine_unreachable_is_an_error_not_a_retry_forever(tmp_path: Path
 async def test_dry_run_finishes_nothing(tmp_path: Path) -> None:
     driver = RecordingDriver()
     driver.add(NAME, ContainerState.STOPPED)
-    decision = await _reopen(tmp_path, driver, dry_run=True)
+    decision = await _reopen(tmp_path, driver, RESTARTING, dry_run=True)
     assert decision.outcome == "error"
     assert "dry-run" in decision.detail
     assert driver.acted == []
+
+
+async def test_a_restart_records_its_stop_before_its_start(tmp_path: Path) -> None:
+    """The ledger moves to 'starting' once the stop is done, before the start is sent."""
+    seen: list[str] = []
+    driver = RecordingDriver()
+    driver.add(NAME)
+    store = StateStore(tmp_path)
+    remediation = Remediator(driver, store, NamingScheme(), RemediationPolicy())
+    original_start = driver.container_start
+
+    async def start(name_or_id: str) -> None:
+        (decision,) = await remediation.history(1)
+        seen.append(decision.outcome)
+        await original_start(name_or_id)
+
+    driver.container_start = start  # type: ignore[method-assign]
+    await remediation.open()
+    try:
+        payload = AlertmanagerWebhook.model_validate(
+            webhook(alert({"action": "restart", "name": NAME}))
+        )
+        result = await remediation.handle(payload)
+    finally:
+        await remediation.close()
+    assert [o.outcome.value for o in result.outcomes] == ["restarted"]
+    assert seen == [STARTING]
