@@ -44,9 +44,11 @@ def scaled_int(quick: int, soak: int) -> int:
     return soak if SOAK else quick
 
 
-#: RSS growth (KiB/s, after the warm-up half of a run) that counts as a leak: loose for
-#: the quick runs of a few seconds, tight for the soak's minutes.
-RSS_SLOPE_LIMIT = scaled(64.0, 16.0)
+#: RSS growth (KiB/s, over the second half of a run: the first holds the warm-up) that
+#: counts as a leak. Over the quick runs' 20 s the allocator's steps alone reach 60 KiB/s,
+#: so there it catches a gross leak only (a scrape body kept per scrape is ~1 MiB/s);
+#: the soak's minutes measure the slope the README reports.
+RSS_SLOPE_LIMIT = scaled(128.0, 16.0)
 
 
 _run_dir: Path | None = None

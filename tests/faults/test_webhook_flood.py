@@ -223,13 +223,14 @@ async def test_webhook_flood_of_10000_alerts(flood: Flood, request: pytest.Fixtu
             outcome for (outcome,) in db.execute("SELECT outcome FROM decisions").fetchall()
         )
     assert len(actions) == restarted
-    assert decisions["restarted"] == restarted
-    assert decisions["restarting"] == 0
+    assert decisions["restarting"] == decisions["starting"] == 0
     recorded = sum(by_outcome[o] for o in ("restarted", "cooldown", "quarantined", "duplicate"))
     recorded += by_outcome["not-found"]
     if recorded <= HISTORY_KEPT:
+        assert decisions["restarted"] == restarted
         assert sum(decisions.values()) == recorded
-    else:  # the history keeps the newest HISTORY_KEPT
+    else:  # the history keeps the newest HISTORY_KEPT decisions (the actions stay)
+        assert decisions["restarted"] <= restarted
         assert HISTORY_KEPT <= sum(decisions.values()) <= recorded
     # Cooldown and budget held for every container: restarts at least a cooldown
     # apart, and never more than the budget inside one window.
