@@ -26,7 +26,7 @@ from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
 from exporter.metrics import build_registry
-from exporter.processes import count_processes
+from exporter.processes import CgroupProcessCounter
 from exporter.remediation import RemediationPolicy, Remediator
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
@@ -162,7 +162,7 @@ def build_collector(settings: Settings, driver: DockerDriver) -> Collector:
         concurrency=settings.poll_concurrency,
         include_unmanaged=settings.collect_all,
         process_counter=(
-            functools.partial(count_processes, proc_root=str(settings.proc_root))
+            CgroupProcessCounter(str(settings.proc_root), str(settings.cgroup_root))
             if settings.collect_processes
             else None
         ),

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
         description="Docker label keys to copy onto container_info (allow-list)",
     )
     collect_processes: bool = Field(
-        default=True, description="count processes, threads and fds per container (psutil)"
+        default=True,
+        description="count processes, threads and fds per container (cgroup.procs and /proc)",
     )
 
     stats_source: StatsSourceKind = Field(

@@ -291,6 +291,81 @@ def container_cgroup_path(path: str, container_id: str) -> str | None:
     return None
 
 
+class CgroupNotLocated(ValueError):
+    """A container's cgroup cannot be found from its pid's cgroup file; the message says why."""
+
+
+class NotTheContainers(CgroupNotLocated):
+    """The pid is in a cgroup not the container's: reused, or a cgroup namespace hides it."""
+
+
+class ContainerCgroup:
+    """Where one container's cgroup directories are, read from its pid's ``/proc/<pid>/cgroup``.
+
+    Shared by the stats source and the process counter. Every lookup checks
+    that the path names the container's id (see :func:`container_cgroup_path`)
+    and that the directory exists under ``cgroup_root``; both raise
+    :class:`CgroupNotLocated` (:class:`NotTheContainers` for the id check).
+    """
+
+    __slots__ = ("_id", "_pid", "_root", "unified", "v1")
+
+    def __init__(self, cgroup_root: str, container_id: str, pid: int, cgroup_text: bytes) -> None:
+        self._root = cgroup_root
+        self._id = container_id
+        self._pid = pid
+        #: v1 controller -> (the controllers mounted with it, as named in the file; its path).
+        self.v1: dict[str, tuple[str, str]] = {}
+        #: The v2 (unified) path, or None when the file has no ``0::`` line.
+        self.unified: str | None = None
+        try:
+            for line in _complete(cgroup_text, "cgroup").decode().splitlines():
+                hierarchy, controllers, path = line.split(":", 2)
+                if hierarchy == "0" and not controllers:
+                    self.unified = path
+                for controller in controllers.split(","):
+                    if controller:
+                        self.v1[controller] = (controllers, path)
+        except (_Garbled, ValueError, UnicodeDecodeError) as e:
+            raise self._error(f"pid {pid}: unreadable cgroup file: {e}") from e
+
+    def v1_dir(self, controller: str) -> str:
+        """Return the container's directory in the v1 hierarchy of ``controller``."""
+        if controller not in self.v1:
+            raise self._error(f"no {controller} controller (v1)")
+        mount, path = self.v1[controller]
+        own = self._own_path(path)
+        # Controllers mounted together appear as cpu,cpuacct; hosts link each name too.
+        for name in dict.fromkeys((mount, controller)):
+            directory = f"{self._root}/{name}{own}"
+            if os.path.isdir(directory):
+                return directory
+        raise self._error(f"no {controller} cgroup under {self._root} for {own}")
+
+    def v2_dir(self) -> str:
+        """Return the container's directory in the unified (v2) hierarchy."""
+        if self.unified is None:
+            raise self._error(f"pid {self._pid} names no cgroup")
+        directory = f"{self._root}{self._own_path(self.unified)}"
+        if not os.path.isdir(directory):
+            raise self._error(f"no cgroup at {directory}")
+        return directory
+
+    def _own_path(self, path: str) -> str:
+        own = container_cgroup_path(path, self._id)
+        if own is None:
+            # The pid outlived the container and was reused, or a private cgroup
+            # namespace hides the path: either way these are not its numbers.
+            raise NotTheContainers(
+                f"container {self._id[:12]}: pid {self._pid} is in cgroup {path!r}, "
+                "not the container's"
+            )
+        return own
+
+    def _error(self, why: str) -> CgroupNotLocated:
+        return CgroupNotLocated(f"container {self._id[:12]}: {why}")
+
+
 class CgroupStatsSource:
     """A :class:`~exporter.sources.base.StatsSource` on the kernel's cgroup and /proc files.
 
@@ -482,35 +557,22 @@ class CgroupStatsSource:
 
     def _locate(self, c: ContainerInfo, cgroup_text: bytes, net_dev: bytes, proc: str) -> _Files:
         """Resolve the container's cgroup directories from its pid's ``cgroup`` file."""
-        v1: dict[str, tuple[str, str]] = {}
-        unified: str | None = None
         try:
-            for line in _complete(cgroup_text, "cgroup").decode().splitlines():
-                hierarchy, controllers, path = line.split(":", 2)
-                if hierarchy == "0" and not controllers:
-                    unified = path
-                for controller in controllers.split(","):
-                    if controller:
-                        v1[controller] = (controllers, path)
-        except (_Garbled, ValueError, UnicodeDecodeError) as e:
-            raise _unavailable(c, f"pid {c.pid}: unreadable cgroup file: {e}", e) from e
-
-        paths = [f"{proc}/net/dev", f"{proc}/cgroup"]
-        if "cpuacct" in v1 or "memory" in v1:
-            version = 1
-            dirs: dict[str, str] = {}
-            for controller, file in _V1_FILES:
-                if controller not in dirs:
-                    dirs[controller] = self._v1_dir(c, v1, controller)
-                paths.append(f"{dirs[controller]}/{file}")
-        elif unified is not None:
-            version = 2
-            directory = f"{self._cgroup}{self._own_path(c, unified)}"
-            if not os.path.isdir(directory):
-                raise StatsUnavailableError(f"container {c.id[:12]}: no cgroup at {directory}")
-            paths.extend(f"{directory}/{file}" for file in _V2_FILES)
-        else:
-            raise StatsUnavailableError(f"container {c.id[:12]}: pid {c.pid} names no cgroup")
+            where = ContainerCgroup(self._cgroup, c.id, c.pid, cgroup_text)
+            paths = [f"{proc}/net/dev", f"{proc}/cgroup"]
+            if "cpuacct" in where.v1 or "memory" in where.v1:
+                version = 1
+                dirs: dict[str, str] = {}
+                for controller, file in _V1_FILES:
+                    if controller not in dirs:
+                        dirs[controller] = where.v1_dir(controller)
+                    paths.append(f"{dirs[controller]}/{file}")
+            else:
+                version = 2
+                directory = where.v2_dir()
+                paths.extend(f"{directory}/{file}" for file in _V2_FILES)
+        except CgroupNotLocated as e:
+            raise StatsUnavailableError(str(e)) from e
         return _Files(cgroup_text, version, tuple(paths), self._host_network(c.pid, net_dev))
 
     def _host_network(self, pid: int, net_dev: bytes) -> bool:
@@ -532,30 +594,6 @@ class CgroupStatsSource:
         except _Garbled:
             return False
         return bool(self._host_interfaces) and mine == self._host_interfaces
-
-    def _own_path(self, c: ContainerInfo, path: str) -> str:
-        own = container_cgroup_path(path, c.id)
-        if own is None:
-            # The pid outlived the container and was reused, or a private cgroup
-            # namespace hides the path: either way these are not its numbers.
-            raise StatsUnavailableError(
-                f"container {c.id[:12]}: pid {c.pid} is in cgroup {path!r}, not the container's"
-            )
-        return own
-
-    def _v1_dir(self, c: ContainerInfo, v1: dict[str, tuple[str, str]], controller: str) -> str:
-        if controller not in v1:
-            raise StatsUnavailableError(f"container {c.id[:12]}: no {controller} controller (v1)")
-        mount, path = v1[controller]
-        own = self._own_path(c, path)
-        # Controllers mounted together appear as cpu,cpuacct; hosts link each name too.
-        for name in dict.fromkeys((mount, controller)):
-            directory = f"{self._cgroup}/{name}{own}"
-            if os.path.isdir(directory):
-                return directory
-        raise StatsUnavailableError(
-            f"container {c.id[:12]}: no {controller} cgroup under {self._cgroup} for {own}"
-        )
 
     def _netns(self, pid: int | str) -> str | None:
         try:

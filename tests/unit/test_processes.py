@@ -1,0 +1,317 @@
+"""Process, thread and fd counts from cgroup.procs, on synthetic /proc and cgroup trees.
+
+Each test builds a tree in tmp_path: the init pid's ``/proc/<pid>/cgroup``
+copied from the recorded trees of tests/data/cgroup (so the locating is the
+cgroup source's, on the kernel's own format), a ``cgroup.procs`` per cgroup,
+and per process a ``status`` (the kernel's lines around ``Threads:``), an
+``fd/`` directory of symlinks and, for the fallback, an ``ns/pid`` link.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from exporter import __main__ as entry
+from exporter import processes
+from exporter.config import Settings
+from exporter.naming import NamingScheme
+from exporter.processes import (
+    CgroupProcessCounter,
+    ProcessCounts,
+    count_processes,
+    count_processes_by_namespace,
+)
+from exporter.testing import FakeDriver
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "cgroup"
+V1_DOC = json.loads((DATA / "v1" / "container.json").read_text())
+V1_ID: str = V1_DOC["id"]
+V1_PID: int = V1_DOC["pid"]
+V2_SYSTEMD_ID = "3b8f0c6e5d2a41f7a9e0c4b1d6f28e7a5c3b9d0e1f2a4b6c8d0e2f4a6b8c0d2e"
+V2_SYSTEMD_PID = 4321
+V2_CGROUPFS_ID = "c7d1e9a0b3f54e6d8a2c1b0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
+V2_CGROUPFS_PID = 4400
+OTHER_ID = "9f" * 32
+HOST_NS = "pid:[4026531836]"
+
+STATUS = (
+    "Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\n"
+    "PPid:\t1\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\n"
+    "VmRSS:\t     640 kB\nThreads:\t{threads}\nSigQ:\t0/96365\nSigPnd:\t0000000000000000\n"
+)
+
+
+class Tree:
+    """A /proc and a cgroup root under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc = root / "proc"
+        self.cgroup = root / "sys" / "fs" / "cgroup"
+        self.proc.mkdir(parents=True, exist_ok=True)
+        self.cgroup.mkdir(parents=True, exist_ok=True)
+
+    def process(
+        self, pid: int, threads: int = 1, fds: int = 3, ns: str | None = None, name: str = "sleep"
+    ) -> None:
+        d = self.proc / str(pid)
+        d.mkdir(exist_ok=True)
+        (d / "status").write_text(STATUS.format(name=name, pid=pid, threads=threads))
+        (d / "fd").mkdir()
+        for fd in range(fds):
+            (d / "fd" / str(fd)).symlink_to("/dev/null")
+        if ns is not None:
+            (d / "ns").mkdir(exist_ok=True)
+            (d / "ns" / "pid").symlink_to(ns)
+
+    def cgroup_file(self, pid: int, text: str) -> None:
+        d = self.proc / str(pid)
+        d.mkdir(exist_ok=True)
+        (d / "cgroup").write_text(text)
+
+    def procs(self, directory: str, *pids: int) -> None:
+        d = self.cgroup / directory.lstrip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in pids))
+        # The kernel's other files, which the walk must not take for cgroups.
+        (d / "cgroup.clone_children").write_text("0\n")
+        (d / "notify_on_release").write_text("0\n")
+
+    def count(self, init_pids: dict[str, int]) -> dict[str, ProcessCounts]:
+        return count_processes(init_pids, proc_root=str(self.proc), cgroup_root=str(self.cgroup))
+
+
+def recorded_cgroup(layout: str, pid: int) -> str:
+    return (DATA / layout / "proc" / str(pid) / "cgroup").read_text()
+
+
+@pytest.fixture
+def v1(tmp_path: Path) -> Tree:
+    """The recorded v1 container (cgroupfs driver): init and two children."""
+    t = Tree(tmp_path)
+    t.cgroup_file(V1_PID, recorded_cgroup("v1", V1_PID))
+    t.process(V1_PID, threads=1, fds=4, name="sh")
+    t.process(V1_PID + 1, threads=1, fds=3)
+    t.process(V1_PID + 2, threads=5, fds=10)
+    t.process(77, threads=9, fds=50, name="dockerd")  # a host process: never counted
+    return t
+
+
+@pytest.fixture
+def no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the pid-namespace scan is asked for anything."""
+
+    def scan(init_pids: object, proc_root: str = "/proc") -> None:
+        pytest.fail(f"the namespace scan was asked for {init_pids}")
+
+    monkeypatch.setattr(processes, "count_processes_by_namespace", scan)
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_v1_counts_the_pids_hierarchys_cgroup_procs(v1: Tree) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    # The other hierarchies list them too; pids is the one asked.
+    v1.procs(f"cpuacct/docker/{V1_ID}", V1_PID)
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_v1_without_a_pids_hierarchy_reads_cpuacct_then_memory(v1: Tree) -> None:
+    v1.procs(f"memory/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+    v1.procs(f"cpuacct/docker/{V1_ID}", V1_PID, V1_PID + 1)
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(2, 2, 7)}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_v1_cgroups_nested_in_the_containers_are_counted(v1: Tree) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID)
+    v1.procs(f"pids/docker/{V1_ID}/inner", V1_PID + 1)
+    v1.procs(f"pids/docker/{V1_ID}/inner/deeper", V1_PID + 2)
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+    # Removed between the listing and the read: no cgroup.procs any more.
+    (v1.cgroup / f"pids/docker/{V1_ID}/inner/gone").mkdir()
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_v2_counts_the_unified_cgroup_and_the_cgroups_below_it(tmp_path: Path) -> None:
+    t = Tree(tmp_path)
+    # systemd driver, with the container's processes one level down (the v2 rule
+    # "no processes in inner cgroups" makes nested containers do this).
+    scope = f"system.slice/docker-{V2_SYSTEMD_ID}.scope"
+    t.cgroup_file(V2_SYSTEMD_PID, f"0::/{scope}/init.scope\n")
+    t.procs(scope)
+    t.procs(f"{scope}/init.scope", V2_SYSTEMD_PID)
+    t.procs(f"{scope}/app.slice", 4330, 4331)
+    for pid in (V2_SYSTEMD_PID, 4330, 4331):
+        t.process(pid, threads=2, fds=5)
+    # cgroupfs driver; 0 is how v2 lists a process outside the reader's pid namespace.
+    t.cgroup_file(V2_CGROUPFS_PID, recorded_cgroup("v2", V2_CGROUPFS_PID))
+    t.procs(f"docker/{V2_CGROUPFS_ID}", 0, V2_CGROUPFS_PID)
+    t.process(V2_CGROUPFS_PID, threads=1, fds=2)
+    assert t.count({V2_SYSTEMD_ID: V2_SYSTEMD_PID, V2_CGROUPFS_ID: V2_CGROUPFS_PID}) == {
+        V2_SYSTEMD_ID: ProcessCounts(3, 6, 15),
+        V2_CGROUPFS_ID: ProcessCounts(1, 1, 2),
+    }
+
+
+def test_without_the_cgroup_tree_the_pid_namespace_scan_counts(v1: Tree) -> None:
+    """The exporter in a container that has the host's /proc but not its cgroups."""
+    shutil.rmtree(v1.cgroup)
+    container_ns = "pid:[4026532301]"
+    for pid in (V1_PID, V1_PID + 1, V1_PID + 2):
+        (v1.proc / str(pid) / "ns").mkdir()
+        (v1.proc / str(pid) / "ns" / "pid").symlink_to(container_ns)
+    v1.process(1, threads=1, fds=60, ns=HOST_NS, name="init")
+    (v1.proc / "77" / "ns").mkdir()
+    (v1.proc / "77" / "ns" / "pid").symlink_to(HOST_NS)
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+
+
+def test_only_containers_whose_cgroup_is_unreadable_are_scanned(
+    v1: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    # A second container whose cgroup directory is not under this cgroup root.
+    v1.cgroup_file(5000, recorded_cgroup("v1", V1_PID).replace(V1_ID, OTHER_ID))
+    v1.process(5000, threads=1, fds=1, ns="pid:[4026532999]")
+    v1.process(1, ns=HOST_NS)
+    scanned: list[dict[str, int]] = []
+    scan = processes.count_processes_by_namespace
+
+    def spy(init_pids: dict[str, int], proc_root: str = "/proc") -> dict[str, ProcessCounts]:
+        scanned.append(dict(init_pids))
+        return scan(init_pids, proc_root)
+
+    monkeypatch.setattr(processes, "count_processes_by_namespace", spy)
+    assert v1.count({V1_ID: V1_PID, OTHER_ID: 5000}) == {
+        V1_ID: ProcessCounts(3, 7, 17),
+        OTHER_ID: ProcessCounts(1, 1, 1),
+    }
+    assert scanned == [{OTHER_ID: 5000}]
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_a_process_that_exits_mid_count_is_left_out(
+    v1: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone_before_status, gone_before_fds, gone_while_listing = 31700, 31701, 31702
+    v1.procs(
+        f"pids/docker/{V1_ID}",
+        V1_PID,
+        V1_PID + 1,
+        gone_before_status,
+        gone_before_fds,
+        gone_while_listing,
+    )
+    (v1.proc / str(gone_before_fds)).mkdir()
+    (v1.proc / str(gone_before_fds) / "status").write_text(
+        STATUS.format(name="sleep", pid=gone_before_fds, threads=1)
+    )
+    v1.process(gone_while_listing)
+    listdir: Callable[[str], list[str]] = os.listdir
+
+    def racing_listdir(path: str) -> list[str]:
+        if path.endswith(f"/{gone_while_listing}/fd"):
+            raise ProcessLookupError(errno.ESRCH, "No such process")
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", racing_listdir)
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(2, 2, 7)}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_an_init_pid_that_is_gone_gives_no_counts(v1: Tree) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID)
+    assert v1.count({V1_ID: 99999}) == {}
+    assert v1.count({V1_ID: 0}) == {}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_a_reused_pid_is_neither_counted_nor_scanned(v1: Tree) -> None:
+    """The pid's cgroup is another container's: its processes are not this one's."""
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    assert v1.count({OTHER_ID: V1_PID}) == {}
+    # A v1-only host (no "0::" line): still not the container's, still not scanned.
+    text = recorded_cgroup("v1", V1_PID)
+    v1.cgroup_file(V1_PID, "".join(line for line in text.splitlines(True) if line[:3] != "0::"))
+    assert v1.count({OTHER_ID: V1_PID}) == {}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_unreadable_fds_give_no_counts_rather_than_short_ones(
+    v1: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-root exporter may not list other users' fd dirs: no series beats a wrong one."""
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    listdir: Callable[[str], list[str]] = os.listdir
+
+    def denied(path: str) -> list[str]:
+        if path.endswith(f"/{V1_PID + 2}/fd"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", denied)
+    assert v1.count({V1_ID: V1_PID}) == {}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_a_counter_remembers_each_cgroup_until_a_call_leaves_it_out(v1: Tree) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    counter = CgroupProcessCounter(str(v1.proc), str(v1.cgroup))
+    assert counter({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+    # Found once: the pid's cgroup file is not read again.
+    (v1.proc / str(V1_PID) / "cgroup").unlink()
+    assert counter({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+    assert counter({}) == {}
+    # Forgotten: looked for from the pid again, whose cgroup file says it is gone.
+    assert counter({V1_ID: V1_PID}) == {}
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_a_counter_looks_again_when_a_remembered_cgroup_goes(v1: Tree) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    counter = CgroupProcessCounter(str(v1.proc), str(v1.cgroup))
+    assert counter({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+    shutil.rmtree(v1.cgroup / "pids")
+    v1.procs(f"memory/docker/{V1_ID}", V1_PID)
+    assert counter({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(1, 1, 4)}
+
+
+def test_a_cgroup_procs_longer_than_one_read_is_read_whole(tmp_path: Path) -> None:
+    many = list(range(100_000, 112_000))  # 84 KiB
+    (tmp_path / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in many))
+    assert processes._cgroup_pids(str(tmp_path)) == set(many)
+
+
+def test_the_namespace_scan_leaves_out_a_container_in_the_hosts_namespace(v1: Tree) -> None:
+    v1.process(1, ns=HOST_NS)
+    (v1.proc / str(V1_PID) / "ns").mkdir()
+    (v1.proc / str(V1_PID) / "ns" / "pid").symlink_to(HOST_NS)
+    assert count_processes_by_namespace({V1_ID: V1_PID}, str(v1.proc)) == {}
+
+
+async def test_the_entry_point_counts_under_its_proc_and_cgroup_roots(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    c = driver.add(NamingScheme().format("abcdef123456", 1))
+    t = Tree(tmp_path)
+    t.cgroup_file(c.pid, f"0::/docker/{c.id}\n")
+    t.procs(f"docker/{c.id}", c.pid, c.pid + 1)
+    t.process(c.pid, threads=1, fds=2)
+    t.process(c.pid + 1, threads=4, fds=6)
+    settings = Settings(stats_source="docker", proc_root=t.proc, cgroup_root=t.cgroup)
+    collector = entry.build_collector(settings, driver)  # type: ignore[arg-type]
+    snapshot = await collector.poll_once()
+    assert snapshot.containers[0].processes == ProcessCounts(2, 5, 8)
+    t.process(c.pid + 2, threads=1, fds=1)
+    t.procs(f"docker/{c.id}", c.pid, c.pid + 1, c.pid + 2)
+    snapshot = await collector.poll_once()
+    assert snapshot.containers[0].processes == ProcessCounts(3, 6, 9)
