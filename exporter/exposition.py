@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -48,15 +49,6 @@ def _escape_help(text: str, openmetrics: bool) -> str:
     return text.replace('"', '\\"') if openmetrics else text
 
 
-def _value(v: float) -> str:
-    # Integers print exactly; floats as Python's shortest round-trip repr,
-    # which Prometheus parses like Go's own output.
-    if type(v) is int:
-        return str(v)
-    f = float(v)
-    return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
-
-
 def _header(name: str, family: str, help_text: str, type_: str, openmetrics: bool) -> str:
     shown = family if openmetrics else name
     return f"# HELP {shown} {_escape_help(help_text, openmetrics)}\n# TYPE {shown} {type_}\n"
@@ -84,7 +76,9 @@ def _table_family(
     for sample, label in zip(samples, labels, strict=True):
         v = get(sample)
         if v is not None:
-            lines.append(f"{name}{{{label}}} {_value(v)}\n")
+            # An f-string prints ints exactly and floats as their shortest repr,
+            # both of which Prometheus parses; no per-sample helper call.
+            lines.append(f"{name}{{{label}}} {v}\n")
     return "".join(lines).encode()
 
 
@@ -95,7 +89,7 @@ def _state_families(
     label_allowlist: Sequence[str],
     openmetrics: bool,
 ) -> bytes:
-    seen_at = _value(snapshot.completed_at)
+    seen_at = repr(snapshot.completed_at)
     allow = [(key, sanitize_label_name(key)) for key in label_allowlist]
     last_seen = [
         _header(
@@ -151,6 +145,28 @@ def _state_families(
     return "".join(last_seen + state + stale + info).encode()
 
 
+def _gzip_while_rendering(chunks: Iterator[bytes]) -> tuple[bytes, zlib._Compress]:
+    """Return the gzip stream of ``chunks``, flushed but open, and its compressor.
+
+    zlib releases the GIL while it deflates, so one worker compresses a family
+    while this thread renders the next: at thousands of containers that
+    overlaps the two biggest costs of a scrape on separate cores. One compress
+    is in flight at a time, so the stream keeps the families' order.
+    """
+    state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    out: list[bytes] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gzip") as pool:
+        pending: Future[bytes] | None = None
+        for chunk in chunks:
+            if pending is not None:
+                out.append(pending.result())
+            pending = pool.submit(state.compress, chunk)
+        if pending is not None:
+            out.append(pending.result())
+    out.append(state.flush(zlib.Z_SYNC_FLUSH))
+    return b"".join(out), state
+
+
 @dataclass(frozen=True)
 class Body:
     """A /metrics response body: its chunks, content type and encoding."""
@@ -201,10 +217,8 @@ class Exposition:
         with self._lock:
             cached = self._gzip.get(openmetrics)
             if cached is None or cached[0] is not snapshot:
-                state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-                head = [state.compress(chunk) for chunk in self._families(snapshot, openmetrics)]
-                head.append(state.flush(zlib.Z_SYNC_FLUSH))
-                cached = self._gzip[openmetrics] = (snapshot, b"".join(head), state)
+                head, state = _gzip_while_rendering(self._families(snapshot, openmetrics))
+                cached = self._gzip[openmetrics] = (snapshot, head, state)
             # Each scrape finishes its own copy of the stream with the live part.
             return cached[1], cached[2].copy()
 
