@@ -175,7 +175,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
     ),
     ContainerMetric(
         "container_processes",
-        "Processes in the container's pid namespace.",
+        "Processes in the container's cgroup (those started by docker exec included).",
         "gauge",
         _proc(lambda s: s.processes.processes),  # type: ignore[union-attr]
     ),
