@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -145,28 +144,6 @@ def _state_families(
     return "".join(last_seen + state + stale + info).encode()
 
 
-def _gzip_while_rendering(chunks: Iterator[bytes]) -> tuple[bytes, zlib._Compress]:
-    """Return the gzip stream of ``chunks``, flushed but open, and its compressor.
-
-    zlib releases the GIL while it deflates, so one worker compresses a family
-    while this thread renders the next: at thousands of containers that
-    overlaps the two biggest costs of a scrape on separate cores. One compress
-    is in flight at a time, so the stream keeps the families' order.
-    """
-    state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-    out: list[bytes] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gzip") as pool:
-        pending: Future[bytes] | None = None
-        for chunk in chunks:
-            if pending is not None:
-                out.append(pending.result())
-            pending = pool.submit(state.compress, chunk)
-        if pending is not None:
-            out.append(pending.result())
-    out.append(state.flush(zlib.Z_SYNC_FLUSH))
-    return b"".join(out), state
-
-
 @dataclass(frozen=True)
 class Body:
     """A /metrics response body: its chunks, content type and encoding."""
@@ -217,8 +194,12 @@ class Exposition:
         with self._lock:
             cached = self._gzip.get(openmetrics)
             if cached is None or cached[0] is not snapshot:
-                head, state = _gzip_while_rendering(self._families(snapshot, openmetrics))
-                cached = self._gzip[openmetrics] = (snapshot, head, state)
+                # Compressed family by family as they render: the plain text is
+                # never held whole.
+                state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+                head = [state.compress(chunk) for chunk in self._families(snapshot, openmetrics)]
+                head.append(state.flush(zlib.Z_SYNC_FLUSH))
+                cached = self._gzip[openmetrics] = (snapshot, b"".join(head), state)
             # Each scrape finishes its own copy of the stream with the live part.
             return cached[1], cached[2].copy()
 
