@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import resource
-import secrets
 import shutil
 import signal
 import socket
@@ -41,10 +40,10 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.containers import idle_containers
 from exporter.__main__ import build_collector, build_driver
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
@@ -54,9 +53,7 @@ from exporter.sources.cgroup import CgroupStatsSource
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED_V1 = ROOT / "tests" / "data" / "cgroup" / "v1"
-IMAGE = "local/busybox:latest"
 #: Like tests/conftest.py's IDLE_CMD (exits on SIGTERM), but wakes once an hour.
-IDLE = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 N = 50
 #: The exporter's default poll interval, and netdata's "update every" here.
 INTERVAL = 10
@@ -133,28 +130,6 @@ class Row:
 
 
 # -- containers -----------------------------------------------------------------
-
-
-def _make_containers(n: int) -> list[str]:
-    app = secrets.token_hex(6)
-    names = [f"app-{app}-{i:04x}" for i in range(1, n + 1)]
-
-    def run(name: str) -> None:
-        subprocess.run(
-            ["docker", "run", "-d", "--name", name, IMAGE, "/bin/sh", "-c", IDLE],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(run, names))
-    return names
-
-
-def _remove(names: Sequence[str]) -> None:
-    for i in range(0, len(names), 50):
-        subprocess.run(["docker", "rm", "-f", *names[i : i + 50]], capture_output=True, check=False)
 
 
 async def _inspect_all(driver: DockerDriver, names: Sequence[str]) -> list[ContainerInfo]:
@@ -767,12 +742,9 @@ def render(rows: Sequence[Row], peer: PeerWindow | None, scales: Sequence[ScaleR
 
 def main() -> None:
     """Print the cgroup source benchmark tables."""
-    names = _make_containers(N)
-    try:
+    with idle_containers(N) as names:
         rows = asyncio.run(real_engine_rows(names))
         peer = netdata_window(names)
-    finally:
-        _remove(names)
     scales = scale_rows()
     print("\n".join(render(rows, peer, scales)), flush=True)
 

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.containers import idle_containers
+
 ROOT = Path(__file__).resolve().parent.parent
 QUIET_GAP_SECONDS = 3.0
 RUNS = 3
@@ -119,35 +121,6 @@ def _docker_stats_wall(names: list[str]) -> float:
     return statistics.median(walls)
 
 
-def _make_containers(n: int, prefix: str) -> list[str]:
-    names = [f"app-{prefix}-{i:04x}" for i in range(n)]
-    cmd = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
-
-    def run(name: str) -> None:
-        subprocess.run(
-            ["docker", "run", "-d", "--name", name, "local/busybox:latest", "sh", "-c", cmd],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(run, names))
-    return names
-
-
-def _remove(names: list[str]) -> None:
-    for i in range(0, len(names), 50):
-        subprocess.run(
-            ["docker", "rm", "-f", *names[i : i + 50]],
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-
-
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -171,8 +144,7 @@ def real_engine_rows() -> list[str]:
     """Measure N = 10 and 50 on the real engine; return table rows."""
     rows = []
     for n in (10, 50):
-        names = _make_containers(n, f"be{n:06x}")
-        try:
+        with idle_containers(n) as names:
             ours = _measure("/var/run/docker.sock", RUNS, QUIET_GAP_SECONDS, processes=True)
             assert ours["with_stats"] >= n, ours
             theirs = _docker_stats_wall(names)
@@ -189,8 +161,6 @@ def real_engine_rows() -> list[str]:
                     ]
                 )
             )
-        finally:
-            _remove(names)
     return rows
 
 

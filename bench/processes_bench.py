@@ -21,30 +21,18 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench.containers import idle_containers
 from exporter import processes
 
-IMAGE = "local/busybox:latest"
-IDLE = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 N = 50
 CALLS = 50
 EXTRA = int(os.environ.get("EXTRA_HOST_PROCESSES", "0"))
-
-
-def _start(name: str) -> None:
-    subprocess.run(
-        ["docker", "run", "-d", "--name", name, IMAGE, "sh", "-c", IDLE],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def _init_pids(names: list[str]) -> dict[str, int]:
@@ -80,38 +68,31 @@ def _time(ways: dict[str, Callable[[Mapping[str, int]], Any]], pids: dict[str, i
 
 def main() -> None:
     """Start 50 idle containers, time each way of counting, remove the containers."""
-    prefix = secrets.token_hex(6)
-    names = [f"app-{prefix}-{i:04x}" for i in range(N)]
     extra: list[subprocess.Popen[bytes]] = []
     try:
         extra.extend(subprocess.Popen(["sleep", "3600"]) for _ in range(EXTRA))
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(_start, names))
-        pids = _init_pids(names)
-        host_pids = sum(1 for e in os.listdir("/proc") if e.isdigit())
-        print(f"{N} containers, {host_pids} host processes, {CALLS} calls each")
-        counter = processes.CgroupProcessCounter("/proc", "/sys/fs/cgroup")
-        ways: dict[str, Callable[[Mapping[str, int]], Any]] = {
-            "CgroupProcessCounter (as wired; directories remembered)": counter,
-            "count_processes (one-shot; each cgroup found from its pid)": (
-                processes.count_processes
-            ),
-            "count_processes_by_namespace (the fallback)": processes.count_processes_by_namespace,
-        }
-        for count in ways.values():
-            _check(count, pids)
-        _time(ways, pids)
+        with idle_containers(N) as names:
+            _measure(names)
     finally:
         for proc in extra:
             proc.kill()
             proc.wait()
-        for i in range(0, len(names), 25):
-            subprocess.run(
-                ["docker", "rm", "-f", *names[i : i + 25]],
-                capture_output=True,
-                timeout=300,
-                check=False,
-            )
+
+
+def _measure(names: list[str]) -> None:
+    """Check every way agrees, then time each on the running containers."""
+    pids = _init_pids(names)
+    host_pids = sum(1 for e in os.listdir("/proc") if e.isdigit())
+    print(f"{N} containers, {host_pids} host processes, {CALLS} calls each")
+    counter = processes.CgroupProcessCounter("/proc", "/sys/fs/cgroup")
+    ways: dict[str, Callable[[Mapping[str, int]], Any]] = {
+        "CgroupProcessCounter (as wired; directories remembered)": counter,
+        "count_processes (one-shot; each cgroup found from its pid)": (processes.count_processes),
+        "count_processes_by_namespace (the fallback)": processes.count_processes_by_namespace,
+    }
+    for count in ways.values():
+        _check(count, pids)
+    _time(ways, pids)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""Idle app containers for the benchmarks: started eight at a time, always removed."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+IMAGE = "local/busybox:latest"
+#: Idles without waking (one fork an hour) and exits on SIGTERM, so removal is quick.
+IDLE = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
+
+
+@contextlib.contextmanager
+def idle_containers(n: int) -> Iterator[list[str]]:
+    """Yield the names of ``n`` running idle managed containers; remove them all afterwards.
+
+    Names are ``app-<fresh app id>-<replica>``, so the exporter manages them
+    and no other test's containers are touched. Removal happens even when
+    starting them failed halfway.
+    """
+    app = secrets.token_hex(6)
+    names = [f"app-{app}-{i:04x}" for i in range(1, n + 1)]
+
+    def start(name: str) -> None:
+        subprocess.run(
+            ["docker", "run", "-d", "--name", name, IMAGE, "/bin/sh", "-c", IDLE],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(start, names))
+        yield names
+    finally:
+        for i in range(0, len(names), 50):
+            subprocess.run(
+                ["docker", "rm", "-f", *names[i : i + 50]],
+                capture_output=True,
+                timeout=300,
+                check=False,
+            )
