@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.api import create_app
@@ -178,3 +184,74 @@ def replica(
         },
         "replica": {"rep_id": rep_id},
     }
+
+
+@dataclass(frozen=True)
+class FuzzRun:
+    """What one run of schemathesis' CLI against the live app printed and returned."""
+
+    text: str
+    returncode: int | None
+    operations: int
+    seconds: float
+
+
+async def run_schemathesis(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    app: web.Application,
+    tmp_path: Path,
+    arguments: list[str],
+    deadline: float,
+    config: str | None = None,
+) -> FuzzRun:
+    """Serve ``app`` on 127.0.0.1, save its OpenAPI document, run ``st run`` against it.
+
+    ``arguments`` are the run's own options (checks, phases, examples, seed);
+    the schema, URL, token and a request timeout are added here.
+    """
+    server = await aiohttp_server(app, host="127.0.0.1")
+    base = f"http://127.0.0.1:{server.port}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/api/v1/openapi.json", headers=AUTH) as resp,
+    ):
+        assert resp.status == 200
+        doc: dict[str, Any] = await resp.json()
+    schema_file = tmp_path / "openapi.json"
+    schema_file.write_text(json.dumps(doc))
+    before_run: list[str] = []
+    if config is not None:
+        (tmp_path / "schemathesis.toml").write_text(config)
+        before_run = ["--config-file", str(tmp_path / "schemathesis.toml")]
+    st = Path(sys.executable).with_name("st")
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        str(st),
+        *before_run,
+        "run",
+        str(schema_file),
+        "--url",
+        base,
+        "--header",
+        f"Authorization: {AUTH['Authorization']}",
+        *arguments,
+        "--request-timeout",
+        "10",
+        "--no-color",
+        cwd=tmp_path,  # hypothesis keeps its example database in the cwd
+        env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=deadline)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return FuzzRun(
+        text=out.decode(errors="replace"),
+        returncode=proc.returncode,
+        operations=sum(len(ops) for ops in doc["paths"].values()),
+        seconds=time.monotonic() - started,
+    )

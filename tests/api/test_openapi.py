@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from exporter.testing import FakeDriver
-from tests.api.harness import AUTH, Api, ClientFactory, Clock, build_app, start_api
+from tests.api.harness import (
+    Api,
+    ClientFactory,
+    Clock,
+    build_app,
+    run_schemathesis,
+    start_api,
+)
 from tests.api.harness import settings_for as make_settings
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -105,57 +107,27 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_break(
     settings = make_settings(tmp_path)
     app: web.Application
     app, *_ = build_app(settings, fake, Clock())
-    server = await aiohttp_server(app, host="127.0.0.1")
-    base = f"http://127.0.0.1:{server.port}"
-
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{base}/api/v1/openapi.json", headers=AUTH) as resp,
-    ):
-        assert resp.status == 200
-        doc: dict[str, Any] = await resp.json()
-    schema_file = tmp_path / "openapi.json"
-    schema_file.write_text(json.dumps(doc))
-    operations = sum(len(ops) for ops in doc["paths"].values())
-
-    st = Path(sys.executable).with_name("st")
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        str(st),
-        "run",
-        str(schema_file),
-        "--url",
-        base,
-        "--header",
-        f"Authorization: {AUTH['Authorization']}",
-        "--max-examples",
-        str(MAX_EXAMPLES),
-        "--seed",
-        str(SEED),
-        "--checks",
-        "all",
-        # Schema-valid bodies may still be 422 by design: the models check what
-        # JSON Schema cannot say (name syntax, IP addresses, an app id that must
-        # make a valid container name) and parse strictly (1.0 is no integer).
-        "--exclude-checks",
-        "positive_data_acceptance",
-        "--request-timeout",
-        "10",
-        "--no-color",
-        cwd=tmp_path,  # hypothesis keeps its example database in the cwd
-        env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    run = await run_schemathesis(
+        aiohttp_server,
+        app,
+        tmp_path,
+        [
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            str(SEED),
+            "--checks",
+            "all",
+            # Schema-valid bodies may still be 422 by design: the models check what
+            # JSON Schema cannot say (name syntax, IP addresses, an app id that must
+            # make a valid container name) and parse strictly (1.0 is no integer).
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ],
+        deadline=150,
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.decode(errors="replace")
-    elapsed = time.monotonic() - started
-    assert proc.returncode == 0, text[-8000:]
+    text, operations, elapsed = run.text, run.operations, run.seconds
+    assert run.returncode == 0, text[-8000:]
     assert f"Tested: {operations}" in text, text[-3000:]
     assert re.search(r"[1-9]\d* generated", text), text[-3000:]
     assert elapsed < 120, f"fuzzing took {elapsed:.0f}s"

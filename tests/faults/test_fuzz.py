@@ -9,21 +9,15 @@ afterwards, nothing may have been done to a container that is not managed.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.api.harness import AUTH, Clock, build_app
+from tests.api.harness import Clock, build_app, run_schemathesis
 from tests.api.harness import settings_for as make_settings
 from tests.faults.hostile import MANAGED, UNMANAGED, RecordingDriver
 from tests.faults.support import record, run_dir, scaled_int
@@ -50,58 +44,26 @@ async def test_schemathesis_every_check_every_phase(
     driver.add(UNMANAGED)
     settings = make_settings(tmp_path)
     app, *_ = build_app(settings, driver, Clock())
-    server = await aiohttp_server(app, host="127.0.0.1")
-    base = f"http://127.0.0.1:{server.port}"
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{base}/api/v1/openapi.json", headers=AUTH) as resp,
-    ):
-        assert resp.status == 200
-        doc: dict[str, Any] = await resp.json()
-    schema_file = tmp_path / "openapi.json"
-    schema_file.write_text(json.dumps(doc))
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
-    operations = sum(len(ops) for ops in doc["paths"].values())
-
-    st = Path(sys.executable).with_name("st")
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        str(st),
-        "--config-file",
-        str(config),
-        "run",
-        str(schema_file),
-        "--url",
-        base,
-        "--header",
-        f"Authorization: {AUTH['Authorization']}",
-        "--phases",
-        "examples,coverage,fuzzing,stateful",
-        "--checks",
-        "all",
-        "--max-examples",
-        str(examples),
-        "--seed",
-        str(SEED),
-        "--request-timeout",
-        "10",
-        "--no-color",
-        cwd=tmp_path,  # hypothesis keeps its example database in the cwd
-        env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    run = await run_schemathesis(
+        aiohttp_server,
+        app,
+        tmp_path,
+        [
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(examples),
+            "--seed",
+            str(SEED),
+        ],
+        deadline=scaled_int(170, 1500),
+        config=CONFIG,
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=scaled_int(170, 1500))
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.decode(errors="replace")
+    text, operations, elapsed = run.text, run.operations, run.seconds
     (run_dir() / "schemathesis.txt").write_text(text)
-    elapsed = time.monotonic() - started
-    assert proc.returncode == 0, text[-8000:]
+    assert run.returncode == 0, text[-8000:]
     assert f"Tested: {operations}" in text, text[-3000:]
     generated = re.search(r"(\d+) generated", text)
     assert generated is not None
