@@ -35,16 +35,19 @@ from exporter.sources.cgroup import (
     container_cgroup_path,
 )
 from exporter.testing import FakeDriver
+from tests.cgroup_data import (
+    DATA,
+    OTHER_ID,
+    V1_ID,
+    V1_PID,
+    V2_CGROUPFS_ID,
+    V2_CGROUPFS_PID,
+    V2_SYSTEMD_ID,
+    V2_SYSTEMD_PID,
+)
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cgroup"
-V1_DOC = json.loads((DATA / "v1" / "container.json").read_text())
-V1_ID: str = V1_DOC["id"]
-V1_PID: int = V1_DOC["pid"]
-V2_SYSTEMD_ID = "3b8f0c6e5d2a41f7a9e0c4b1d6f28e7a5c3b9d0e1f2a4b6c8d0e2f4a6b8c0d2e"
-V2_SYSTEMD_PID = 4321
-V2_HOSTNET_ID = "c7d1e9a0b3f54e6d8a2c1b0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
-V2_HOSTNET_PID = 4400
-OTHER_ID = "9f" * 32
+# The v2 cgroupfs-layout container runs on the host's network.
+V2_HOSTNET_ID, V2_HOSTNET_PID = V2_CGROUPFS_ID, V2_CGROUPFS_PID
 V1_SCOPE = f"/system.slice/docker-{V1_ID}.scope"
 V2_SCOPE = f"sys/fs/cgroup/system.slice/docker-{V2_SYSTEMD_ID}.scope"
 

@@ -10,7 +10,6 @@ and per process a ``status`` (the kernel's lines around ``Threads:``), an
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -29,16 +28,17 @@ from exporter.processes import (
     count_processes_by_namespace,
 )
 from exporter.testing import FakeDriver
+from tests.cgroup_data import (
+    DATA,
+    OTHER_ID,
+    V1_ID,
+    V1_PID,
+    V2_CGROUPFS_ID,
+    V2_CGROUPFS_PID,
+    V2_SYSTEMD_ID,
+    V2_SYSTEMD_PID,
+)
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cgroup"
-V1_DOC = json.loads((DATA / "v1" / "container.json").read_text())
-V1_ID: str = V1_DOC["id"]
-V1_PID: int = V1_DOC["pid"]
-V2_SYSTEMD_ID = "3b8f0c6e5d2a41f7a9e0c4b1d6f28e7a5c3b9d0e1f2a4b6c8d0e2f4a6b8c0d2e"
-V2_SYSTEMD_PID = 4321
-V2_CGROUPFS_ID = "c7d1e9a0b3f54e6d8a2c1b0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
-V2_CGROUPFS_PID = 4400
-OTHER_ID = "9f" * 32
 HOST_NS = "pid:[4026531836]"
 
 STATUS = (
