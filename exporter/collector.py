@@ -203,7 +203,7 @@ class Collector:
         listed_ids = {c.id for c in listed}
         for gone in self._inspected.keys() - listed_ids:
             del self._inspected[gone]
-        del listed
+        del listed  # thousands of list models are megabytes; the inspected ones replace them
         inspected = await map_bounded(self._inspect, [c for c, _, _ in tracked], self._concurrency)
         rows = [
             (info, app, replica)
@@ -211,9 +211,10 @@ class Collector:
             if info is not None
         ]
         running = [info for info, _, _ in rows if info.state is ContainerState.RUNNING]
-        stats_task = asyncio.ensure_future(self._read_stats(running))
-        processes = await self._count_processes(running)
-        stats = await stats_task
+        # Both catch their own errors; gather also cancels both if the poll is cancelled.
+        stats, processes = await asyncio.gather(
+            self._read_stats(running), self._count_processes(running)
+        )
 
         samples: list[ContainerSample] = []
         seen: set[str] = set()
