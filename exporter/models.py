@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -248,27 +249,34 @@ class ContainerInfo(_Output):
     last_inspect_time: int = Field(default=0, exclude=True, description="unix seconds")
 
 
-class ContainerStats(_Output):
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
     """One sample of a container's resource usage; byte and op counts are cumulative.
 
     The first ten fields are the seed's. The ``cpu_user_usage``,
     ``cpu_system_usage`` and ``memory_inactive_file`` fields extend it so the
     working set and the user/system split can be exported too.
+
+    A slotted dataclass rather than a pydantic model: the collector holds one
+    per container, two generations during a poll, and a model's per-instance
+    dict and fields-set cost three times the numbers themselves (1.7 KiB
+    against 0.55 KiB). Drivers build it from numbers they have already parsed;
+    ``pydantic.TypeAdapter(ContainerStats)`` serializes it where JSON is needed.
     """
 
-    time: float = Field(description="when the sample was taken, unix seconds")
-    cpu_total_usage: int = Field(default=0, description="CPU time, nanoseconds")
-    memory_usage: int = Field(default=0, description="bytes, page cache included")
-    memory_cache: int = Field(default=0, description="page cache bytes (v2: file)")
+    time: float  # when the sample was taken, unix seconds
+    cpu_total_usage: int = 0  # CPU time, nanoseconds
+    memory_usage: int = 0  # bytes, page cache included
+    memory_cache: int = 0  # page cache bytes (v2: file)
     net_rx_bytes: int = 0
     net_tx_bytes: int = 0
     blk_read_bytes: int = 0
     blk_write_bytes: int = 0
     blk_read_ops: int = 0
     blk_write_ops: int = 0
-    cpu_user_usage: int = Field(default=0, description="user CPU time, nanoseconds")
-    cpu_system_usage: int = Field(default=0, description="system CPU time, nanoseconds")
-    memory_inactive_file: int = Field(default=0, description="bytes, reclaimable first")
+    cpu_user_usage: int = 0  # user CPU time, nanoseconds
+    cpu_system_usage: int = 0  # system CPU time, nanoseconds
+    memory_inactive_file: int = 0  # bytes, reclaimable first
 
     @property
     def memory_working_set(self) -> int:

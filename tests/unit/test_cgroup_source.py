@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -85,7 +86,7 @@ def error(result: StatsResult, kind: type[T]) -> T:
 
 
 def fields(stats: ContainerStats) -> dict[str, Any]:
-    return stats.model_dump(exclude={"time"})
+    return {k: v for k, v in dataclasses.asdict(stats).items() if k != "time"}
 
 
 def v1_systemd(root: Path, cpu_mount: str) -> None:
