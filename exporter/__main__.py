@@ -214,6 +214,7 @@ def build_deployer(settings: Settings, driver: DockerDriver) -> ReplicaDeployer:
 
 async def _once(settings: Settings) -> int:
     driver = build_driver(settings)
+    collector: Collector | None = None
     try:
         collector = build_collector(settings, driver)
         snapshot = await collector.poll_once()
@@ -224,6 +225,8 @@ async def _once(settings: Settings) -> int:
             return 1
         return 0
     finally:
+        if collector is not None:
+            await collector.aclose()
         await driver.close()
 
 

@@ -10,6 +10,14 @@ unchanged: the engine's status text ("Up 3 hours") changes on every restart,
 and an entry is re-inspected anyway once it is older than a jittered
 ``inspect_max_age`` so a ``docker update`` of the limits shows up too. On a
 host of thousands of containers this halves the engine calls of a poll.
+
+The engine holds a container's lock while it starts or removes it, and an
+inspect of that container waits for it, sometimes for seconds. So inspects
+have a soft deadline, one interval after the poll started: a container whose
+inspect has not answered by then is left out of this snapshot (counted as
+``inspect_late``), and its inspect goes on in the background into the cache,
+where the next poll finds it. One slow container never holds up the others,
+and a removed one leaves ``/metrics`` at the next poll.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ class ErrorKind:
 
     LIST = "list"
     INSPECT = "inspect"
+    INSPECT_LATE = "inspect_late"
     STATS = "stats"
     STATS_TIMEOUT = "stats_timeout"
     PROCESSES = "processes"
@@ -82,6 +91,17 @@ class PollHealth:
     errors: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """What a poll keeps of a list entry: the list's models are dropped before inspecting."""
+
+    id: str
+    name: str
+    fingerprint: str  # changes when the container restarts or changes image
+    app: str | None
+    replica: int | None
+
+
 ProcessCounter = Callable[[dict[str, int]], dict[str, ProcessCounts]]
 
 
@@ -114,6 +134,8 @@ class Collector:
         self._inspect_max_age = inspect_max_age
         # id -> (list fingerprint, monotonic time it expires, inspected info)
         self._inspected: dict[str, tuple[str, float, ContainerInfo]] = {}
+        self._inspecting: set[str] = set()  # ids whose inspect is under way
+        self._background: set[asyncio.Task[object]] = set()
         self._previous: dict[str, ContainerSample] = {}
         self._stale_polls: dict[str, int] = {}
         self.snapshot = Snapshot()
@@ -125,35 +147,80 @@ class Collector:
         """Return the name of the stats source in use."""
         return self._source.name
 
-    def _track(self, c: ContainerInfo) -> tuple[bool, str | None, int | None]:
+    def _listed(self, c: ContainerInfo) -> _Listed | None:
+        """Return what to keep of a list entry, or None when it is not tracked."""
         parsed = self._naming.parse(c.name)
-        if parsed is None:
-            return self._include_unmanaged, None, None
-        return True, parsed.app, parsed.replica
+        if parsed is None and not self._include_unmanaged:
+            return None
+        return _Listed(
+            id=c.id,
+            name=c.name,
+            fingerprint=f"{c.state}|{c.status}|{c.image_id}",
+            app=parsed.app if parsed else None,
+            replica=parsed.replica if parsed else None,
+        )
 
-    async def _inspect(self, c: ContainerInfo) -> ContainerInfo | None:
-        fingerprint = f"{c.state}|{c.status}|{c.image_id}"
-        cached = self._inspected.get(c.id)
-        if cached is not None and cached[0] == fingerprint and cached[1] > time.monotonic():
+    def _cached(self, entry: _Listed, now: float) -> ContainerInfo | None:
+        cached = self._inspected.get(entry.id)
+        if cached is not None and cached[0] == entry.fingerprint and cached[1] > now:
             return cached[2]
-        info = await self._inspect_now(c)
+        return None
+
+    async def _inspect_all(
+        self, tracked: Sequence[_Listed], deadline: float
+    ) -> list[ContainerInfo | None]:
+        """Return each entry's inspected info; None for gone, failed or late ones."""
+        now = time.monotonic()
+        misses = [
+            e for e in tracked if self._cached(e, now) is None and e.id not in self._inspecting
+        ]
+        if misses:
+            batch = asyncio.create_task(
+                map_bounded(self._inspect_into_cache, misses, self._concurrency),
+                name="collector-inspect",
+            )
+            self._background.add(batch)
+            batch.add_done_callback(self._settled)
+            # asyncio.wait, unlike wait_for, leaves the batch running at the deadline.
+            await asyncio.wait({batch}, timeout=max(deadline - time.monotonic(), 0.0))
+            if batch.done():
+                batch.result()  # a bug in inspecting surfaces in this poll, as before
+        infos = [self._cached(e, now) for e in tracked]
+        late = sum(1 for e in tracked if e.id in self._inspecting)
+        if late:
+            self.health.errors[ErrorKind.INSPECT_LATE] += late
+            # Under churn this is every poll; the counter is the signal, the log a trace.
+            log.debug("%d inspects still under way at the poll's deadline; left for later", late)
+        return infos
+
+    def _settled(self, batch: asyncio.Task[object]) -> None:
+        self._background.discard(batch)
+        if not batch.cancelled() and (error := batch.exception()) is not None:
+            # Finished after its poll: no poll is left to raise it in.
+            log.error("background inspect failed unexpectedly", exc_info=error)
+
+    async def _inspect_into_cache(self, entry: _Listed) -> None:
+        self._inspecting.add(entry.id)
+        try:
+            info = await self._inspect_now(entry)
+        finally:
+            self._inspecting.discard(entry.id)
         if info is not None:
             # Jitter spreads re-inspection over polls instead of all at once.
             expires = time.monotonic() + self._inspect_max_age * random.uniform(0.5, 1.0)
-            self._inspected[c.id] = (fingerprint, expires, info)
-        return info
+            self._inspected[entry.id] = (entry.fingerprint, expires, info)
 
-    async def _inspect_now(self, c: ContainerInfo) -> ContainerInfo | None:
+    async def _inspect_now(self, entry: _Listed) -> ContainerInfo | None:
         try:
             async with asyncio.timeout(self._call_timeout):
-                return await self._driver.container_inspect(c.id)
+                return await self._driver.container_inspect(entry.id)
         except NotFoundError:
             return None  # removed between list and inspect: not an error
         except (DriverError, TimeoutError) as e:
             self.health.errors[ErrorKind.INSPECT] += 1
             # Our own deadline raises a bare TimeoutError, whose text is empty.
             why = str(e) or f"no answer within {self._call_timeout:g}s"
-            log.warning("inspect %s failed: %s", c.name, why)
+            log.warning("inspect %s failed: %s", entry.name, why)
             return None
 
     async def _read_stats(self, running: Sequence[ContainerInfo]) -> dict[str, SourcedStats]:
@@ -195,19 +262,15 @@ class Collector:
             self._inspected.clear()
             return self._finish(self.snapshot)
 
-        tracked: list[tuple[ContainerInfo, str | None, int | None]] = []
-        for c in listed:
-            keep, app, replica = self._track(c)
-            if keep:
-                tracked.append((c, app, replica))
+        tracked = [entry for c in listed if (entry := self._listed(c)) is not None]
         listed_ids = {c.id for c in listed}
         for gone in self._inspected.keys() - listed_ids:
             del self._inspected[gone]
         del listed  # thousands of list models are megabytes; the inspected ones replace them
-        inspected = await map_bounded(self._inspect, [c for c, _, _ in tracked], self._concurrency)
+        inspected = await self._inspect_all(tracked, deadline=started + self.interval)
         rows = [
-            (info, app, replica)
-            for info, (_, app, replica) in zip(inspected, tracked, strict=True)
+            (info, entry.app, entry.replica)
+            for info, entry in zip(inspected, tracked, strict=True)
             if info is not None
         ]
         running = [info for info, _, _ in rows if info.state is ContainerState.RUNNING]
@@ -309,6 +372,12 @@ class Collector:
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self.interval - elapsed, 0.0))
 
+    async def aclose(self) -> None:
+        """Cancel the inspects still under way from earlier polls and wait for them."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run :meth:`run` in a background task for the duration of the block."""
@@ -319,3 +388,4 @@ class Collector:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await self.aclose()

@@ -249,6 +249,7 @@ class ExporterHealthCollector(PromCollector):
         for kind in (
             ErrorKind.LIST,
             ErrorKind.INSPECT,
+            ErrorKind.INSPECT_LATE,
             ErrorKind.STATS,
             ErrorKind.STATS_TIMEOUT,
             ErrorKind.PROCESSES,

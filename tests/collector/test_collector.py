@@ -195,6 +195,89 @@ async def test_a_hanging_inspect_is_cut_by_the_call_timeout() -> None:
     assert collector.health.errors["inspect"] == 1
 
 
+class _HeldInspect:
+    """Holds the inspect of one container until released; records what was asked."""
+
+    def __init__(self, driver: FakeDriver, held_id: str) -> None:
+        self.held_id = held_id
+        self.asked: list[str] = []
+        self.release = asyncio.Event()
+        self.answered = asyncio.Event()
+        self.cancelled = False
+        self._original = driver.container_inspect
+        driver.container_inspect = self  # type: ignore[method-assign]
+
+    async def __call__(self, name_or_id: str) -> ContainerInfo:
+        self.asked.append(name_or_id)
+        if name_or_id == self.held_id:
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        info = await self._original(name_or_id)
+        if name_or_id == self.held_id:
+            self.answered.set()
+        return info
+
+
+async def test_a_late_inspect_leaves_out_only_its_container_and_lands_later() -> None:
+    driver = FakeDriver()
+    held = driver.add("app-abcdef12-0001")
+    driver.add("app-abcdef12-0002")
+    inspect = _HeldInspect(driver, held.id)
+    collector = _collector(driver, interval=0.2, call_timeout=30)
+
+    snapshot = await asyncio.wait_for(collector.poll_once(), timeout=5)
+    # The poll ends at its soft deadline, far inside the 30 s call timeout.
+    assert snapshot.duration_seconds < 5
+    assert _names(collector) == {"app-abcdef12-0002"}
+    assert collector.health.errors["inspect_late"] == 1
+    assert collector.health.errors["inspect"] == 0
+
+    # Still held: the next poll leaves it out again and does not ask twice.
+    await asyncio.wait_for(collector.poll_once(), timeout=5)
+    assert inspect.asked.count(held.id) == 1
+    assert collector.health.errors["inspect_late"] == 2
+
+    inspect.release.set()
+    await asyncio.wait_for(inspect.answered.wait(), timeout=5)
+    await collector.poll_once()
+    assert _names(collector) == {"app-abcdef12-0001", "app-abcdef12-0002"}
+    # The answer that came in the background was cached: no new inspect.
+    assert inspect.asked.count(held.id) == 1
+    await collector.aclose()
+
+
+async def test_aclose_cancels_inspects_left_running() -> None:
+    driver = FakeDriver()
+    held = driver.add("app-abcdef12-0001")
+    inspect = _HeldInspect(driver, held.id)
+    collector = _collector(driver, interval=0.1, call_timeout=30)
+    await asyncio.wait_for(collector.poll_once(), timeout=5)
+    assert inspect.asked == [held.id]
+
+    await collector.aclose()
+    assert inspect.cancelled
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_removed_container_whose_inspect_is_late_goes_at_the_next_poll() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    await (collector := _collector(driver, interval=0.1, call_timeout=30)).poll_once()
+    leaving = driver.add("app-abcdef12-0002")
+    inspect = _HeldInspect(driver, leaving.id)  # the engine holds it while removing it
+    await collector.poll_once()
+    assert _names(collector) == {"app-abcdef12-0001"}
+
+    await driver.container_remove(leaving.id)
+    inspect.release.set()
+    await collector.poll_once()
+    assert _names(collector) == {"app-abcdef12-0001"}
+    await collector.aclose()
+
+
 async def test_process_counts_come_from_the_counter_by_container_id() -> None:
     driver = FakeDriver()
     c = driver.add("app-abcdef12-0001")
