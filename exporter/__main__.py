@@ -36,6 +36,13 @@ from exporter.state import StateStore
 
 log = logging.getLogger("exporter")
 
+#: Seconds aiohttp keeps an idle connection open. It is also the headers'
+#: deadline: a connection whose request headers are not complete this long
+#: after it opened (or after its last answer) is closed, however slowly they
+#: trickle in. Said here, not left to run_app's default: it bounds a slowloris.
+#: Longer than a minute so that Prometheus's 1 m scrapes reuse the connection.
+KEEPALIVE_TIMEOUT = 75.0
+
 COMMANDS = {
     "serve": "serve /metrics, /healthz, /readyz (and the API when a token is set)",
     "once": "poll the engine once, print the exposition and exit",
@@ -282,7 +289,12 @@ def _serve(settings: Settings) -> int:
         else f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
     )
     web.run_app(
-        app, host=host, port=port, print=None, access_log=logging.getLogger("aiohttp.access")
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=logging.getLogger("aiohttp.access"),
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
     )
     return 0
 
