@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=f"0.0.0.0:{DEFAULT_PORT}", description="address to serve HTTP on"
     )
     web_telemetry_path: str = Field(default="/metrics", description="path of the metrics")
+    web_read_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=10.0,
+        description="how long a request body may take to arrive in full once its headers "
+        "have, seconds (408 and the connection closed after)",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error")
     log_format: LogFormat = Field(default=LogFormat.PLAIN, description="plain or json")
 

@@ -6,12 +6,15 @@ slow, 502 anything else the engine refused), pydantic's (422, naming each
 field), the confinement policy's (403), aiohttp's own (400, 404, 405, 413,
 ...) and, last, anything unexpected: 500 with a generic message and the
 traceback in the log, never the traceback in the answer. Request bodies are
-read through :func:`parse_body`, which tells malformed JSON (400), a wrong
-content type (415) and invalid content (422) apart.
+read through :func:`read_body`, under a deadline (408, and the connection is
+closed), and parsed by :func:`parse_body`, which tells malformed JSON (400),
+a wrong content type (415) and invalid content (422) apart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -22,6 +25,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.api.keys import SETTINGS
+from exporter.config import flag_name
 from exporter.confinement import Forbidden
 from exporter.errors import (
     ConflictError,
@@ -59,7 +63,10 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    """An error answer a handler raises: status, one-line error, optional detail."""
+    """An error answer a handler raises: status, one-line error, optional detail.
+
+    With ``close`` the connection is closed once the answer is sent.
+    """
 
     def __init__(
         self,
@@ -67,12 +74,15 @@ class ApiError(Exception):
         error: str,
         detail: object = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        close: bool = False,
     ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.detail = detail
         self.headers = dict(headers or {})
+        self.close = close
 
 
 def error_response(
@@ -105,8 +115,31 @@ def validation_error(e: ValidationError) -> ApiError:
     return ApiError(422, f"invalid {where}: {first['message']}{more}", errors)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """Return the whole request body; ApiError 408 if it is not in by --web.read-timeout.
+
+    aiohttp waits for a body as long as the client keeps the connection open,
+    so a client that declares a body and trickles it, or never sends it,
+    would hold a connection and a handler for good. Every handler that reads
+    a body reads it here.
+    """
+    seconds = request.app[SETTINGS].web_read_timeout
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()  # HTTPRequestEntityTooLarge past client_max_size
+    except TimeoutError as e:
+        # Close: the rest of the body may still be on its way, and there is
+        # no telling where the next request would start.
+        raise ApiError(
+            408,
+            f"request body not received within {seconds:g} s",
+            {"timeout_seconds": seconds, "setting": flag_name("web_read_timeout")},
+            close=True,
+        ) from e
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    """Return the request body as ``model``; ApiError 400/413/415/422 otherwise.
+    """Return the request body as ``model``; ApiError 400/408/413/415/422 otherwise.
 
     Validation is strict, as JSON Schema is: "5" is not an integer here.
     """
@@ -116,7 +149,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise ApiError(
             415, f"unsupported content type {ctype!r}", "send Content-Type: application/json"
         )
-    raw = await request.read()  # HTTPRequestEntityTooLarge past client_max_size
+    raw = await read_body(request)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -187,4 +220,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if known is None:
             log.exception("unexpected error in %s %s", request.method, request.path)
             return error_response(500, "internal error", "the exporter's log has the details")
-        return error_response(known.status, known.error, known.detail, known.headers)
+        response = error_response(known.status, known.error, known.detail, known.headers)
+        if known.close:
+            await _send_and_close(request, response)
+        return response
+
+
+async def _send_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``response`` now, then close the connection without reading the rest of the body."""
+    response.force_close()  # "Connection: close"
+    # A client that has gone already gets nothing; closing is all there is to do.
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    # Otherwise aiohttp lingers, reading what is left of the body for up to
+    # its lingering time. The transport still sends what is buffered first.
+    request.protocol.force_close()

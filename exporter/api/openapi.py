@@ -30,6 +30,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     403: "the API is off (no token configured), or the policy refuses: "
     "unmanaged container, bind mount outside the allowed prefixes, image not allowed",
     404: "no such container or image",
+    408: "request body not received in full within --web.read-timeout; the connection is closed",
     409: "conflict with the container's state, e.g. the name is in use",
     413: "request body larger than --api.max-body-bytes",
     415: "request body is not application/json",
@@ -41,8 +42,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 
 #: Every API call can be refused by auth.
 AUTH_ERRORS = (401, 403)
-#: Every call with a JSON body can fail to parse or validate.
-BODY_ERRORS = (400, 413, 415, 422)
+#: Every call with a JSON body can fail to arrive in time, parse or validate.
+BODY_ERRORS = (400, 408, 413, 415, 422)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ async def test_document_describes_errors_and_bodies(api: Api) -> None:
         "$ref": "#/components/schemas/ContainerCreateOptions"
     }
     assert schemas["ContainerCreateOptions"]["additionalProperties"] is False
-    assert {"201", "400", "401", "403", "409", "413", "415", "422", "503"} <= set(
+    assert {"201", "400", "401", "403", "408", "409", "413", "415", "422", "503"} <= set(
         create["responses"]
     )
     replicas = doc["paths"]["/api/v1/replicas"]["post"]["responses"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from exporter.__main__ import build_parser, load_settings
 from exporter.config import Settings
+from exporter.errors import ConfigError
 
 
 def _settings(argv: list[str]) -> tuple[str | None, Settings]:
@@ -47,3 +50,18 @@ def test_label_allow_list_from_the_environment(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("EXPORTER_COLLECT_LABELS", raw)
     _, settings = _settings(["serve"])
     assert settings.collect_labels == ["team", "com.example/tier"]
+
+
+def test_read_timeout_from_flag_environment_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _settings(["serve"])[1].web_read_timeout == 10.0
+    monkeypatch.setenv("EXPORTER_WEB_READ_TIMEOUT", "2.5")
+    assert _settings(["serve"])[1].web_read_timeout == 2.5
+    assert _settings(["serve", "--web.read-timeout", "0.25"])[1].web_read_timeout == 0.25
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "3601", "soon", "inf", "nan"])
+def test_read_timeout_must_be_a_positive_number_of_seconds(raw: str) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("--web.read-timeout / EXPORTER_WEB_READ_TIMEOUT")
+    ):
+        _settings(["serve", "--web.read-timeout", raw])
