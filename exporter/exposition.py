@@ -3,9 +3,9 @@
 Thousands of containers make over a hundred thousand samples, and building a
 prometheus_client ``Metric`` with a label dict per sample, then escaping every
 label of every sample, costs seconds. Here each container's label string is
-escaped once and every family is written from the metric table as text. A
-snapshot changes only once per poll while scrapes may come often, so the
-container block is rendered once per snapshot and format, and its gzip
+escaped once and every family is joined from the metric table as text at C
+speed. A snapshot changes only once per poll while scrapes may come often, so
+the container block is rendered once per snapshot and format, and its gzip
 compression is kept as a zlib stream that each scrape copies and finishes
 with the small live part: the registry's families (the exporter's health,
 remediation, process and platform), which stay exact at scrape time.
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import chain, compress, repeat
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -35,6 +37,8 @@ from exporter.models import ContainerState
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 GZIP_LEVEL = 1  # the ids make the text hard to squeeze further; level 1 is ~2x faster than 6
+#: Containers per chunk: bounds the text alive at once whatever the count.
+CHUNK_CONTAINERS = 1000
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -53,95 +57,129 @@ def _header(name: str, family: str, help_text: str, type_: str, openmetrics: boo
     return f"# HELP {shown} {_escape_help(help_text, openmetrics)}\n# TYPE {shown} {type_}\n"
 
 
+def _label_string(sample: ContainerSample) -> str:
+    return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in container_labels(sample).items()])
+
+
+def _lines(prefix: str, closed: Iterable[str], values: Iterable[str]) -> str:
+    # One join over C iterators instead of an f-string per sample: the same
+    # text, several times faster.
+    return "".join(chain.from_iterable(zip(repeat(prefix), closed, values, repeat("\n"))))
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """Up to :data:`CHUNK_CONTAINERS` containers and their label strings, bare and closed."""
+
+    samples: Sequence[ContainerSample]
+    labels: list[str]  # 'name="...",id="...",...'
+    closed: list[str]  # the same followed by "} ", ready for a value
+
+
 def render_container_families(
     snapshot: Snapshot, label_allowlist: Sequence[str] = (), *, openmetrics: bool = False
 ) -> Iterator[bytes]:
-    """Yield the container families of ``snapshot``, one encoded chunk per family."""
+    """Yield the container families of ``snapshot`` as encoded chunks, none over one family.
+
+    A family of more than :data:`CHUNK_CONTAINERS` containers comes in several
+    chunks; its headers open the first.
+    """
     samples = snapshot.containers
-    labels = [
-        ",".join(f'{k}="{escape_label_value(v)}"' for k, v in container_labels(s).items())
-        for s in samples
-    ]
+    parts = []
+    for i in range(0, max(len(samples), 1), CHUNK_CONTAINERS):
+        part = samples[i : i + CHUNK_CONTAINERS]
+        labels = [_label_string(s) for s in part]
+        parts.append(_Part(part, labels, [label + "} " for label in labels]))
     for spec in CONTAINER_METRICS:
-        yield _table_family(spec, samples, labels, openmetrics)
-    yield _state_families(snapshot, samples, labels, label_allowlist, openmetrics)
-
-
-def _table_family(
-    spec: ContainerMetric, samples: Sequence[ContainerSample], labels: list[str], openmetrics: bool
-) -> bytes:
-    name, get = spec.name, spec.value
-    lines = [_header(name, spec.family, spec.help, spec.type, openmetrics)]
-    for sample, label in zip(samples, labels, strict=True):
-        v = get(sample)
-        if v is not None:
-            # An f-string prints ints exactly and floats as their shortest repr,
-            # both of which Prometheus parses; no per-sample helper call.
-            lines.append(f"{name}{{{label}}} {v}\n")
-    return "".join(lines).encode()
-
-
-def _state_families(
-    snapshot: Snapshot,
-    samples: Sequence[ContainerSample],
-    labels: list[str],
-    label_allowlist: Sequence[str],
-    openmetrics: bool,
-) -> bytes:
-    seen_at = repr(snapshot.completed_at)
+        head = _header(spec.name, spec.family, spec.help, spec.type, openmetrics)
+        yield from _chunks(head, parts, partial(_table_lines, spec))
     allow = [(key, sanitize_label_name(key)) for key in label_allowlist]
-    last_seen = [
-        _header(
-            "container_last_seen",
+    for name, help_text, lines in (
+        (
             "container_last_seen",
             "When the exporter last saw the container, unix seconds.",
-            "gauge",
-            openmetrics,
-        )
-    ]
-    state = [
-        _header(
-            "sysinner_container_state",
+            partial(_last_seen_lines, repr(snapshot.completed_at)),
+        ),
+        (
             "sysinner_container_state",
             "1 for the container's current state (running, stopped, starting), 0 for the others.",
-            "gauge",
-            openmetrics,
-        )
-    ]
-    stale = [
-        _header(
-            "sysinner_container_stats_stale",
+            _state_lines,
+        ),
+        (
             "sysinner_container_stats_stale",
             "1 when the stats shown are the previous poll's because this poll's read failed.",
-            "gauge",
-            openmetrics,
-        )
-    ]
-    info = [
-        _header(
-            "sysinner_container_info",
+            _stale_lines,
+        ),
+        (
             "sysinner_container_info",
             "Always 1; carries the container's allow-listed Docker labels.",
-            "gauge",
-            openmetrics,
+            partial(_info_lines, allow),
+        ),
+    ):
+        yield from _chunks(_header(name, name, help_text, "gauge", openmetrics), parts, lines)
+
+
+def _chunks(head: str, parts: list[_Part], lines: Callable[[_Part], str]) -> Iterator[bytes]:
+    for part in parts:
+        yield (head + lines(part)).encode()
+        head = ""  # the headers open the family's first chunk only
+
+
+def _table_lines(spec: ContainerMetric, part: _Part) -> str:
+    closed, values = part.closed, list(map(spec.value, part.samples))
+    if None in values:
+        keep = [v is not None for v in values]
+        closed, values = list(compress(closed, keep)), list(compress(values, keep))
+    # str() prints ints exactly and floats as their shortest repr, as an f-string
+    # would; Prometheus parses both.
+    return _lines(spec.name + "{", closed, map(str, values))
+
+
+def _last_seen_lines(seen_at: str, part: _Part) -> str:
+    return _lines("container_last_seen{", part.closed, repeat(seen_at))
+
+
+# Per state, the tail of its line for a container in each state.
+_STATE_TAILS = [
+    {now: f',state="{st.value}"}} {"1" if now is st else "0"}\n' for now in ContainerState}
+    for st in ContainerState
+]
+
+
+def _state_lines(part: _Part) -> str:
+    states = [s.info.state for s in part.samples]
+    columns: list[Iterable[str]] = []
+    for tails in _STATE_TAILS:
+        columns += (
+            repeat("sysinner_container_state{"),
+            part.labels,
+            map(tails.__getitem__, states),
         )
-    ]
-    for sample, label in zip(samples, labels, strict=True):
-        last_seen.append(f"container_last_seen{{{label}}} {seen_at}\n")
-        for st in ContainerState:
-            on = "1" if sample.info.state is st else "0"
-            state.append(f'sysinner_container_state{{{label},state="{st.value}"}} {on}\n')
-        if sample.stats is not None:
-            stale.append(
-                f"sysinner_container_stats_stale{{{label}}} {'1' if sample.stale else '0'}\n"
+    # Row by row: each container's line for every state, in the enum's order;
+    # the endless repeat()s stop with the labels.
+    return "".join(chain.from_iterable(zip(*columns, strict=False)))
+
+
+def _stale_lines(part: _Part) -> str:
+    keep = [s.stats is not None for s in part.samples]
+    values = ["1" if s.stale else "0" for s in compress(part.samples, keep)]
+    return _lines("sysinner_container_stats_stale{", compress(part.closed, keep), values)
+
+
+def _info_lines(allow: list[tuple[str, str]], part: _Part) -> str:
+    closed = part.closed
+    if allow:
+        closed = [
+            label
+            + "".join(
+                f',{prom}="{escape_label_value(s.info.labels[key])}"'
+                for key, prom in allow
+                if key in s.info.labels
             )
-        extra = "".join(
-            f',{prom}="{escape_label_value(sample.info.labels[key])}"'
-            for key, prom in allow
-            if key in sample.info.labels
-        )
-        info.append(f"sysinner_container_info{{{label}{extra}}} 1\n")
-    return "".join(last_seen + state + stale + info).encode()
+            + "} "
+            for s, label in zip(part.samples, part.labels, strict=True)
+        ]
+    return _lines("sysinner_container_info{", closed, repeat("1"))
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,16 @@ def test_openmetrics_body_is_valid_and_ends_with_eof(
 
 def test_label_values_are_escaped() -> None:
     assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+
+
+def test_no_chunk_spans_more_than_one_family(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exposition, "CHUNK_CONTAINERS", 2)
+    for chunk in exposition.render_container_families(collector.snapshot):
+        lines = chunk.decode().splitlines()
+        families = {line.split("{")[0] for line in lines if not line.startswith("#")}
+        assert len(families) <= 1, families
+        # At most CHUNK_CONTAINERS containers' lines: three per container for the state.
+        ids = {line.split('id="')[1][:64] for line in lines if not line.startswith("#")}
+        assert len(ids) <= 2
