@@ -9,11 +9,15 @@ method to exercise the collector's and the API's error paths.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from exporter.errors import ConflictError, EngineUnreachableError, ExporterError, NotFoundError
 from exporter.models import (
@@ -26,6 +30,9 @@ from exporter.models import (
 )
 
 StatsFactory = Callable[[ContainerInfo], ContainerStats]
+
+
+_CONTAINER_INFO = TypeAdapter(ContainerInfo)
 
 
 def _default_stats(info: ContainerInfo) -> ContainerStats:
@@ -55,7 +62,7 @@ class FakeDriver:
     ) -> ContainerInfo:
         """Put a container straight into the fake engine and return it."""
         now = int(time.time())
-        info = ContainerInfo.model_validate(
+        info = _CONTAINER_INFO.validate_python(
             {
                 "id": _digest(name + str(now) + str(len(self.containers))),
                 "name": name,
@@ -98,8 +105,8 @@ class FakeDriver:
         if method in self.failures:
             raise self.failures[method]
 
-    def _replace(self, info: ContainerInfo, **changes: object) -> ContainerInfo:
-        new = info.model_copy(update=changes)
+    def _replace(self, info: ContainerInfo, **changes: Any) -> ContainerInfo:
+        new = dataclasses.replace(info, **changes)
         self.containers[info.id] = new
         return new
 
@@ -134,7 +141,7 @@ class FakeDriver:
     async def container_inspect(self, name_or_id: str) -> ContainerInfo:
         """Return one container."""
         await self._enter("container_inspect")
-        return self.find(name_or_id).model_copy(update={"last_inspect_time": int(time.time())})
+        return dataclasses.replace(self.find(name_or_id), last_inspect_time=int(time.time()))
 
     async def container_create(self, opts: ContainerCreateOptions) -> ContainerInfo:
         """Create a container in state ``starting``; ConflictError when the name is taken."""

@@ -45,6 +45,10 @@ class Pong(BaseModel):
     status: str = Field(description="always ok")
 
 
+class ContainerBody(RootModel[ContainerInfo]):
+    """One container in full, as inspected."""
+
+
 class ContainerList(RootModel[list[ContainerInfo]]):
     """Containers, as the engine lists them (no pid or limits)."""
 
@@ -143,7 +147,9 @@ async def list_containers(request: web.Request) -> web.Response:
 
 async def get_container(request: web.Request) -> web.Response:
     """Return one container, managed or not, by name or id."""
-    return _json(await request.app[DRIVER].container_inspect(request.match_info["name"]))
+    return _json(
+        ContainerBody(await request.app[DRIVER].container_inspect(request.match_info["name"]))
+    )
 
 
 async def _managed(request: web.Request) -> str:
@@ -165,7 +171,7 @@ async def create_container(request: web.Request) -> web.Response:
     check_image(opts.image, settings.api_image_allowlist)
     request.app[MOUNT_POLICY].check_all(opts.mounts)
     created = await request.app[DRIVER].container_create(opts)
-    return _json(created, status=201)
+    return _json(ContainerBody(created), status=201)
 
 
 async def start_container(request: web.Request) -> web.Response:
@@ -173,7 +179,7 @@ async def start_container(request: web.Request) -> web.Response:
     name = await _managed(request)
     driver = request.app[DRIVER]
     await driver.container_start(name)
-    return _json(await driver.container_inspect(name))
+    return _json(ContainerBody(await driver.container_inspect(name)))
 
 
 async def stop_container(request: web.Request) -> web.Response:
@@ -181,7 +187,7 @@ async def stop_container(request: web.Request) -> web.Response:
     name = await _managed(request)
     driver = request.app[DRIVER]
     await driver.container_stop(name)
-    return _json(await driver.container_inspect(name))
+    return _json(ContainerBody(await driver.container_inspect(name)))
 
 
 async def restart_container(request: web.Request) -> web.Response:
@@ -190,7 +196,7 @@ async def restart_container(request: web.Request) -> web.Response:
     driver = request.app[DRIVER]
     await driver.container_stop(name)
     await driver.container_start(name)
-    return _json(await driver.container_inspect(name))
+    return _json(ContainerBody(await driver.container_inspect(name)))
 
 
 async def delete_container(request: web.Request) -> web.Response:
@@ -297,7 +303,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "createContainer",
         "create (not start) a managed container",
         201,
-        ContainerInfo,
+        ContainerBody,
         (404, 409, 502, 503),
         request=ContainerCreateOptions,
     ),
@@ -308,7 +314,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getContainer",
         "one container by name or id",
         200,
-        ContainerInfo,
+        ContainerBody,
         (404, 502, 503),
     ),
     Operation(
@@ -330,7 +336,7 @@ OPERATIONS: tuple[Operation, ...] = (
             f"{verb}Container",
             f"{verb} a managed container",
             200,
-            ContainerInfo,
+            ContainerBody,
             (404, 409, 502, 503),
             managed_name=True,
         )

@@ -291,9 +291,7 @@ async def test_dry_run_touches_nothing(aiohttp_client: ClientFactory, tmp_path: 
     assert outcomes(await post(api, again)) == ["cooldown"]
     assert api.driver.calls["container_stop"] == 0
     assert api.driver.calls["container_start"] == 0
-    assert {k: v.model_dump() for k, v in api.driver.containers.items()} == {
-        k: v.model_dump() for k, v in before.items()
-    }
+    assert api.driver.containers == before
     status, history = await api.call("GET", "/api/v1/remediation/history")
     assert history[-1]["dry_run"] is True
     assert history[-1]["outcome"] == "dry-run"

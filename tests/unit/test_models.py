@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -175,7 +176,7 @@ def info(**changes: Any) -> ContainerInfo:
 
 
 def test_container_info_json_uses_the_go_tags() -> None:
-    data = json.loads(info().model_dump_json())
+    data = json.loads(TypeAdapter(ContainerInfo).dump_json(info()))
     assert set(data) == {
         "id",
         "name",
@@ -199,12 +200,18 @@ def test_container_info_json_uses_the_go_tags() -> None:
     assert data["ports"] == {
         "80": {"host_ip": "127.0.0.1", "host_port": 8080, "container_port": 80, "protocol": "tcp"}
     }
-    assert "last_inspect_time" not in info().model_dump()
+    assert "last_inspect_time" not in TypeAdapter(ContainerInfo).dump_python(info())
 
 
 def test_container_info_is_immutable() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         info().pid = 1  # type: ignore[misc]
+
+
+def test_container_info_is_validated() -> None:
+    with pytest.raises(ValidationError, match="state"):
+        dataclasses.replace(info(), state="paused-ish")
+    assert dataclasses.replace(info(), state="stopped").state is ContainerState.STOPPED
 
 
 def test_stats_json_uses_the_go_tags() -> None:
