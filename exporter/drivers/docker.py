@@ -9,11 +9,12 @@ cost coroutines, not threads. Every failure leaves this module as a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -210,12 +211,31 @@ class DockerDriver:
         accept: tuple[int, ...] = (200, 201, 204, 304),
     ) -> Any:
         """Call the versioned API; return decoded JSON (or None); translate errors."""
+        raw = await self._answer(
+            method, path, params=params, body=body, deadline=deadline, accept=accept
+        )
+        if not raw or raw[:1] not in (b"{", b"["):
+            return None
+        with _garbled(f"{method} {path}"):
+            return json.loads(raw)
+
+    async def _answer(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        deadline: float | None = None,
+        accept: tuple[int, ...] = (200, 201, 204, 304),
+    ) -> bytes:
+        """Call the versioned API; return the body of an accepted answer; translate errors."""
         prefix = await self._api_prefix()
         status, raw, _ = await self._raw(
             method, prefix + path, params=params, body=body, deadline=deadline
         )
         if status in accept:
-            return json.loads(raw) if raw and raw[:1] in (b"{", b"[") else None
+            return raw
         raise _error_for(status, raw, f"{method} {path}")
 
     # -- Driver ----------------------------------------------------------
@@ -244,8 +264,9 @@ class DockerDriver:
 
     async def container_list(self) -> list[ContainerInfo]:
         """Return every container, running or not, from one list call."""
-        raw = await self._call("GET", "/containers/json", params={"all": "1"})
-        return [dj.container_from_list(c) for c in raw]
+        raw = await self._answer("GET", "/containers/json", params={"all": "1"})
+        with _garbled("GET /containers/json"):
+            return [dj.container_from_list(entry) for entry in dj.iter_json_array(raw)]
 
     async def container_inspect(self, name_or_id: str) -> ContainerInfo:
         """Return one container in full."""
@@ -405,6 +426,16 @@ def _seg(name_or_id: str) -> str:
 def _chown_dir(path: str, uid: int, gid: int) -> None:
     os.makedirs(path, exist_ok=True)
     os.chown(path, uid or -1, gid or -1)
+
+
+@contextlib.contextmanager
+def _garbled(what: str) -> Iterator[None]:
+    """Translate an answer that is not the JSON we expect into a DriverError."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        # A proxy's error page or a cut answer: the engine's fault, not ours.
+        raise DriverError(None, f"{what}: the engine's answer is not the expected JSON: {e}") from e
 
 
 def _error_for(status: int, raw: bytes, what: str) -> DriverError:

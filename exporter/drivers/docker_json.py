@@ -6,8 +6,11 @@ answers, for the cgroup v1 and v2 stats layouts alike.
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +36,41 @@ _STATES = {
     "removing": ContainerState.STOPPED,
 }
 _FRACTION = re.compile(r"\.(\d+)")
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _skip_blank(text: str, at: int) -> int:
+    while text[at : at + 1] in (" ", "\t", "\n", "\r"):
+        at += 1
+    return at
+
+
+def iter_json_array(raw: bytes) -> Iterator[JSON]:
+    """Yield the items of a JSON array one at a time; ValueError if ``raw`` is not one.
+
+    A caller that translates each item as it comes never holds the whole
+    array parsed: at thousands of containers a list answer parsed at once is
+    about 10 MiB of dicts, which the models built from it then replace.
+    """
+    text = raw.decode()
+    at = _skip_blank(text, 0)
+    if text[at : at + 1] != "[":
+        raise ValueError("expected a JSON array")
+    at = _skip_blank(text, at + 1)
+    if text[at : at + 1] != "]":
+        while True:
+            item, at = _DECODER.raw_decode(text, at)  # also refuses a trailing comma
+            yield item
+            at = _skip_blank(text, at)
+            if text[at : at + 1] == "]":
+                break
+            if text[at : at + 1] != ",":
+                raise ValueError(f"expected ',' or ']' at offset {at}")
+            at = _skip_blank(text, at + 1)
+    if _skip_blank(text, at + 1) != len(text):
+        raise ValueError(f"extra data after the array at offset {at + 1}")
 
 
 def map_state(engine_state: str) -> ContainerState:
@@ -91,6 +129,20 @@ def _inspect_ports(raw_ports: dict[str, list[JSON] | None] | None) -> dict[int, 
     return ports
 
 
+def _shared(text: str) -> str:
+    """Return one shared copy of a string many containers repeat (image, status, labels).
+
+    Each JSON answer makes its own copies; a host of thousands of containers
+    of a few images would hold thousands of each, in the list's models and in
+    the collector's inspect cache.
+    """
+    return sys.intern(text)
+
+
+def _labels(raw: JSON | None) -> dict[str, str]:
+    return {_shared(k): _shared(v) for k, v in (raw or {}).items()}
+
+
 def _first_ip(networks: dict[str, JSON] | None) -> str:
     for net in (networks or {}).values():
         if net.get("IPAddress"):
@@ -103,14 +155,14 @@ def container_from_list(raw: JSON) -> ContainerInfo:
     return ContainerInfo(
         id=raw["Id"],
         name=_name(raw),
-        image=raw.get("Image", ""),
-        image_id=raw.get("ImageID", ""),
+        image=_shared(raw.get("Image", "")),
+        image_id=_shared(raw.get("ImageID", "")),
         state=map_state(raw.get("State", "")),
-        status=raw.get("Status", ""),
+        status=_shared(raw.get("Status", "")),
         ip=_first_ip((raw.get("NetworkSettings") or {}).get("Networks")),
         ports=_list_ports(raw.get("Ports")),
         created=int(raw.get("Created", 0)),
-        labels=raw.get("Labels") or {},
+        labels=_labels(raw.get("Labels")),
     )
 
 
@@ -134,16 +186,16 @@ def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo
     return ContainerInfo(
         id=raw["Id"],
         name=_name(raw),
-        image=config.get("Image", ""),
-        image_id=raw.get("Image", ""),
+        image=_shared(config.get("Image", "")),
+        image_id=_shared(raw.get("Image", "")),
         state=map_state(engine_state),
-        status=engine_state,
+        status=_shared(engine_state),
         pid=int(state.get("Pid") or 0),
         ip=net.get("IPAddress") or _first_ip(net.get("Networks")),
         ports=_inspect_ports(net.get("Ports")),
         created=int(parse_timestamp(raw.get("Created"))),
         started=int(parse_timestamp(state.get("StartedAt"))),
-        labels=config.get("Labels") or {},
+        labels=_labels(config.get("Labels")),
         cpu_limit=cpu_millicores(host),
         memory_limit=int(host.get("Memory") or 0),
         binds=list(host.get("Binds") or []),

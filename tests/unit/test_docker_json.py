@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.drivers import docker_json as dj
 from exporter.models import ContainerCreateOptions, ContainerState, ContainerStats, PortBinding
@@ -385,3 +387,24 @@ def test_create_body_on_a_network_without_fixed_address() -> None:
 )
 def test_split_image_reference(image: str, expected: tuple[str, str]) -> None:
     assert dj.split_image_reference(image) == expected
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(items=st.lists(_JSON_VALUES, max_size=6), indent=st.sampled_from([None, 0, 2]))
+def test_iter_json_array_yields_what_json_loads_would(items: list[Any], indent: int | None) -> None:
+    raw = json.dumps(items, indent=indent).encode() + b"\n"
+    assert list(dj.iter_json_array(raw)) == json.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"{}", b"[1 2]", b"[1,", b"[1,]", b"[,1]", b"[1]]", b"[1] x", b"\xff["]
+)
+def test_iter_json_array_refuses_what_is_not_one_array(raw: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - json's own messages vary by case
+        list(dj.iter_json_array(raw))

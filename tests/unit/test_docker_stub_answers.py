@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from aiohttp import web
 
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
-from exporter.errors import ConflictError, NotFoundError
+from exporter.errors import ConflictError, DriverError, NotFoundError
+from exporter.models import ContainerState
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -20,11 +22,16 @@ async def _ping(request: web.Request) -> web.Response:
 
 
 @contextlib.asynccontextmanager
-async def stub_engine(tmp_path: Path, stats: Handler) -> AsyncIterator[DockerDriver]:
-    """Yield a driver on a stub engine whose stats endpoint is ``stats``."""
+async def stub_engine(
+    tmp_path: Path, stats: Handler | None = None, containers: Handler | None = None
+) -> AsyncIterator[DockerDriver]:
+    """Yield a driver on a stub engine whose stats and list endpoints are as given."""
     app = web.Application()
     app.router.add_get("/_ping", _ping)
-    app.router.add_get("/v1.41/containers/{id}/stats", stats)
+    if stats is not None:
+        app.router.add_get("/v1.41/containers/{id}/stats", stats)
+    if containers is not None:
+        app.router.add_get("/v1.41/containers/json", containers)
     runner = web.AppRunner(app)
     await runner.setup()
     sock = str(tmp_path / "stub.sock")
@@ -57,3 +64,40 @@ async def test_a_zero_time_answer_is_no_sample(tmp_path: Path) -> None:
     async with stub_engine(tmp_path, zeros) as driver:
         with pytest.raises(ConflictError, match="not running"):
             await driver.container_stats("app-abcdef12-0001")
+
+
+def _listed(cid: str, name: str) -> dict[str, object]:
+    return {"Id": cid, "Names": ["/" + name], "Image": "local/busybox:latest", "State": "running"}
+
+
+async def test_a_list_answer_is_translated_entry_by_entry(tmp_path: Path) -> None:
+    entries = [_listed("a" * 64, "app-abcdef12-0001"), _listed("b" * 64, "redis")]
+
+    async def containers(request: web.Request) -> web.Response:
+        # Go's encoder ends the answer with a newline; a proxy may add blanks.
+        return web.Response(body=b" " + json.dumps(entries, indent=1).encode() + b"\n")
+
+    async with stub_engine(tmp_path, containers=containers) as driver:
+        listed = await driver.container_list()
+    assert [(c.id, c.name, c.state) for c in listed] == [
+        ("a" * 64, "app-abcdef12-0001", ContainerState.RUNNING),
+        ("b" * 64, "redis", ContainerState.RUNNING),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>502 Bad Gateway</html>",
+        b'[{"Id": "a", "Names": ["/x"]}, ',  # cut short
+        b'{"message": "not a list"}',
+        b"[1, 2]",  # not containers
+    ],
+)
+async def test_a_garbled_list_answer_is_a_driver_error(tmp_path: Path, body: bytes) -> None:
+    async def containers(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async with stub_engine(tmp_path, containers=containers) as driver:
+        with pytest.raises(DriverError, match="not the expected JSON"):
+            await driver.container_list()
