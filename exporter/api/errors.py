@@ -215,6 +215,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status < 400:
             raise
         return _from_http(request, e)
+    except ConnectionResetError:
+        # The client hung up mid-request. Raised on, aiohttp would log a
+        # traceback per dropped client, which anyone could use to flood the
+        # log; an answer to a closed connection is dropped quietly instead.
+        log.debug("%s hung up during %s %s", request.remote, request.method, request.path)
+        return error_response(400, "client closed the connection")
     except Exception as e:
         known = _from_exception(e)
         if known is None:

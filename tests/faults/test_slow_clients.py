@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from tests.api.harness import TOKEN, Clock, build_app, settings_for
+from tests.conftest import wait_for
 from tests.faults.hostile import MANAGED, RecordingDriver
 from tests.faults.support import record
 
@@ -55,6 +57,7 @@ class Target:
 
     port: int
     driver: RecordingDriver
+    server: web.Server
 
     async def connect(
         self, path: str, *, length: int, body: bytes = b"", method: str = "POST"
@@ -122,7 +125,8 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        yield Target(port, driver)
+        assert runner.server is not None
+        yield Target(port, driver, runner.server)
     finally:
         await runner.cleanup()
 
@@ -312,3 +316,19 @@ async def test_headers_never_finished_are_closed_at_the_keepalive_timeout(
         header_lines_sent=lines,
         closed_after_s=round(waited, 3),
     )
+
+
+async def test_a_client_gone_mid_body_is_no_error_and_nothing_is_done(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = json.dumps({"name": NEW_REPLICA, "image": "local/busybox:latest"}).encode()
+    _, writer = await target.connect("/api/v1/containers", length=len(body), body=body[:10])
+    await close(writer)
+
+    async def connection_done() -> bool:
+        return not target.server.connections
+
+    await wait_for(connection_done, SLACK, "the server to drop the connection")
+    # A client hanging up is no fault of ours: no traceback for each one in the log.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert target.driver.acted == []
