@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import threading
+import tracemalloc
+import zlib
 from dataclasses import replace
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
 from exporter import exposition
@@ -74,9 +77,12 @@ def test_container_block_is_rendered_once_per_snapshot_and_kind(
     for t in threads:
         t.join()
     assert renders == 1
-    # Plain text is rendered only when asked for, then reused too.
+    # Plain scrapes inflate the same compressed block; OpenMetrics has its own.
     exp.body()
     exp.body()
+    assert renders == 1
+    exp.body(openmetrics=True)
+    exp.body(openmetrics=True, gzip=True)
     assert renders == 2
     collector.snapshot = replace(collector.snapshot)
     exp.body(gzip=True)
@@ -114,6 +120,68 @@ def test_label_values_are_escaped() -> None:
     assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
 
 
+@pytest.mark.parametrize("openmetrics", [False, True])
+@pytest.mark.parametrize(
+    ("chunk_containers", "inflate_piece"), [(1, 7), (2, 4096), (1000, 1 << 20)]
+)
+def test_plain_body_is_the_gzip_body_inflated(
+    collector: Collector,
+    live: tuple[CollectorRegistry, Counter],
+    monkeypatch: pytest.MonkeyPatch,
+    openmetrics: bool,
+    chunk_containers: int,
+    inflate_piece: int,
+) -> None:
+    # Fewer containers per chunk than the snapshot holds: families span chunks;
+    # tiny pieces: a chunk inflates in many.
+    monkeypatch.setattr(exposition, "CHUNK_CONTAINERS", chunk_containers)
+    monkeypatch.setattr(exposition, "INFLATE_PIECE", inflate_piece)
+    exp = Exposition(collector, live[0])
+    zipped = exp.body(openmetrics=openmetrics, gzip=True)
+    plain = exp.body(openmetrics=openmetrics)
+    raw = b"".join(zipped.chunks)
+    # Both checks read the gzip trailer: the CRC and length must match the text.
+    assert gzip.decompress(raw) == zlib.decompress(raw, wbits=31) == b"".join(plain.chunks)
+    assert len(zipped) == len(raw)
+    assert len(plain) == len(b"".join(plain.chunks))
+    live_part = (generate_openmetrics if openmetrics else generate_latest)(live[0])
+    assert max(map(len, plain.chunks)) <= max(inflate_piece, len(live_part))
+    block = b"".join(
+        exposition.render_container_families(collector.snapshot, openmetrics=openmetrics)
+    )
+    assert b"".join(plain.chunks).startswith(block)
+
+
+def test_a_plain_scrape_of_a_new_snapshot_is_complete(
+    collector: Collector, live: tuple[CollectorRegistry, Counter]
+) -> None:
+    exp = Exposition(collector, live[0])
+    exp.body(gzip=True)
+    collector.snapshot = replace(collector.snapshot, completed_at=1_800_000_000.0)
+    body = exp.body()
+    # Iterating twice inflates twice: the body is not used up by a first reader.
+    assert b"".join(body.chunks) == b"".join(body.chunks)
+    text = _text(body)
+    block = b"".join(exposition.render_container_families(collector.snapshot)).decode()
+    assert text.startswith(block)
+    assert " 1800000000.0\n" in text
+    assert text.endswith(generate_latest(live[0]).decode())
+    assert len(body) == len(text.encode())
+
+
+def test_gzip_trailer_counts_the_live_part(
+    collector: Collector, live: tuple[CollectorRegistry, Counter]
+) -> None:
+    registry, counter = live
+    exp = Exposition(collector, registry)
+    first = b"".join(exp.body(gzip=True).chunks)
+    counter.inc(12345)
+    second = b"".join(exp.body(gzip=True).chunks)
+    # The same cached block ends two streams whose text differs in length.
+    assert gzip.decompress(first) != gzip.decompress(second)
+    assert len(gzip.decompress(second)) == int.from_bytes(second[-4:], "little")
+
+
 def test_no_chunk_spans_more_than_one_family(
     collector: Collector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,3 +193,30 @@ def test_no_chunk_spans_more_than_one_family(
         # At most CHUNK_CONTAINERS containers' lines: three per container for the state.
         ids = {line.split('id="')[1][:64] for line in lines if not line.startswith("#")}
         assert len(ids) <= 2
+
+
+def test_scrapes_hold_no_more_than_a_few_chunks_of_text(
+    collector: Collector, live: tuple[CollectorRegistry, Counter]
+) -> None:
+    sample = collector.snapshot.containers[0]
+    collector.snapshot = replace(
+        collector.snapshot,
+        containers=tuple(replace(sample, replica=i) for i in range(3000)),
+    )
+    exp = Exposition(collector, live[0])
+    tracemalloc.start()
+    try:
+        exp.body(gzip=True)
+        gzip_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        size = 0
+        for chunk in exp.body().chunks:
+            size += len(chunk)
+        plain_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size > 8 << 20
+    # The compressed block (about a quarter of the text) and a few chunks in
+    # flight; the text itself is never held whole, nor kept for plain scrapes.
+    assert gzip_peak < size / 2, (gzip_peak, size)
+    assert plain_peak < size / 8, (plain_peak, size)
