@@ -97,7 +97,10 @@ class _Listed:
 
     id: str
     name: str
-    fingerprint: str  # changes when the container restarts or changes image
+    # (state, status, image id): changes when the container restarts or changes
+    # image. A tuple of the driver's (shared) strings, not one string made per
+    # container per poll.
+    fingerprint: tuple[ContainerState, str, str]
     app: str | None
     replica: int | None
 
@@ -133,7 +136,9 @@ class Collector:
         self._clock = clock
         self._inspect_max_age = inspect_max_age
         # id -> (list fingerprint, monotonic time it expires, inspected info)
-        self._inspected: dict[str, tuple[str, float, ContainerInfo]] = {}
+        self._inspected: dict[
+            str, tuple[tuple[ContainerState, str, str], float, ContainerInfo]
+        ] = {}
         self._inspecting: set[str] = set()  # ids whose inspect is under way
         self._background: set[asyncio.Task[object]] = set()
         self._previous: dict[str, ContainerSample] = {}
@@ -155,7 +160,7 @@ class Collector:
         return _Listed(
             id=c.id,
             name=c.name,
-            fingerprint=f"{c.state}|{c.status}|{c.image_id}",
+            fingerprint=(c.state, c.status, c.image_id),
             app=parsed.app if parsed else None,
             replica=parsed.replica if parsed else None,
         )
@@ -273,6 +278,7 @@ class Collector:
             for info, entry in zip(inspected, tracked, strict=True)
             if info is not None
         ]
+        del tracked, inspected  # a megabyte at thousands of containers, not needed past here
         running = [info for info, _, _ in rows if info.state is ContainerState.RUNNING]
         # Both catch their own errors; gather also cancels both if the poll is cancelled.
         stats, processes = await asyncio.gather(
