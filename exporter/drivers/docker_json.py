@@ -47,14 +47,13 @@ def _skip_blank(text: str, at: int) -> int:
     return at
 
 
-def iter_json_array(raw: bytes) -> Iterator[JSON]:
-    """Yield the items of a JSON array one at a time; ValueError if ``raw`` is not one.
+def iter_json_array(text: str) -> Iterator[JSON]:
+    """Yield the items of a JSON array one at a time; ValueError if ``text`` is not one.
 
     A caller that translates each item as it comes never holds the whole
     array parsed: at thousands of containers a list answer parsed at once is
     about 10 MiB of dicts, which the models built from it then replace.
     """
-    text = raw.decode()
     at = _skip_blank(text, 0)
     if text[at : at + 1] != "[":
         raise ValueError("expected a JSON array")

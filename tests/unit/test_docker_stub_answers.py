@@ -89,6 +89,7 @@ async def test_a_list_answer_is_translated_entry_by_entry(tmp_path: Path) -> Non
     "body",
     [
         b"<html>502 Bad Gateway</html>",
+        b"[\xff]",  # not UTF-8
         b'[{"Id": "a", "Names": ["/x"]}, ',  # cut short
         b'{"message": "not a list"}',
         b"[1, 2]",  # not containers
