@@ -58,6 +58,14 @@ class ErrorKind:
     PROCESSES = "processes"
 
 
+class PollPhase:
+    """The phases of a poll, as they appear in ``sysinner_exporter_poll_phase_duration_seconds``."""
+
+    LIST = "list"
+    INSPECT = "inspect"
+    STATS = "stats"  # process counts are read alongside
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerSample:
     """One tracked container as the latest poll saw it."""
@@ -78,6 +86,8 @@ class Snapshot:
     containers: tuple[ContainerSample, ...] = ()
     completed_at: float = 0.0
     duration_seconds: float = 0.0
+    #: (phase, seconds) of each phase the poll went through, in order.
+    phase_seconds: tuple[tuple[str, float], ...] = ()
     engine_up: bool = False
     error: str | None = None
 
@@ -259,6 +269,7 @@ class Collector:
             self.snapshot = Snapshot(
                 completed_at=self._clock(),
                 duration_seconds=time.monotonic() - started,
+                phase_seconds=((PollPhase.LIST, time.monotonic() - started),),
                 engine_up=False,
                 error=str(e) or type(e).__name__,
             )
@@ -267,12 +278,14 @@ class Collector:
             self._inspected.clear()
             return self._finish(self.snapshot)
 
+        listed_at = time.monotonic()
         tracked = [entry for c in listed if (entry := self._listed(c)) is not None]
         listed_ids = {c.id for c in listed}
         for gone in self._inspected.keys() - listed_ids:
             del self._inspected[gone]
         del listed  # thousands of list models are megabytes; the inspected ones replace them
         inspected = await self._inspect_all(tracked, deadline=started + self.interval)
+        inspected_at = time.monotonic()
         rows = [
             (info, entry.app, entry.replica)
             for info, entry in zip(inspected, tracked, strict=True)
@@ -284,6 +297,7 @@ class Collector:
         stats, processes = await asyncio.gather(
             self._read_stats(running), self._count_processes(running)
         )
+        read_at = time.monotonic()
 
         samples: list[ContainerSample] = []
         seen: set[str] = set()
@@ -312,6 +326,11 @@ class Collector:
             containers=tuple(samples),
             completed_at=self.health.last_success_at,
             duration_seconds=time.monotonic() - started,
+            phase_seconds=(
+                (PollPhase.LIST, listed_at - started),
+                (PollPhase.INSPECT, inspected_at - listed_at),
+                (PollPhase.STATS, read_at - inspected_at),
+            ),
             engine_up=True,
         )
         return self._finish(self.snapshot)

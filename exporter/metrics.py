@@ -233,6 +233,16 @@ class ExporterHealthCollector(PromCollector):
             "gauge",
             snapshot.duration_seconds,
         )
+        phases = Metric(
+            "sysinner_exporter_poll_phase_duration_seconds",
+            "How long each phase of the last poll took: list, inspect, stats (and process counts).",
+            "gauge",
+        )
+        for phase, seconds in snapshot.phase_seconds:
+            phases.add_sample(
+                "sysinner_exporter_poll_phase_duration_seconds", {"phase": phase}, seconds
+            )
+        yield phases
         yield _single(
             "sysinner_exporter_last_successful_poll_timestamp_seconds",
             "When the last successful poll completed, unix seconds; 0 before the first.",

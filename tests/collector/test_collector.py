@@ -229,8 +229,13 @@ async def test_a_late_inspect_leaves_out_only_its_container_and_lands_later() ->
     collector = _collector(driver, interval=0.2, call_timeout=30)
 
     snapshot = await asyncio.wait_for(collector.poll_once(), timeout=5)
-    # The poll ends at its soft deadline, far inside the 30 s call timeout.
+    # The poll ends at its soft deadline, far inside the 30 s call timeout,
+    # and the time went to the inspect phase.
     assert snapshot.duration_seconds < 5
+    phases = dict(snapshot.phase_seconds)
+    assert list(phases) == ["list", "inspect", "stats"]
+    assert phases["inspect"] >= 0.1
+    assert phases["inspect"] > phases["list"] + phases["stats"]
     assert _names(collector) == {"app-abcdef12-0002"}
     assert collector.health.errors["inspect_late"] == 1
     assert collector.health.errors["inspect"] == 0

@@ -269,6 +269,20 @@ def test_health_collector_reports_engine_down_and_errors() -> None:
     assert registry.get_sample_value("sysinner_exporter_stats_source", {"source": "fake"}) == 1
 
 
+def test_health_collector_reports_each_phase_of_the_last_poll() -> None:
+    phases = (("list", 0.25), ("inspect", 1.5), ("stats", 0.75))
+    collector = _collector(Snapshot(completed_at=T0, engine_up=True, phase_seconds=phases))
+    registry = CollectorRegistry()
+    registry.register(ExporterHealthCollector(collector))
+    for phase, seconds in phases:
+        assert (
+            registry.get_sample_value(
+                "sysinner_exporter_poll_phase_duration_seconds", {"phase": phase}
+            )
+            == seconds
+        )
+
+
 def test_empty_snapshot_renders_no_container_series() -> None:
     text = _render(Snapshot())
     assert not [line for line in text.splitlines() if line and not line.startswith("#")]
