@@ -17,7 +17,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import Collector, ContainerSample, Snapshot
+from exporter.collector import Collector, ContainerSample, PollPhase, Snapshot
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.exposition import render_container_families
 from exporter.metrics import ExporterHealthCollector, RemediationCollector
@@ -62,7 +62,8 @@ def _example_snapshot() -> Snapshot:
         stats_source="docker",
         processes=ProcessCounts(1, 1, 1),
     )
-    return Snapshot(containers=(sample,), completed_at=1.0, engine_up=True)
+    phases = tuple((phase, 0.0) for phase in (PollPhase.LIST, PollPhase.INSPECT, PollPhase.STATS))
+    return Snapshot(containers=(sample,), completed_at=1.0, phase_seconds=phases, engine_up=True)
 
 
 def _docs(families: Iterable[Metric]) -> list[MetricDoc]:
