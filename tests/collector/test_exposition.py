@@ -58,6 +58,21 @@ def test_gzip_and_plain_bodies_hold_the_same_text(
     assert len(zipped) < len(plain)
 
 
+async def test_families_compress_against_each_other() -> None:
+    # Each container's labels repeat in every family; deflated as one stream the
+    # repeats cost a back-reference. Deflated a family apart (as once), a gzip
+    # body of 50 containers was 49 KiB for 217 KiB of text: 4.4x, not ~17x.
+    driver = FakeDriver()
+    for i in range(50):
+        driver.add(f"app-abcdef12-{i:04x}")
+    c = Collector(driver, DriverStatsSource(driver), naming=NamingScheme(), process_counter=None)
+    await c.poll_once()
+    exp = Exposition(c, CollectorRegistry())
+    plain, zipped = exp.body(), exp.body(gzip=True)
+    assert _text(plain) == _text(zipped)
+    assert len(plain) / len(zipped) > 10
+
+
 def test_container_block_is_rendered_once_per_snapshot_and_kind(
     collector: Collector, live: tuple[CollectorRegistry, Counter], monkeypatch: pytest.MonkeyPatch
 ) -> None:
