@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="how long a request body may take to arrive in full once its headers "
         "have, seconds (408 and the connection closed after)",
     )
+    web_write_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="how long a /metrics answer may take to be read by the client, seconds "
+        "(the connection is closed after)",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error")
     log_format: LogFormat = Field(default=LogFormat.PLAIN, description="plain or json")
 

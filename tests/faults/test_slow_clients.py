@@ -14,15 +14,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from exporter.api.keys import COLLECTOR
 from tests.api.harness import TOKEN, Clock, build_app, settings_for
 from tests.conftest import wait_for
 from tests.faults.hostile import MANAGED, RecordingDriver
@@ -32,6 +35,8 @@ pytestmark = pytest.mark.faults
 
 #: The body deadline the app runs with here: short, so that the tests are.
 READ_TIMEOUT = 1.0
+#: The deadline for a client to read a /metrics answer, here.
+WRITE_TIMEOUT = 1.0
 #: aiohttp's keep-alive timeout here, which is also its deadline for headers.
 HEADERS_TIMEOUT = 1.0
 #: Slack for a loaded machine on top of a deadline; far below aiohttp's 10 s lingering.
@@ -58,6 +63,7 @@ class Target:
     port: int
     driver: RecordingDriver
     server: web.Server
+    app: web.Application
 
     async def connect(
         self, path: str, *, length: int, body: bytes = b"", method: str = "POST"
@@ -114,7 +120,9 @@ def assert_read_timeout(answer: Answer) -> None:
 
 @pytest.fixture
 async def target(tmp_path: Path) -> AsyncIterator[Target]:
-    settings = settings_for(tmp_path, web_read_timeout=READ_TIMEOUT)
+    settings = settings_for(
+        tmp_path, web_read_timeout=READ_TIMEOUT, web_write_timeout=WRITE_TIMEOUT
+    )
     settings.pod_base_dir.mkdir(parents=True)
     driver = RecordingDriver()
     driver.add(MANAGED)
@@ -126,7 +134,7 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
         await site.start()
         port = runner.addresses[0][1]
         assert runner.server is not None
-        yield Target(port, driver, runner.server)
+        yield Target(port, driver, runner.server, app)
     finally:
         await runner.cleanup()
 
@@ -332,3 +340,48 @@ async def test_a_client_gone_mid_body_is_no_error_and_nothing_is_done(
     # A client hanging up is no fault of ours: no traceback for each one in the log.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert target.driver.acted == []
+
+
+async def test_a_scraper_that_stops_reading_is_dropped_at_the_write_timeout(
+    target: Target, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+) -> None:
+    # Thousands of containers make a plain body of megabytes, more than the
+    # socket buffers hold, so the answer cannot be written in full unread.
+    for i in range(3000):
+        target.driver.add(f"app-abcdef12-{i:04x}")
+    await target.app[COLLECTOR].poll_once()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", target.port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        started = time.monotonic()
+
+        mine = sock.getsockname()
+
+        async def dropped() -> bool:
+            return not any(
+                h.transport is not None and h.transport.get_extra_info("peername") == mine
+                for h in target.server.connections
+            )
+
+        # Meanwhile a scraper that reads is answered in full.
+        async with http.get(f"http://127.0.0.1:{target.port}/metrics") as answer:
+            assert answer.status == 200
+            text = await answer.text()
+        assert text.count("container_cpu_usage_seconds_total{") == len(target.driver.containers)
+        await wait_for(dropped, WRITE_TIMEOUT + SLACK, "the stalled scrape's connection to close")
+        waited = time.monotonic() - started
+    finally:
+        await close(writer)
+    record(
+        request,
+        "scraper stops reading",
+        write_timeout_s=WRITE_TIMEOUT,
+        containers=len(target.driver.containers),
+        body_bytes=len(text),
+        closed_after_s=round(waited, 3),
+    )
+    assert WRITE_TIMEOUT <= waited < WRITE_TIMEOUT + SLACK

@@ -52,16 +52,29 @@ def test_label_allow_list_from_the_environment(monkeypatch: pytest.MonkeyPatch, 
     assert settings.collect_labels == ["team", "com.example/tier"]
 
 
-def test_read_timeout_from_flag_environment_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _settings(["serve"])[1].web_read_timeout == 10.0
-    monkeypatch.setenv("EXPORTER_WEB_READ_TIMEOUT", "2.5")
-    assert _settings(["serve"])[1].web_read_timeout == 2.5
-    assert _settings(["serve", "--web.read-timeout", "0.25"])[1].web_read_timeout == 0.25
+WEB_TIMEOUTS = pytest.mark.parametrize(
+    ("field", "flag", "env", "default"),
+    [
+        ("web_read_timeout", "--web.read-timeout", "EXPORTER_WEB_READ_TIMEOUT", 10.0),
+        ("web_write_timeout", "--web.write-timeout", "EXPORTER_WEB_WRITE_TIMEOUT", 60.0),
+    ],
+)
 
 
+@WEB_TIMEOUTS
+def test_web_timeouts_from_flag_environment_and_default(
+    monkeypatch: pytest.MonkeyPatch, field: str, flag: str, env: str, default: float
+) -> None:
+    assert getattr(_settings(["serve"])[1], field) == default
+    monkeypatch.setenv(env, "2.5")
+    assert getattr(_settings(["serve"])[1], field) == 2.5
+    assert getattr(_settings(["serve", flag, "0.25"])[1], field) == 0.25
+
+
+@WEB_TIMEOUTS
 @pytest.mark.parametrize("raw", ["0", "-1", "3601", "soon", "inf", "nan"])
-def test_read_timeout_must_be_a_positive_number_of_seconds(raw: str) -> None:
-    with pytest.raises(
-        ConfigError, match=re.escape("--web.read-timeout / EXPORTER_WEB_READ_TIMEOUT")
-    ):
-        _settings(["serve", "--web.read-timeout", raw])
+def test_web_timeouts_must_be_a_positive_number_of_seconds(
+    field: str, flag: str, env: str, default: float, raw: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{flag} / {env}")):
+        _settings(["serve", flag, raw])
