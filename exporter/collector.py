@@ -198,8 +198,6 @@ class Collector:
             batch.add_done_callback(self._settled)
             # asyncio.wait, unlike wait_for, leaves the batch running at the deadline.
             await asyncio.wait({batch}, timeout=max(deadline - time.monotonic(), 0.0))
-            if batch.done():
-                batch.result()  # a bug in inspecting surfaces in this poll, as before
         infos = [self._cached(e, now) for e in tracked]
         late = sum(1 for e in tracked if e.id in self._inspecting)
         if late:
@@ -211,8 +209,9 @@ class Collector:
     def _settled(self, batch: asyncio.Task[object]) -> None:
         self._background.discard(batch)
         if not batch.cancelled() and (error := batch.exception()) is not None:
-            # Finished after its poll: no poll is left to raise it in.
-            log.error("background inspect failed unexpectedly", exc_info=error)
+            # The one place a bug in inspecting is told, whether the batch ended
+            # inside its poll or after it; the containers it missed are left out.
+            log.error("inspecting failed unexpectedly", exc_info=error)
 
     async def _inspect_into_cache(self, entry: _Listed) -> None:
         self._inspecting.add(entry.id)

@@ -273,7 +273,8 @@ class DockerDriver:
     async def container_inspect(self, name_or_id: str) -> ContainerInfo:
         """Return one container in full."""
         raw = await self._call("GET", f"/containers/{_seg(name_or_id)}/json")
-        return dj.container_from_inspect(raw)
+        with _garbled(f"GET /containers/{name_or_id}/json"):
+            return dj.container_from_inspect(raw)
 
     async def container_create(self, opts: ContainerCreateOptions) -> ContainerInfo:
         """Create a container as ``opts`` says (network, chowned mounts) and inspect it."""
@@ -373,7 +374,8 @@ class DockerDriver:
             # A container that is not running answers zeros with Go's zero
             # time: that is no sample, and zeros would read as counter resets.
             raise ConflictError(409, f"{name_or_id}: not running, so no stats sample")
-        return dj.stats_from_engine(raw, now=time.time())
+        with _garbled(f"GET /containers/{name_or_id}/stats"):
+            return dj.stats_from_engine(raw, now=time.time())
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from exporter.collector import Collector
 from exporter.errors import DriverTimeoutError, EngineUnreachableError, NotFoundError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
@@ -280,6 +282,31 @@ async def test_a_removed_container_whose_inspect_is_late_goes_at_the_next_poll()
     inspect.release.set()
     await collector.poll_once()
     assert _names(collector) == {"app-abcdef12-0001"}
+    await collector.aclose()
+
+
+async def test_a_bug_in_inspecting_is_logged_once_and_polling_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = FakeDriver()
+    broken = driver.add("app-abcdef12-0001")
+    driver.add("app-abcdef12-0002")
+    original = driver.container_inspect
+
+    async def inspect(name_or_id: str) -> ContainerInfo:
+        if name_or_id == broken.id:
+            raise RuntimeError("a bug, not an engine error")
+        return await original(name_or_id)
+
+    driver.container_inspect = inspect  # type: ignore[method-assign]
+    collector = _collector(driver)
+    snapshot = await collector.poll_once()
+    assert snapshot.engine_up
+    # The batch stopped at the bug: what it had inspected is kept, the rest left out.
+    assert _names(collector) <= {"app-abcdef12-0002"}
+    bugs = [r for r in caplog.records if "inspecting failed unexpectedly" in r.getMessage()]
+    assert len(bugs) == 1
+    assert bugs[0].exc_info is not None
     await collector.aclose()
 
 

@@ -23,15 +23,20 @@ async def _ping(request: web.Request) -> web.Response:
 
 @contextlib.asynccontextmanager
 async def stub_engine(
-    tmp_path: Path, stats: Handler | None = None, containers: Handler | None = None
+    tmp_path: Path,
+    stats: Handler | None = None,
+    containers: Handler | None = None,
+    inspect: Handler | None = None,
 ) -> AsyncIterator[DockerDriver]:
-    """Yield a driver on a stub engine whose stats and list endpoints are as given."""
+    """Yield a driver on a stub engine whose stats, list and inspect endpoints are as given."""
     app = web.Application()
     app.router.add_get("/_ping", _ping)
     if stats is not None:
         app.router.add_get("/v1.41/containers/{id}/stats", stats)
     if containers is not None:
         app.router.add_get("/v1.41/containers/json", containers)
+    if inspect is not None:
+        app.router.add_get("/v1.41/containers/{id}/json", inspect)
     runner = web.AppRunner(app)
     await runner.setup()
     sock = str(tmp_path / "stub.sock")
@@ -102,3 +107,19 @@ async def test_a_garbled_list_answer_is_a_driver_error(tmp_path: Path, body: byt
     async with stub_engine(tmp_path, containers=containers) as driver:
         with pytest.raises(DriverError, match="not the expected JSON"):
             await driver.container_list()
+
+
+async def test_garbled_inspect_and_stats_answers_are_driver_errors(tmp_path: Path) -> None:
+    async def inspect(request: web.Request) -> web.Response:
+        return web.json_response({"Id": 5, "Name": ["not", "a", "name"]})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"read": "2026-11-29T00:00:00Z", "cpu_stats": {"cpu_usage": {"total_usage": "lots"}}}
+        )
+
+    async with stub_engine(tmp_path, stats=stats, inspect=inspect) as driver:
+        with pytest.raises(DriverError, match="not the expected JSON"):
+            await driver.container_inspect("app-abcdef12-0001")
+        with pytest.raises(DriverError, match="not the expected JSON"):
+            await driver.container_stats("app-abcdef12-0001")
