@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 #: The engine refuses memory limits below 6 MiB.
@@ -30,6 +37,17 @@ _ENV_KEY = re.compile(r"[^=\0]+")
 RestartPolicy = Literal["no", "always", "on-failure", "unless-stopped"]
 Protocol = Literal["tcp", "udp", "sctp"]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _image_reference(v: str) -> str:
+    if any(c.isspace() for c in v) or "\0" in v:
+        raise ValueError("must not contain whitespace or NUL")
+    return v
+
+
+#: An image reference as a user gives it: whatever the engine parses, but never
+#: whitespace or NUL, which no reference holds and which would reach its URL.
+ImageReference = Annotated[str, AfterValidator(_image_reference)]
 
 
 class ContainerState(StrEnum):
@@ -110,7 +128,7 @@ class ContainerCreateOptions(_Input):
     """Parameters for creating a container."""
 
     name: str = Field(description="container name")
-    image: str = Field(min_length=1, description="image reference")
+    image: ImageReference = Field(min_length=1, description="image reference")
     cmd: list[str] = Field(default_factory=list, description="entrypoint command")
     env: list[str] = Field(default_factory=list, description="KEY=VALUE environment")
     labels: dict[str, str] = Field(default_factory=dict, description="metadata labels")
@@ -134,13 +152,6 @@ class ContainerCreateOptions(_Input):
         if not _DOCKER_NAME.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)")
         return v.lstrip("/")
-
-    @field_validator("image")
-    @classmethod
-    def _image_reference(cls, v: str) -> str:
-        if any(c.isspace() for c in v) or "\0" in v:
-            raise ValueError("must not contain whitespace or NUL")
-        return v
 
     @field_validator("cmd", "env")
     @classmethod

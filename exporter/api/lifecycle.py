@@ -12,7 +12,7 @@ import asyncio
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from exporter.api.errors import ApiError, parse_body
 from exporter.api.keys import DEPLOYER, DRIVER, MOUNT_POLICY, NAMING, SETTINGS
@@ -30,6 +30,7 @@ from exporter.models import (
     ContainerInfo,
     DriverInfo,
     ImageInfo,
+    ImageReference,
 )
 from exporter.replica_deploy import DeployResult, ReplicaDeployer
 
@@ -62,16 +63,9 @@ class ImagePullRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+    image: Annotated[ImageReference, Field(min_length=1, max_length=512)] = Field(
         description="image reference; the tag defaults to latest"
     )
-
-    @field_validator("image")
-    @classmethod
-    def _no_space(cls, v: str) -> str:
-        if any(c.isspace() for c in v) or "\0" in v:
-            raise ValueError("must not contain whitespace or NUL")
-        return v
 
 
 class ImagePulled(BaseModel):

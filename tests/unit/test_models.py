@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from exporter.api.lifecycle import ImagePullRequest
 from exporter.models import (
     MIN_MEMORY_LIMIT_BYTES,
     AppReplicaInstance,
@@ -269,3 +270,11 @@ def test_replica_instance() -> None:
         replica(1, rep_id=0x10000)
     with pytest.raises(ValidationError, match="revision"):
         replica(-1)
+
+
+@pytest.mark.parametrize("image", ["busy box", "busybox\0", "busybox\n", "\tbusybox"])
+def test_image_references_with_whitespace_or_nul_are_refused_wherever_given(image: str) -> None:
+    with pytest.raises(ValidationError, match=r"image\n.*must not contain whitespace or NUL"):
+        ContainerCreateOptions(name="app-abcdef12-0001", image=image)
+    with pytest.raises(ValidationError, match=r"image\n.*must not contain whitespace or NUL"):
+        ImagePullRequest(image=image)
