@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -342,14 +343,8 @@ class Collector:
         self._stale_polls[cid] = misses
         if previous is None or previous.stats is None or misses > STALE_POLLS_KEPT:
             return sample
-        return ContainerSample(
-            info=sample.info,
-            app=sample.app,
-            replica=sample.replica,
-            stats=previous.stats,
-            stats_source=previous.stats_source,
-            stale=True,
-            processes=sample.processes,
+        return dataclasses.replace(
+            sample, stats=previous.stats, stats_source=previous.stats_source, stale=True
         )
 
     async def _count_processes(self, running: Sequence[ContainerInfo]) -> dict[str, ProcessCounts]:
