@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -101,6 +101,15 @@ class DockerEndpoint:
 def _version_tuple(text: str) -> tuple[int, int]:
     major, _, minor = text.partition(".")
     return int(major), int(minor or 0)
+
+
+class _Request(TypedDict, total=False):
+    """What a call of the versioned API may say beside its method and path."""
+
+    params: Mapping[str, str] | None
+    body: Any
+    deadline: float | None
+    accept: tuple[int, ...]
 
 
 class DockerDriver:
@@ -200,20 +209,9 @@ class DockerDriver:
                 self._prefix = f"/v{version[0]}.{version[1]}"
         return self._prefix
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        deadline: float | None = None,
-        accept: tuple[int, ...] = (200, 201, 204, 304),
-    ) -> Any:
+    async def _call(self, method: str, path: str, **request: Unpack[_Request]) -> Any:
         """Call the versioned API; return decoded JSON (or None); translate errors."""
-        raw = await self._answer(
-            method, path, params=params, body=body, deadline=deadline, accept=accept
-        )
+        raw = await self._answer(method, path, **request)
         if not raw or raw[:1] not in (b"{", b"["):
             return None
         with _garbled(f"{method} {path}"):
