@@ -20,9 +20,12 @@ from typing import Any
 
 import pytest
 
+from exporter.collector import Collector
+from exporter.drivers.base import Driver
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.models import ContainerCreateOptions, ContainerInfo
-from exporter.naming import container_name
+from exporter.naming import NamingScheme, container_name
+from exporter.sources.base import DriverStatsSource
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "local/busybox:latest"
@@ -53,6 +56,19 @@ def engine_answers() -> bool:
             return s.recv(64).startswith(b"HTTP/1.0 200")
     except OSError:
         return False
+
+
+def collector_on(driver: Driver, naming: NamingScheme | None = None, **options: Any) -> Collector:
+    """Return a Collector that reads stats through ``driver`` itself, counting no processes.
+
+    ``options`` go to the Collector as they are (``process_counter`` included).
+    """
+    return Collector(
+        driver,
+        DriverStatsSource(driver),
+        naming=naming or NamingScheme(),
+        **{"process_counter": None, **options},
+    )
 
 
 def free_port() -> int:

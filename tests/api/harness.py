@@ -18,15 +18,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.api import create_app
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.metrics import build_registry
 from exporter.remediation import RemediationPolicy, Remediator
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
-from exporter.sources.base import DriverStatsSource
 from exporter.state import StateStore
 from exporter.testing import FakeDriver
+from tests.conftest import collector_on
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -86,7 +85,7 @@ def build_app(
 ) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer]:
     """Return an app wired like ``serve`` wires it, on ``driver``."""
     naming = settings.naming()
-    collector = Collector(driver, DriverStatsSource(driver), naming=naming, process_counter=None)
+    collector = collector_on(driver, naming)
     remediation = Remediator(
         driver,
         StateStore(settings.state_dir),

@@ -17,9 +17,8 @@ from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.errors import EngineUnreachableError
 from exporter.metrics import build_registry
-from exporter.naming import NamingScheme
-from exporter.sources.base import DriverStatsSource
 from exporter.testing import FakeDriver
+from tests.conftest import collector_on
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -34,7 +33,7 @@ def driver() -> FakeDriver:
 
 @pytest.fixture
 def collector(driver: FakeDriver) -> Collector:
-    return Collector(driver, DriverStatsSource(driver), naming=NamingScheme(), process_counter=None)
+    return collector_on(driver)
 
 
 @pytest.fixture

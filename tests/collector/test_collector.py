@@ -9,19 +9,8 @@ import pytest
 from exporter.collector import Collector
 from exporter.errors import DriverTimeoutError, EngineUnreachableError, NotFoundError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
-from exporter.naming import NamingScheme
-from exporter.sources.base import DriverStatsSource
 from exporter.testing import FakeDriver
-
-
-def _collector(driver: FakeDriver, **kwargs: object) -> Collector:
-    return Collector(
-        driver,
-        DriverStatsSource(driver),
-        naming=NamingScheme(),
-        process_counter=None,
-        **kwargs,  # type: ignore[arg-type]
-    )
+from tests.conftest import collector_on
 
 
 def _names(collector: Collector) -> set[str]:
@@ -32,7 +21,7 @@ async def test_tracks_managed_containers_and_parses_app_and_replica() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-00ff")
     driver.add("redis")
-    collector = _collector(driver)
+    collector = collector_on(driver)
     snapshot = await collector.poll_once()
     assert snapshot.engine_up
     assert [(s.info.name, s.app, s.replica) for s in snapshot.containers] == [
@@ -45,7 +34,7 @@ async def test_collect_all_includes_unmanaged_without_app() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.add("redis")
-    collector = _collector(driver, include_unmanaged=True)
+    collector = collector_on(driver, include_unmanaged=True)
     await collector.poll_once()
     by_name = {s.info.name: s for s in collector.snapshot.containers}
     assert set(by_name) == {"app-abcdef12-0001", "redis"}
@@ -57,7 +46,7 @@ async def test_only_running_containers_are_asked_for_stats() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.add("app-abcdef12-0002", ContainerState.STOPPED)
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     assert driver.calls["container_stats"] == 1
     stopped = next(s for s in collector.snapshot.containers if s.replica == 2)
@@ -77,7 +66,7 @@ async def test_container_gone_between_list_and_inspect_is_skipped_silently() -> 
         return await original(name_or_id)
 
     driver.container_inspect = inspect  # type: ignore[method-assign]
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     assert _names(collector) == {"app-abcdef12-0001"}
     assert sum(collector.health.errors.values()) == 0
@@ -94,7 +83,7 @@ async def test_container_gone_between_inspect_and_stats_is_skipped_silently() ->
         return ContainerStats(time=1.0, cpu_total_usage=5)
 
     driver.stats_factory = stats
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     samples = {s.info.id: s for s in collector.snapshot.containers}
     assert samples[keep.id].stats is not None
@@ -106,7 +95,7 @@ async def test_stats_timeout_keeps_last_sample_for_one_more_poll_then_drops_it()
     driver = FakeDriver()
     c = driver.add("app-abcdef12-0001")
     driver.stats[c.id] = ContainerStats(time=1.0, cpu_total_usage=42)
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     driver.fail("container_stats", DriverTimeoutError("slow"))
 
@@ -131,7 +120,7 @@ async def test_removed_container_drops_out_of_the_next_snapshot() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     c2 = driver.add("app-abcdef12-0002")
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     assert len(collector.snapshot.containers) == 2
     await driver.container_remove(c2.id)
@@ -142,7 +131,7 @@ async def test_removed_container_drops_out_of_the_next_snapshot() -> None:
 async def test_engine_down_empties_the_snapshot_and_counts_the_error_then_recovers() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     driver.fail("container_list", EngineUnreachableError("cannot connect"))
     down = await collector.poll_once()
@@ -180,7 +169,7 @@ async def test_stats_calls_run_concurrently() -> None:
         return await original(name_or_id)
 
     driver.container_stats = stats  # type: ignore[method-assign]
-    collector = _collector(driver)
+    collector = collector_on(driver)
     snapshot = await collector.poll_once()
     assert peak == 20
     assert all(s.stats is not None for s in snapshot.containers)
@@ -190,7 +179,7 @@ async def test_a_hanging_inspect_is_cut_by_the_call_timeout() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.delays["container_inspect"] = 30
-    collector = _collector(driver, call_timeout=0.2)
+    collector = collector_on(driver, call_timeout=0.2)
     snapshot = await asyncio.wait_for(collector.poll_once(), timeout=5)
     assert snapshot.engine_up
     assert snapshot.containers == ()
@@ -228,7 +217,7 @@ async def test_a_late_inspect_leaves_out_only_its_container_and_lands_later() ->
     held = driver.add("app-abcdef12-0001")
     driver.add("app-abcdef12-0002")
     inspect = _HeldInspect(driver, held.id)
-    collector = _collector(driver, interval=0.2, call_timeout=30)
+    collector = collector_on(driver, interval=0.2, call_timeout=30)
 
     snapshot = await asyncio.wait_for(collector.poll_once(), timeout=5)
     # The poll ends at its soft deadline, far inside the 30 s call timeout,
@@ -260,7 +249,7 @@ async def test_aclose_cancels_inspects_left_running() -> None:
     driver = FakeDriver()
     held = driver.add("app-abcdef12-0001")
     inspect = _HeldInspect(driver, held.id)
-    collector = _collector(driver, interval=0.1, call_timeout=30)
+    collector = collector_on(driver, interval=0.1, call_timeout=30)
     await asyncio.wait_for(collector.poll_once(), timeout=5)
     assert inspect.asked == [held.id]
 
@@ -272,7 +261,7 @@ async def test_aclose_cancels_inspects_left_running() -> None:
 async def test_a_removed_container_whose_inspect_is_late_goes_at_the_next_poll() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    await (collector := _collector(driver, interval=0.1, call_timeout=30)).poll_once()
+    await (collector := collector_on(driver, interval=0.1, call_timeout=30)).poll_once()
     leaving = driver.add("app-abcdef12-0002")
     inspect = _HeldInspect(driver, leaving.id)  # the engine holds it while removing it
     await collector.poll_once()
@@ -299,7 +288,7 @@ async def test_a_bug_in_inspecting_is_logged_once_and_polling_goes_on(
         return await original(name_or_id)
 
     driver.container_inspect = inspect  # type: ignore[method-assign]
-    collector = _collector(driver)
+    collector = collector_on(driver)
     snapshot = await collector.poll_once()
     assert snapshot.engine_up
     # The batch stopped at the bug: what it had inspected is kept, the rest left out.
@@ -319,12 +308,7 @@ async def test_process_counts_come_from_the_counter_by_container_id() -> None:
         seen.append(pids)
         return {cid: (2, 3, 4) for cid in pids}
 
-    collector = Collector(
-        driver,
-        DriverStatsSource(driver),
-        naming=NamingScheme(),
-        process_counter=counter,  # type: ignore[arg-type]
-    )
+    collector = collector_on(driver, process_counter=counter)
     snapshot = await collector.poll_once()
     assert seen == [{c.id: c.pid}]
     assert snapshot.containers[0].processes == (2, 3, 4)
@@ -337,12 +321,7 @@ async def test_a_failing_process_counter_does_not_break_the_poll() -> None:
     def counter(pids: dict[str, int]) -> dict[str, tuple[int, int, int]]:
         raise PermissionError("no /proc")
 
-    collector = Collector(
-        driver,
-        DriverStatsSource(driver),
-        naming=NamingScheme(),
-        process_counter=counter,  # type: ignore[arg-type]
-    )
+    collector = collector_on(driver, process_counter=counter)
     snapshot = await collector.poll_once()
     assert snapshot.engine_up
     assert snapshot.containers[0].processes is None
@@ -352,7 +331,7 @@ async def test_a_failing_process_counter_does_not_break_the_poll() -> None:
 async def test_background_polling_runs_on_the_interval_and_stops_cleanly() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    collector = _collector(driver, interval=0.2)
+    collector = collector_on(driver, interval=0.2)
     async with collector.running():
         await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
         await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
@@ -366,7 +345,7 @@ async def test_unchanged_containers_are_not_inspected_again() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.add("app-abcdef12-0002")
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     await collector.poll_once()
     assert driver.calls["container_inspect"] == 2
@@ -376,7 +355,7 @@ async def test_unchanged_containers_are_not_inspected_again() -> None:
 async def test_a_restart_is_seen_by_the_next_poll() -> None:
     driver = FakeDriver()
     c = driver.add("app-abcdef12-0001")
-    collector = _collector(driver)
+    collector = collector_on(driver)
     first = (await collector.poll_once()).containers[0].info
     await driver.container_stop(c.id)
     await driver.container_start(c.id)
@@ -389,7 +368,7 @@ async def test_a_restart_is_seen_by_the_next_poll() -> None:
 async def test_inspect_results_expire_after_the_max_age() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    collector = _collector(driver, inspect_max_age=0.0)
+    collector = collector_on(driver, inspect_max_age=0.0)
     await collector.poll_once()
     await collector.poll_once()
     assert driver.calls["container_inspect"] == 2
@@ -398,7 +377,7 @@ async def test_inspect_results_expire_after_the_max_age() -> None:
 async def test_a_state_change_reaches_the_snapshot_without_waiting_for_expiry() -> None:
     driver = FakeDriver()
     c = driver.add("app-abcdef12-0001")
-    collector = _collector(driver)
+    collector = collector_on(driver)
     await collector.poll_once()
     await driver.container_stop(c.id)
     snapshot = await collector.poll_once()
@@ -417,7 +396,7 @@ async def test_a_container_stopped_between_inspect_and_stats_is_skipped_silently
         return info
 
     driver.container_inspect = inspect_then_stop  # type: ignore[method-assign]
-    collector = _collector(driver)
+    collector = collector_on(driver)
     snapshot = await collector.poll_once()
     assert snapshot.containers[0].stats is None
     assert sum(collector.health.errors.values()) == 0

@@ -6,21 +6,13 @@ import logging
 
 import pytest
 
-from exporter.collector import Collector
-from exporter.naming import NamingScheme
-from exporter.sources.base import DriverStatsSource
 from exporter.testing import FakeDriver
+from tests.conftest import collector_on
 
 
 async def test_engine_down_and_back_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
     driver = FakeDriver()
-    collector = Collector(
-        driver,
-        DriverStatsSource(driver),
-        naming=NamingScheme(),
-        interval=0.01,
-        process_counter=None,
-    )
+    collector = collector_on(driver, interval=0.01)
     caplog.set_level(logging.INFO, logger="exporter.collector")
     driver.fail("container_list")
     async with collector.running():
@@ -38,13 +30,7 @@ async def test_engine_down_and_back_is_logged_once_each(caplog: pytest.LogCaptur
 
 async def test_an_engine_up_from_the_start_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
     driver = FakeDriver()
-    collector = Collector(
-        driver,
-        DriverStatsSource(driver),
-        naming=NamingScheme(),
-        interval=0.01,
-        process_counter=None,
-    )
+    collector = collector_on(driver, interval=0.01)
     caplog.set_level(logging.INFO, logger="exporter.collector")
     async with collector.running():
         for _ in range(3):

@@ -16,9 +16,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from exporter import exposition
 from exporter.collector import Collector
 from exporter.exposition import Exposition, escape_label_value
-from exporter.naming import NamingScheme
-from exporter.sources.base import DriverStatsSource
 from exporter.testing import FakeDriver
+from tests.conftest import collector_on
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ async def collector() -> Collector:
     driver = FakeDriver()
     for i in range(5):
         driver.add(f"app-abcdef12-{i:04x}")
-    c = Collector(driver, DriverStatsSource(driver), naming=NamingScheme(), process_counter=None)
+    c = collector_on(driver)
     await c.poll_once()
     return c
 
@@ -65,7 +64,7 @@ async def test_families_compress_against_each_other() -> None:
     driver = FakeDriver()
     for i in range(50):
         driver.add(f"app-abcdef12-{i:04x}")
-    c = Collector(driver, DriverStatsSource(driver), naming=NamingScheme(), process_counter=None)
+    c = collector_on(driver)
     await c.poll_once()
     exp = Exposition(c, CollectorRegistry())
     plain, zipped = exp.body(), exp.body(gzip=True)

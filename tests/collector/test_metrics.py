@@ -15,10 +15,9 @@ from exporter.collector import Collector, ContainerSample, Snapshot
 from exporter.exposition import render_container_families
 from exporter.metrics import CONTAINER_METRICS, ExporterHealthCollector, sanitize_label_name
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
-from exporter.naming import NamingScheme
 from exporter.processes import ProcessCounts
-from exporter.sources.base import DriverStatsSource
 from exporter.testing import FakeDriver
+from tests.conftest import collector_on
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "metrics.prom"
 T0 = 1_700_000_000.0
@@ -104,9 +103,7 @@ def _snapshot() -> Snapshot:
 
 def _collector(snapshot: Snapshot) -> Collector:
     driver = FakeDriver()
-    collector = Collector(
-        driver, DriverStatsSource(driver), naming=NamingScheme(), process_counter=None
-    )
+    collector = collector_on(driver)
     collector.snapshot = snapshot
     return collector
 

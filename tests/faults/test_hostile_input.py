@@ -26,14 +26,12 @@ from aiohttp.test_utils import TestServer
 import exporter.api.auth
 from bench.simengine import SimulatedEngine, serve
 from exporter.api import create_app
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.metrics import build_registry
-from exporter.sources.base import DriverStatsSource
 from tests.api.harness import AUTH, TOKEN, Clock, build_app, webhook
 from tests.api.harness import settings_for as make_settings
-from tests.conftest import free_port
+from tests.conftest import collector_on, free_port
 from tests.faults.hostile import (
     HOSTILE_NAMES,
     MANAGED,
@@ -242,9 +240,7 @@ async def test_hostile_names_reach_the_engine_only_as_one_quoted_read(tmp_path: 
     runner = await serve(engine, str(socket_path))
     settings = make_settings(tmp_path)
     driver = DockerDriver(DockerEndpoint.parse(f"unix://{socket_path}"), timeout=5)
-    collector = Collector(
-        driver, DriverStatsSource(driver), naming=settings.naming(), process_counter=None
-    )
+    collector = collector_on(driver, settings.naming())
     app = create_app(
         settings=settings,
         driver=driver,

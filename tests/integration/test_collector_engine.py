@@ -19,10 +19,8 @@ from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.metrics import build_registry
-from exporter.naming import NamingScheme
 from exporter.processes import count_processes
-from exporter.sources.base import DriverStatsSource
-from tests.conftest import ContainerFactory, new_app_id, require, wait_for
+from tests.conftest import ContainerFactory, collector_on, new_app_id, require, wait_for
 from tests.socket_proxy import UnixSocketProxy
 
 pytestmark = pytest.mark.engine
@@ -40,13 +38,7 @@ BURN_THEN_IDLE = [
 
 
 def _collector(driver: DockerDriver, interval: float = 10.0) -> Collector:
-    return Collector(
-        driver,
-        DriverStatsSource(driver),
-        naming=NamingScheme(),
-        interval=interval,
-        process_counter=count_processes,
-    )
+    return collector_on(driver, interval=interval, process_counter=count_processes)
 
 
 async def _serve(

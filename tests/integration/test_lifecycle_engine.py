@@ -16,7 +16,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from exporter.api import create_app
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.metrics import build_registry
@@ -26,10 +25,17 @@ from exporter.paths import SYSINNER_DIR
 from exporter.remediation import RemediationPolicy, Remediator
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
-from exporter.sources.base import DriverStatsSource
 from exporter.state import StateStore
 from tests.api.harness import ClientFactory, alert, replica, webhook
-from tests.conftest import IDLE_CMD, TEST_IMAGE, ContainerFactory, free_port, new_app_id, wait_for
+from tests.conftest import (
+    IDLE_CMD,
+    TEST_IMAGE,
+    ContainerFactory,
+    collector_on,
+    free_port,
+    new_app_id,
+    wait_for,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -68,7 +74,7 @@ async def api(
     )
     naming = settings.naming()
     driver = DockerDriver(stop_grace=3)
-    collector = Collector(driver, DriverStatsSource(driver), naming=naming, process_counter=None)
+    collector = collector_on(driver, naming)
     remediation = Remediator(
         driver, StateStore(settings.state_dir), naming, RemediationPolicy.from_settings(settings)
     )
