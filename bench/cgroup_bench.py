@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.containers import idle_containers
+from bench.containers import docker_stats_once, idle_containers
 from exporter.__main__ import build_collector, build_driver
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
@@ -172,12 +172,7 @@ def _docker_stats_row(names: Sequence[str]) -> Row:
         time.sleep(QUIET_GAP)
         before, children = _engine_cpu(), _children_cpu()
         t0 = time.perf_counter()
-        subprocess.run(
-            ["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}}", *names],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        docker_stats_once(names)
         walls.append(time.perf_counter() - t0)
         cli.append(_children_cpu() - children)
         engine.append(_engine_delta(before))

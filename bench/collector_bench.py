@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.containers import idle_containers
+from bench.containers import docker_stats_once, idle_containers
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET_GAP_SECONDS = 3.0
@@ -111,12 +111,7 @@ def _docker_stats_wall(names: list[str]) -> float:
     for _ in range(RUNS):
         time.sleep(QUIET_GAP_SECONDS)
         t0 = time.perf_counter()
-        subprocess.run(
-            ["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}}", *names],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        docker_stats_once(names)
         walls.append(time.perf_counter() - t0)
     return statistics.median(walls)
 

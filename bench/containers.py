@@ -1,16 +1,29 @@
-"""Idle app containers for the benchmarks: started eight at a time, always removed."""
+"""Idle app containers for the benchmarks (started eight at a time, always removed), and the peer.
+
+The peer is ``docker stats --no-stream`` over the same containers.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 IMAGE = "local/busybox:latest"
 #: Idles without waking (one fork an hour) and exits on SIGTERM, so removal is quick.
 IDLE = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
+
+
+def docker_stats_once(names: Sequence[str]) -> None:
+    """Run ``docker stats --no-stream`` once over ``names``: the peer both benchmarks time."""
+    subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}}", *names],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 @contextlib.contextmanager
