@@ -32,6 +32,7 @@ from tests.faults.support import (
     RssSampler,
     ScrapeResult,
     Scrapers,
+    parse_scrape,
     record,
     scaled,
     scaled_int,
@@ -45,9 +46,6 @@ SCRAPE_EVERY = 0.1
 #: Containers started per second, and how long each lives (seconds).
 RATE = 4.0
 LIFETIME = (1.0, 3.0)
-_DURATION = re.compile(r"^sysinner_exporter_poll_duration_seconds (\S+)$", re.M)
-_LAST = re.compile(r"^sysinner_exporter_last_successful_poll_timestamp_seconds (\S+)$", re.M)
-_PHASE = re.compile(r'^sysinner_exporter_poll_phase_duration_seconds\{phase="(\w+)"\} (\S+)$', re.M)
 
 
 @dataclass
@@ -117,25 +115,24 @@ async def test_churn_leaves_no_series_behind_and_no_duplicates(
     most = scaled_int(80, 200)
     churn = Churn(new_app_id())
     seen = Observed()
-    mine = re.compile(
-        r'^container_last_seen\{[^}]*name="(app-' + churn.app + r'-[0-9a-f]{4})"[^}]*\} (\S+)$',
-        re.M,
-    )
+    mine = re.compile(f"app-{churn.app}-[0-9a-f]{{4}}")
 
     def check(result: ScrapeResult) -> None:
         if result.status != 200:
             return
         seen.scrapes += 1
-        series = [line.rpartition(" ")[0] for line in result.text.splitlines() if line[:1] != "#"]
-        if len(series) != len(set(series)):
-            seen.duplicates.extend(s for s in set(series) if series.count(s) > 1)
-        for name, completed in mine.findall(result.text):
-            seen.shown.setdefault(name, []).append((result.started, float(completed)))
-        duration, last = _DURATION.search(result.text), _LAST.search(result.text)
+        scrape = parse_scrape(result.text)
+        seen.duplicates.extend(scrape.duplicates)
+        for labels, completed in scrape.series("container_last_seen"):
+            if mine.fullmatch(name := labels.get("name", "")):
+                seen.shown.setdefault(name, []).append((result.started, completed))
+        duration = scrape.value("sysinner_exporter_poll_duration_seconds")
+        last = scrape.value("sysinner_exporter_last_successful_poll_timestamp_seconds")
         if duration is not None and last is not None:
-            seen.polls[float(last.group(1))] = float(duration.group(1))
-        for phase, seconds in _PHASE.findall(result.text):
-            seen.phases[phase] = max(seen.phases.get(phase, 0.0), float(seconds))
+            seen.polls[last] = duration
+        for labels, seconds in scrape.series("sysinner_exporter_poll_phase_duration_seconds"):
+            phase = labels["phase"]
+            seen.phases[phase] = max(seen.phases.get(phase, 0.0), seconds)
         if seen.scrapes % 25 == 1:
             try:
                 list(text_string_to_metric_families(result.text))

@@ -10,7 +10,6 @@ outside.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +32,7 @@ from tests.faults.support import (
     ProcSample,
     ScrapeResult,
     Scrapers,
+    parse_scrape,
     proc_sample,
     record,
     scaled,
@@ -50,10 +50,13 @@ SCRAPE_EVERY = 0.1
 #: come and go with the poll (one per in-flight call), the rest must return.
 SLACK = 2
 
-_UP = re.compile(r"^sysinner_exporter_up (\S+)$", re.M)
-_LAST = re.compile(r"^sysinner_exporter_last_successful_poll_timestamp_seconds (\S+)$", re.M)
-_DURATION = re.compile(r"^sysinner_exporter_poll_duration_seconds (\S+)$", re.M)
-_START = re.compile(r"^process_start_time_seconds (\S+)$", re.M)
+#: The health gauges every scrape is read for, in Seen's order.
+_HEALTH = (
+    "sysinner_exporter_up",
+    "sysinner_exporter_last_successful_poll_timestamp_seconds",
+    "sysinner_exporter_poll_duration_seconds",
+    "process_start_time_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,11 @@ class Seen:
 def _seen(result: ScrapeResult) -> Seen | None:
     if result.status != 200:
         return None
-    values = [rx.search(result.text) for rx in (_UP, _LAST, _DURATION, _START)]
+    scrape = parse_scrape(result.text)
+    values = [scrape.value(name) for name in _HEALTH]
     if any(v is None for v in values):
         return None
-    up, last, duration, start = (float(v.group(1)) for v in values if v is not None)
+    up, last, duration, start = (v for v in values if v is not None)
     return Seen(result.started, result.scraper, up, last, duration, start)
 
 

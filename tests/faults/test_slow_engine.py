@@ -26,7 +26,9 @@ from tests.faults.support import (
     ExporterProcess,
     RssSampler,
     Scrape,
+    ScrapeResult,
     Scrapers,
+    parse_scrape,
     record,
     scaled,
     scaled_int,
@@ -87,11 +89,10 @@ async def test_slow_engine_polls_within_deadline_counts_stuck_calls_and_stays_fl
     durations: list[tuple[str, float]] = []
     phase = "clean"
 
-    def keep(result: object) -> None:
-        text = getattr(result, "text", "")
-        for line in text.splitlines():
-            if line.startswith("sysinner_exporter_poll_duration_seconds "):
-                durations.append((phase, float(line.split()[1])))
+    def keep(result: ScrapeResult) -> None:
+        duration = parse_scrape(result.text).value("sysinner_exporter_poll_duration_seconds")
+        if duration is not None:
+            durations.append((phase, duration))
 
     phases = [
         ("clean", Faults()),
