@@ -41,14 +41,13 @@ SdkFactory = Callable[..., Container]
 
 
 @pytest.fixture
-def sdk_container(engine: None) -> Iterator[SdkFactory]:
+def sdk_container(sdk: docker.DockerClient) -> Iterator[SdkFactory]:
     """Return a factory of containers made with the Docker SDK; all removed afterwards."""
-    client = docker.from_env()
     made: list[Container] = []
 
     def factory(cmd: str, **kwargs: Any) -> Container:
         kwargs.setdefault("name", container_name(new_app_id(), len(made) + 1))
-        container = client.containers.run(TEST_IMAGE, ["/bin/sh", "-c", cmd], detach=True, **kwargs)
+        container = sdk.containers.run(TEST_IMAGE, ["/bin/sh", "-c", cmd], detach=True, **kwargs)
         made.append(container)
         return container
 
@@ -58,7 +57,6 @@ def sdk_container(engine: None) -> Iterator[SdkFactory]:
         for container in made:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-        client.close()
 
 
 def close(a: int, b: int, rel: float, slack: int) -> bool:
@@ -238,42 +236,38 @@ class KillBeforeRead:
 
 
 async def test_container_killed_during_a_poll_is_no_error_and_leaves_no_series(
-    driver: DockerDriver, make_container: ContainerFactory
+    driver: DockerDriver, make_container: ContainerFactory, sdk: docker.DockerClient
 ) -> None:
     first, second, survivor = [await make_container() for _ in range(3)]
-    client = docker.from_env()
-    try:
-        source = KillBeforeRead(CgroupStatsSource(), lambda cid: client.containers.get(cid).kill())
-        collector = Collector(driver, source, naming=NamingScheme(), process_counter=None)
+    source = KillBeforeRead(CgroupStatsSource(), lambda cid: sdk.containers.get(cid).kill())
+    collector = Collector(driver, source, naming=NamingScheme(), process_counter=None)
 
-        # Killed in the very first poll: after inspect, before the read.
-        source.victims = [first]
-        snapshot = await collector.poll_once()
-        assert isinstance(source.results[first.id], NotFoundError)
-        rows = {s.info.id: s for s in snapshot.containers}
-        assert rows[first.id].stats is None
-        assert not rows[first.id].stale
-        for alive in (second, survivor):
-            assert rows[alive.id].stats is not None
-            assert rows[alive.id].stats_source == "cgroup"
+    # Killed in the very first poll: after inspect, before the read.
+    source.victims = [first]
+    snapshot = await collector.poll_once()
+    assert isinstance(source.results[first.id], NotFoundError)
+    rows = {s.info.id: s for s in snapshot.containers}
+    assert rows[first.id].stats is None
+    assert not rows[first.id].stale
+    for alive in (second, survivor):
+        assert rows[alive.id].stats is not None
+        assert rows[alive.id].stats_source == "cgroup"
 
-        # Killed after a poll that read it: never fresh numbers for a dead container.
-        source.victims = [second]
-        snapshot = await collector.poll_once()
-        assert isinstance(source.results[second.id], NotFoundError)
-        rows = {s.info.id: s for s in snapshot.containers}
-        assert rows[second.id].stats is None or rows[second.id].stale
-        assert rows[survivor.id].stats is not None
-        assert not rows[survivor.id].stale
+    # Killed after a poll that read it: never fresh numbers for a dead container.
+    source.victims = [second]
+    snapshot = await collector.poll_once()
+    assert isinstance(source.results[second.id], NotFoundError)
+    rows = {s.info.id: s for s in snapshot.containers}
+    assert rows[second.id].stats is None or rows[second.id].stale
+    assert rows[survivor.id].stats is not None
+    assert not rows[survivor.id].stale
 
-        # The next poll sees both stopped: no stats series for either.
-        snapshot = await collector.poll_once()
-        rows = {s.info.id: s for s in snapshot.containers}
-        for dead in (first, second):
-            assert rows[dead.id].info.state is ContainerState.STOPPED
-            assert rows[dead.id].stats is None
-            assert not rows[dead.id].stale
-        assert rows[survivor.id].stats is not None
-        assert sum(collector.health.errors.values()) == 0, collector.health.errors
-    finally:
-        client.close()
+    # The next poll sees both stopped: no stats series for either.
+    snapshot = await collector.poll_once()
+    rows = {s.info.id: s for s in snapshot.containers}
+    for dead in (first, second):
+        assert rows[dead.id].info.state is ContainerState.STOPPED
+        assert rows[dead.id].stats is None
+        assert not rows[dead.id].stale
+    assert rows[survivor.id].stats is not None
+    assert sum(collector.health.errors.values()) == 0, collector.health.errors

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from asyncio.subprocess import PIPE
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import docker
@@ -63,15 +63,6 @@ async def _families(client: Client) -> dict[str, list[tuple[dict[str, str], floa
         for s in family.samples:
             out.setdefault(s.name, []).append((s.labels, s.value))
     return out
-
-
-@pytest.fixture
-def sdk() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture

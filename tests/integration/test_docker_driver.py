@@ -9,7 +9,6 @@ import os
 import random
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +38,6 @@ from tests.conftest import (
 )
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def sdk(engine: None) -> Iterator[docker.DockerClient]:
-    """Return a Docker SDK client (the oracle), closed afterwards."""
-    client = docker.from_env()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def fresh_name(n: int = 1) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -20,15 +19,6 @@ from tests.conftest import ContainerFactory, wait_for
 pytestmark = pytest.mark.engine
 
 THREE = ["sh", "-c", "sleep 3600 & sleep 3600 & wait"]
-
-
-@pytest.fixture
-def sdk(engine: None) -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _count(cid: str, pid: int) -> ProcessCounts | None:
