@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +17,7 @@ import pytest
 from exporter.__main__ import read_api_token
 from exporter.config import Settings
 from exporter.errors import ConfigError
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for
 
 
 def test_token_file_wins_and_is_stripped(tmp_path: Path) -> None:
@@ -38,9 +40,57 @@ def test_empty_token_file_is_a_config_error(tmp_path: Path) -> None:
         read_api_token(Settings(api_token_file=token_file))
 
 
+@dataclass
+class Served:
+    """A ``serve`` child process: where it listens, and what it printed once stopped."""
+
+    base: str
+    output: bytes = b""
+
+
+@contextlib.asynccontextmanager
+async def serving(env: dict[str, str]) -> AsyncIterator[Served]:
+    """Run the real entry point's ``serve`` until /healthz answers; stop it with SIGINT after."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "serve",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    served = Served(f"http://127.0.0.1:{port}")
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def listening() -> bool:
+                assert proc.returncode is None, "exporter exited"
+                try:
+                    async with session.get(f"{served.base}/healthz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await wait_for(listening, 20, "the exporter to listen")
+        yield served
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        served.output = await proc.stdout.read() if proc.stdout else b""
+
+
 async def test_serve_wires_the_api_and_its_state(tmp_path: Path) -> None:
     """Run the real entry point (no engine needed: it answers 503) and call the API."""
-    port = free_port()
     token_file = tmp_path / "token"
     token_file.write_text("wired-token\n")
     env = {
@@ -53,61 +103,26 @@ async def test_serve_wires_the_api_and_its_state(tmp_path: Path) -> None:
         "EXPORTER_STATS_SOURCE": "docker",
         "NO_PROXY": "127.0.0.1",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        "serve",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": "Bearer wired-token"}
-    try:
-        async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with session.get(f"{base}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert proc.returncode is None, "exporter exited"
-                assert time.monotonic() < deadline, "exporter did not listen"
-                await asyncio.sleep(0.1)
-
-            async with session.get(f"{base}/api/v1/ping") as resp:
-                assert resp.status == 401
-            async with session.get(f"{base}/api/v1/ping", headers=auth) as resp:
-                assert resp.status == 503
-                assert "cannot connect" in (await resp.json())["detail"]
-            async with session.get(f"{base}/api/v1/replicas", headers=auth) as resp:
-                assert (resp.status, await resp.json()) == (200, [])
-            async with session.get(f"{base}/api/v1/remediation/history", headers=auth) as resp:
-                assert (resp.status, await resp.json()) == (200, [])
-            async with session.get(f"{base}/metrics") as resp:
-                text = await resp.text()
-                assert "sysinner_exporter_remediation_quarantined 0.0" in text
+    async with serving(env) as served, aiohttp.ClientSession() as session:
+        base = served.base
+        async with session.get(f"{base}/api/v1/ping") as resp:
+            assert resp.status == 401
+        async with session.get(f"{base}/api/v1/ping", headers=auth) as resp:
+            assert resp.status == 503
+            assert "cannot connect" in (await resp.json())["detail"]
+        async with session.get(f"{base}/api/v1/replicas", headers=auth) as resp:
+            assert (resp.status, await resp.json()) == (200, [])
+        async with session.get(f"{base}/api/v1/remediation/history", headers=auth) as resp:
+            assert (resp.status, await resp.json()) == (200, [])
+        async with session.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+            assert "sysinner_exporter_remediation_quarantined 0.0" in text
         assert (tmp_path / "state" / "state.sqlite3").is_file()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        out = await proc.stdout.read() if proc.stdout else b""
-    assert b"lifecycle API on" in out, out.decode(errors="replace")[-2000:]
+    assert b"lifecycle API on" in served.output, served.output.decode(errors="replace")[-2000:]
 
 
 async def test_serve_without_a_token_touches_no_state_dir(tmp_path: Path) -> None:
-    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -118,37 +133,8 @@ async def test_serve_without_a_token_touches_no_state_dir(tmp_path: Path) -> Non
         EXPORTER_STATE_DIR=str(tmp_path / "state"),
         EXPORTER_STATS_SOURCE="docker",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        "serve",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/api/v1/info") as resp:
-                        assert resp.status == 403
-                        assert "EXPORTER_API_TOKEN" in (await resp.json())["detail"]
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert proc.returncode is None, "exporter exited"
-                    assert time.monotonic() < deadline, "exporter did not listen"
-                    await asyncio.sleep(0.1)
+    async with serving(env) as served, aiohttp.ClientSession() as session:
+        async with session.get(f"{served.base}/api/v1/info") as resp:
+            assert resp.status == 403
+            assert "EXPORTER_API_TOKEN" in (await resp.json())["detail"]
         assert not (tmp_path / "state").exists()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
