@@ -155,18 +155,22 @@ async def stall(target: Target, path: str) -> Stall:
     return Stall(reader, writer, started)
 
 
-async def outcome(stalled: Stall) -> tuple[Answer, float, bool]:
-    """Return a stalled request's answer, how long it took, and whether the server closed."""
-    reader, writer, started = stalled.reader, stalled.writer, stalled.started
-    try:
-        async with asyncio.timeout(READ_TIMEOUT + SLACK):
-            answer = await read_answer(reader)
-        waited = time.monotonic() - started
-        async with asyncio.timeout(SLACK):
-            closed = await closed_by_server(reader)
-    finally:
-        await close(writer)
+async def read_outcome(reader: asyncio.StreamReader, started: float) -> tuple[Answer, float, bool]:
+    """Return a slow request's answer, how long it took, and whether the server then closed."""
+    async with asyncio.timeout(READ_TIMEOUT + SLACK):
+        answer = await read_answer(reader)
+    waited = time.monotonic() - started
+    async with asyncio.timeout(SLACK):
+        closed = await closed_by_server(reader)
     return answer, waited, closed
+
+
+async def outcome(stalled: Stall) -> tuple[Answer, float, bool]:
+    """Return a stalled request's outcome (see read_outcome), our end closed after."""
+    try:
+        return await read_outcome(stalled.reader, stalled.started)
+    finally:
+        await close(stalled.writer)
 
 
 async def test_a_body_declared_and_never_sent_is_408_and_the_connection_closed(
@@ -215,11 +219,7 @@ async def test_a_body_trickled_slower_than_the_deadline_is_408(
 
     trickler = asyncio.create_task(trickle())
     try:
-        async with asyncio.timeout(READ_TIMEOUT + SLACK):
-            answer = await read_answer(reader)
-        waited = time.monotonic() - started
-        async with asyncio.timeout(SLACK):
-            closed = await closed_by_server(reader)
+        answer, waited, closed = await read_outcome(reader, started)
     finally:
         stop.set()
         await trickler
