@@ -39,17 +39,21 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench.containers import docker_stats_once, idle_containers
 from exporter.__main__ import build_collector, build_driver
+from exporter.collector import Snapshot
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerInfo, ContainerState
-from exporter.sources.base import DriverStatsSource, SourcedStats, StatsSource
+from exporter.sources.base import DriverStatsSource, SourcedStats, StatsResult, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED_V1 = ROOT / "tests" / "data" / "cgroup" / "v1"
@@ -141,6 +145,36 @@ async def _inspect_all(driver: DockerDriver, names: Sequence[str]) -> list[Conta
 # -- one stats read, three ways -------------------------------------------------
 
 
+async def _timed(
+    poll: Callable[[], Awaitable[T]], check: Callable[[T], None], polls: int, gap: float
+) -> tuple[T, float, float, float]:
+    """Run ``poll`` ``polls`` times, ``check`` each result; return the last, and the figures.
+
+    The figures are the median wall time, the median CPU of this process,
+    and the engine's mean CPU: it is counted in 10 ms ticks, so a median
+    would be 0.
+    """
+    walls, ours, engine = [], [], []
+    result: T | None = None
+    for _ in range(polls):
+        if gap:
+            await asyncio.sleep(gap)
+        before = _engine_cpu()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        result = await poll()
+        walls.append(time.perf_counter() - t0)
+        ours.append(time.process_time() - cpu0)
+        engine.append(_engine_delta(before))
+        check(result)
+    assert result is not None
+    return result, statistics.median(walls), statistics.median(ours), statistics.mean(engine)
+
+
+def _all_sampled(results: dict[str, StatsResult]) -> None:
+    bad = [r for r in results.values() if not isinstance(r, SourcedStats)]
+    assert not bad, bad[:3]
+
+
 async def _time_reads(
     what: str,
     source: StatsSource,
@@ -148,22 +182,8 @@ async def _time_reads(
     polls: int,
     gap: float,
 ) -> Row:
-    walls, ours, engine = [], [], []
-    for _ in range(polls):
-        if gap:
-            await asyncio.sleep(gap)
-        before = _engine_cpu()
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        results = await source.read_many(infos)
-        walls.append(time.perf_counter() - t0)
-        ours.append(time.process_time() - cpu0)
-        engine.append(_engine_delta(before))
-        bad = [r for r in results.values() if not isinstance(r, SourcedStats)]
-        assert not bad, bad[:3]
-    # The engine's CPU is counted in 10 ms ticks: its mean over the polls, not a median of 0s.
-    return Row(
-        what, len(infos), statistics.median(walls), statistics.median(ours), statistics.mean(engine)
-    )
+    _, wall, ours, engine = await _timed(lambda: source.read_many(infos), _all_sampled, polls, gap)
+    return Row(what, len(infos), wall, ours, engine)
 
 
 def _docker_stats_row(names: Sequence[str]) -> Row:
@@ -191,25 +211,13 @@ async def _full_poll_row(what: str, kind: str, processes: bool, polls: int, gap:
     try:
         collector = build_collector(settings, driver)
         await collector.poll_once()  # warm: inspects cached, files located
-        walls, ours, engine = [], [], []
-        for _ in range(polls):
-            if gap:
-                await asyncio.sleep(gap)
-            before = _engine_cpu()
-            cpu0, t0 = time.process_time(), time.perf_counter()
-            snapshot = await collector.poll_once()
-            walls.append(time.perf_counter() - t0)
-            ours.append(time.process_time() - cpu0)
-            engine.append(_engine_delta(before))
+
+        def engine_up(snapshot: Snapshot) -> None:
             assert snapshot.engine_up, snapshot.error
+
+        snapshot, wall, ours, engine = await _timed(collector.poll_once, engine_up, polls, gap)
         with_stats = sum(1 for s in snapshot.containers if s.stats is not None)
-        return Row(
-            what,
-            with_stats,
-            statistics.median(walls),
-            statistics.median(ours),
-            statistics.mean(engine),
-        )
+        return Row(what, with_stats, wall, ours, engine)
     finally:
         await driver.close()
 
