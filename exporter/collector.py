@@ -187,8 +187,11 @@ class Collector:
     ) -> list[ContainerInfo | None]:
         """Return each entry's inspected info; None for gone, failed or late ones."""
         now = time.monotonic()
+        infos = [self._cached(e, now) for e in tracked]
         misses = [
-            e for e in tracked if self._cached(e, now) is None and e.id not in self._inspecting
+            e
+            for e, info in zip(tracked, infos, strict=True)
+            if info is None and e.id not in self._inspecting
         ]
         if misses:
             batch = asyncio.create_task(
@@ -199,7 +202,11 @@ class Collector:
             batch.add_done_callback(self._settled)
             # asyncio.wait, unlike wait_for, leaves the batch running at the deadline.
             await asyncio.wait({batch}, timeout=max(deadline - time.monotonic(), 0.0))
-        infos = [self._cached(e, now) for e in tracked]
+            # What came in meanwhile, from this batch or from earlier polls' ones.
+            infos = [
+                info if info is not None else self._cached(e, now)
+                for e, info in zip(tracked, infos, strict=True)
+            ]
         late = sum(1 for e in tracked if e.id in self._inspecting)
         if late:
             self.health.errors[ErrorKind.INSPECT_LATE] += late
