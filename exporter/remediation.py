@@ -300,7 +300,8 @@ class Remediator:
                 ledger.quarantined(now, dry),
                 ledger.held(),
                 ledger.decisions_with_outcome(RESTARTING, STARTING),
-            )
+            ),
+            busy_timeout=MARK_BUSY_TIMEOUT,
         )
         self._quarantined = quarantined
         self._held = held
@@ -350,7 +351,8 @@ class Remediator:
         """Make the owed writes in the order they were owed; StateError stops at the first."""
         while self._owed:
             _, write = self._owed[0]
-            await self.store.transaction(write)
+            # Short waits: the worker thread is not held up while another process locks.
+            await self.store.transaction(write, busy_timeout=MARK_BUSY_TIMEOUT)
             self._owed.popleft()
 
     async def _write(
