@@ -111,6 +111,7 @@ async def test_12000_not_found_alerts_keep_the_history_bounded(api: Api, bulky: 
     else:
         assert rows == HISTORY_KEPT
     assert file_bytes(api) <= STATE_FILE_MAX_BYTES, file_bytes(api)
+    print(f"\nFIGURES rows={rows} text_bytes={text_bytes} file_bytes={file_bytes(api)}")
     # The newest decisions are the ones kept.
     status, newest = await api.call("GET", "/api/v1/remediation/history?limit=1")
     assert status == 200
