@@ -307,6 +307,23 @@ class RemediationView(Protocol):
         """Return how many containers are quarantined now."""
         ...
 
+    def state_up(self) -> bool:
+        """Return True while the state store works."""
+        ...
+
+    def state_lost_count(self) -> int:
+        """Return how many opens found the state lost."""
+        ...
+
+    @property
+    def state_write_failures(self) -> int:
+        """Ledger writes that failed and were owed."""
+        ...
+
+    def owed_writes(self) -> int:
+        """Return how many ledger writes wait for the state store."""
+        ...
+
 
 class RemediationCollector(PromCollector):
     """Renders remediation's decisions and quarantines; reads memory only."""
@@ -334,6 +351,34 @@ class RemediationCollector(PromCollector):
             "operator clears them.",
             "gauge",
             float(self._remediation.quarantined_count()),
+        )
+        # The state store failing is remediation's fault alone: these say so.
+        yield _single(
+            "sysinner_exporter_remediation_state_up",
+            "1 while remediation's state database works; 0 while alerts answer 503 and it is "
+            "reopened with a backoff (the log and /readyz say why).",
+            "gauge",
+            1.0 if self._remediation.state_up() else 0.0,
+        )
+        yield _single(
+            "sysinner_exporter_remediation_state_write_failures_total",
+            "Ledger writes that failed (another process' lock, a full disk, ...) and were owed "
+            "until the state database works again.",
+            "counter",
+            float(self._remediation.state_write_failures),
+        )
+        yield _single(
+            "sysinner_exporter_remediation_state_owed_writes",
+            "Ledger writes waiting for the state database.",
+            "gauge",
+            float(self._remediation.owed_writes()),
+        )
+        yield _single(
+            "sysinner_exporter_remediation_state_lost_total",
+            "Opens that found the state database empty or without its schema: every "
+            "quarantine, cooldown and dedupe memory it held was lost.",
+            "counter",
+            float(self._remediation.state_lost_count()),
         )
 
 

@@ -103,6 +103,17 @@ class _NoRemediation:
     def quarantined_count(self) -> int:
         return 0
 
+    state_write_failures = 0
+
+    def state_up(self) -> bool:
+        return True
+
+    def state_lost_count(self) -> int:
+        return 0
+
+    def owed_writes(self) -> int:
+        return 0
+
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")

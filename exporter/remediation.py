@@ -12,32 +12,46 @@ the decision to restart is committed to the state store *before* the
 restart, under a per-container lock, so concurrent deliveries of one alert
 restart once and an exporter restart forgets nothing. A restart the exporter
 was killed in the middle of is finished when the exporter opens the state
-again (:meth:`Remediator.open`).
+again (:meth:`Remediator.open`), in the background: the server answers meanwhile.
+
+Once a stop is sent the start follows whatever happens to the state store
+(another process holding its write lock, a full disk): a ledger write that
+fails is logged, counted and owed; the owed writes are made, in order, as
+soon as the store works again. A store that cannot be opened or used at all
+is a fault of remediation only: alerts answer 503 (nothing was done, so
+Alertmanager's retry is judged afresh), the metrics and ``/readyz`` say so,
+and the store is reopened with a backoff until it works.
+
+A container an operator stopped through the API (:meth:`Remediator.hold`)
+is left alone (``operator-stopped``) until it is started again, through the
+API or otherwise (it is seen running), or it is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from exporter.config import Settings
 from exporter.drivers.base import Driver
 from exporter.errors import DriverError, NotFoundError
-from exporter.models import ContainerState
+from exporter.models import ContainerInfo, ContainerState
 from exporter.naming import NamingScheme
-from exporter.state import ACTIONS_KEPT_SECONDS, DecisionRecord, Ledger, StateStore
+from exporter.state import ACTIONS_KEPT_SECONDS, DecisionRecord, Ledger, StateError, StateStore
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 #: The only action this module takes; it labels the actions metric.
 ACTION_RESTART = "restart"
@@ -45,6 +59,14 @@ ACTION_RESTART = "restart"
 #: (the stop may have been sent), then stopped (the start may have been sent).
 RESTARTING = "restarting"
 STARTING = "starting"
+#: How long a ledger write made mid-restart waits for another process' lock before it
+#: is owed instead: the container is down meanwhile.
+MARK_BUSY_TIMEOUT = 1.0
+#: Ledger writes owed while the store fails; past this the oldest are dropped (logged).
+OWED_WRITES_KEPT = 10_000
+#: Reopen backoff of a failed state store, seconds: first and longest wait.
+REOPEN_FIRST_DELAY = 0.5
+REOPEN_MAX_DELAY = 30.0
 
 
 class Outcome(StrEnum):
@@ -58,6 +80,7 @@ class Outcome(StrEnum):
     IGNORED = "ignored"
     NOT_FOUND = "not-found"
     UNMANAGED = "unmanaged"
+    OPERATOR_STOPPED = "operator-stopped"
     ERROR = "error"
 
 
@@ -152,8 +175,39 @@ class _Verdict:
     quarantined_until: float | None = None
 
 
-def _update_decision(ledger: Ledger, *, decision_id: int, outcome: Outcome, detail: str) -> None:
-    ledger.update_decision(decision_id, outcome.value, detail)
+def incarnation_of(info: ContainerInfo) -> str:
+    """Return what tells one run of a container from the next: its start time and pid."""
+    return f"{info.started}:{info.pid}"
+
+
+class _NameLocks:
+    """One asyncio lock per name, kept only while someone holds or waits for it.
+
+    Alerts may name any number of containers that do not exist: a lock kept
+    per name forever would grow without bound.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name``'s lock for the block."""
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._entries[name]
 
 
 def starts_at_key(value: datetime) -> str:
@@ -161,6 +215,9 @@ def starts_at_key(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()
+
+
+LedgerWrite = Callable[[Ledger], object]
 
 
 class Remediator:
@@ -179,46 +236,188 @@ class Remediator:
         self._naming = naming
         self.policy = policy or RemediationPolicy()
         self._clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = _NameLocks()
         self._slots = asyncio.Semaphore(self.policy.concurrency)
         self._quarantined: dict[str, float] = {}
+        #: Containers an operator stopped through the API, and when.
+        self._held: dict[str, float] = {}
         #: (action, result) -> count, for sysinner_exporter_remediation_actions_total.
         self.actions: Counter[tuple[str, str]] = Counter()
+        #: Why the state store cannot be used now; None while it works.
+        self.state_error: str | None = None
+        #: Ledger writes that failed (or found the store failing) and were owed.
+        self.state_write_failures = 0
+        self._owed: deque[tuple[str, LedgerWrite]] = deque()
+        #: Decisions whose restart runs in this process: never resumed as interrupted.
+        self._in_flight: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._healer: asyncio.Task[None] | None = None
+
+    # -- the state store's life ------------------------------------------
 
     async def open(self) -> None:
-        """Open the state store, load the quarantines in force, finish interrupted restarts."""
-        await self.store.open()
-        now = self._clock()
-        self._quarantined = await self.store.transaction(
-            lambda ledger: ledger.quarantined(now, self.policy.dry_run)
-        )
-        await self._finish_interrupted()
+        """Open the state store; if it fails alerts answer 503 and it is reopened meanwhile.
 
-    async def _finish_interrupted(self) -> None:
-        """See through the restarts an earlier run decided but did not finish (it was killed).
-
-        Their decisions and actions are committed, so cooldowns and budgets already
-        count them. The ledger says how far each got (stop done or not) and the
-        container whether what was under way took effect.
+        Quarantines and operator stops in force are loaded; restarts an earlier run
+        left unfinished are finished concurrently in the background.
         """
-        pending = await self.store.transaction(
-            lambda ledger: ledger.decisions_with_outcome(RESTARTING, STARTING)
+        try:
+            await self._restore()
+        except StateError as e:
+            self._state_failed(e, "opening it")
+
+    async def close(self) -> None:
+        """Let restarts under way finish, write what is owed if possible, close the store."""
+        if self._healer is not None:
+            self._healer.cancel()
+            await asyncio.gather(self._healer, return_exceptions=True)
+            self._healer = None
+        await self.idle()
+        if self._owed and self.store.is_open:
+            with contextlib.suppress(StateError):
+                await self._pay_owed()
+        if self._owed:
+            # Their decisions stay "restarting"/"starting": the next open finishes them.
+            log.error(
+                "remediation: %d ledger writes could not be made before exit", len(self._owed)
+            )
+        await self.store.close()
+
+    async def idle(self) -> None:
+        """Return once no restart, resume or ledger write started so far is under way."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _restore(self) -> None:
+        """Open the store if needed, make owed writes, reload memory, resume cut restarts."""
+        if not self.store.is_open:
+            await self.store.open()
+        await self._pay_owed()
+        now = self._clock()
+        dry = self.policy.dry_run
+        quarantined, held, pending = await self.store.transaction(
+            lambda ledger: (
+                ledger.quarantined(now, dry),
+                ledger.held(),
+                ledger.decisions_with_outcome(RESTARTING, STARTING),
+            ),
+            busy_timeout=MARK_BUSY_TIMEOUT,
         )
+        self._quarantined = quarantined
+        self._held = held
+        if self.state_error is not None:
+            log.warning("remediation: the state database %s works again", self.store.path)
+        self.state_error = None
         for decision in pending:
-            outcome, detail = await self._resume(decision)
+            if decision.id not in self._in_flight:
+                self._in_flight.add(decision.id)
+                self._spawn(self._finish_interrupted(decision))
+
+    def _state_failed(self, error: StateError, doing: str) -> None:
+        """Note that the store failed; say it once per reason; make sure it is reopened."""
+        reason = str(error)
+        if reason != self.state_error:
+            log.error(
+                "remediation: the state database failed %s: %s; alerts answer 503 until it "
+                "works again (retried with a backoff)",
+                doing,
+                reason,
+            )
+        self.state_error = reason
+        if self._healer is None or self._healer.done():
+            self._healer = asyncio.create_task(self._heal())
+
+    async def _heal(self) -> None:
+        """Reopen the store with a backoff until it works and every owed write is made."""
+        delay = REOPEN_FIRST_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._restore()
+                return
+            except StateError as e:
+                log.debug("remediation: state database still failing: %s", e)
+                self.state_error = str(e)
+                # Reopen from scratch next time: the file may have been replaced.
+                await self.store.disconnect()
+            delay = min(delay * 2, REOPEN_MAX_DELAY)
+
+    def _require_state(self) -> None:
+        """Raise StateError while the store cannot be used (the API answers 503)."""
+        if self.state_error is not None:
+            raise StateError(f"state database unavailable: {self.state_error}")
+
+    async def _pay_owed(self) -> None:
+        """Make the owed writes in the order they were owed; StateError stops at the first."""
+        while self._owed:
+            _, write = self._owed[0]
+            # Short waits: the worker thread is not held up while another process locks.
+            await self.store.transaction(write, busy_timeout=MARK_BUSY_TIMEOUT)
+            self._owed.popleft()
+
+    async def _write(
+        self, write: LedgerWrite, what: str, busy_timeout: float = MARK_BUSY_TIMEOUT
+    ) -> bool:
+        """Write to the ledger, or owe the write when the store fails; True when written.
+
+        While writes are owed, later ones queue behind them so that the ledger
+        sees them in order (a final outcome never overwritten by an older mark).
+        """
+        if self.state_error is None and not self._owed:
+            try:
+                await self.store.transaction(write, busy_timeout=busy_timeout)
+                return True
+            except StateError as e:
+                self._state_failed(e, f"writing {what}")
+        self.state_write_failures += 1
+        if len(self._owed) >= OWED_WRITES_KEPT:
+            dropped, _ = self._owed.popleft()
+            log.error("remediation: too many owed ledger writes; dropped: %s", dropped)
+        self._owed.append((what, write))
+        log.warning("remediation: ledger write owed until the state database works: %s", what)
+        if self._healer is None or self._healer.done():
+            self._healer = asyncio.create_task(self._heal())
+        return False
+
+    def _spawn(self, coro: Coroutine[Any, Any, R]) -> asyncio.Task[R]:
+        """Run ``coro`` as a task that close() waits for, whoever awaits it."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- restarts cut by an exporter stop -----------------------------------
+
+    async def _finish_interrupted(self, decision: DecisionRecord) -> None:
+        """See through one restart an earlier run decided but did not finish (it was killed).
+
+        Its decision and action are committed, so cooldowns and budgets already
+        count it. The ledger says how far it got (stop done or not, the run it was
+        decided against) and the container whether what was under way took effect.
+        """
+        name = decision.container or ""
+        try:
+            incarnation = await self.store.transaction(
+                lambda ledger: ledger.incarnation(decision.id)
+            )
+            async with self._locks.hold(name), self._slots:
+                outcome, detail = await self._resume(decision, incarnation)
             log.warning(
                 "remediation: the restart of %s decided at %.0f was interrupted: %s",
-                decision.container,
+                name,
                 decision.at,
                 detail,
             )
-            await self.store.transaction(
-                functools.partial(
-                    _update_decision, decision_id=decision.id, outcome=outcome, detail=detail
-                )
+            await self._write(
+                lambda ledger: ledger.update_decision(decision.id, outcome.value, detail),
+                f"decision {decision.id} of {name}: {outcome.value}",
             )
+        except StateError as e:
+            self._state_failed(e, f"finishing the restart of {name}")
+        finally:
+            self._in_flight.discard(decision.id)
 
-    async def _resume(self, decision: DecisionRecord) -> tuple[Outcome, str]:
+    async def _resume(self, decision: DecisionRecord, incarnation: str) -> tuple[Outcome, str]:
         """Finish one interrupted restart; return its outcome."""
         name = decision.container or ""
         why = "interrupted by an exporter stop"
@@ -229,6 +428,8 @@ class Remediator:
             if info.name != name:
                 return Outcome.UNMANAGED, f"{why}; {name!r} now resolves to {info.name!r}"
             running = info.state is ContainerState.RUNNING
+            if running and incarnation and incarnation_of(info) != incarnation:
+                return Outcome.RESTARTED, f"{why} after the container had started again"
             if running and decision.outcome == STARTING:
                 return Outcome.RESTARTED, f"{why} after the container had started again"
             if running:  # the stop never took effect: the whole restart is still owed
@@ -240,11 +441,7 @@ class Remediator:
             return Outcome.ERROR, f"{why}; finishing it failed: {e}"
         return Outcome.RESTARTED, f"{why}; finished when the exporter started again"
 
-    async def close(self) -> None:
-        """Close the state store."""
-        await self.store.close()
-
-    # -- what the metrics read (no I/O) --------------------------------
+    # -- what the metrics and readiness read (no I/O) ----------------------
 
     def action_counts(self) -> dict[tuple[str, str], int]:
         """Return the decisions taken since start by (action, result), every result present."""
@@ -255,45 +452,104 @@ class Remediator:
 
     def quarantined_count(self) -> int:
         """Return how many containers are quarantined now."""
-        now = self._clock()
-        return sum(1 for until in self._quarantined.values() if until > now)
+        return len(self.quarantined())
 
     def quarantined(self) -> dict[str, float]:
         """Return the containers quarantined now and until when (unix seconds)."""
         now = self._clock()
-        return {name: until for name, until in self._quarantined.items() if until > now}
+        for name in [n for n, until in self._quarantined.items() if until <= now]:
+            del self._quarantined[name]
+        return dict(self._quarantined)
+
+    def state_up(self) -> bool:
+        """Return True while the state store works."""
+        return self.state_error is None
+
+    def state_lost_count(self) -> int:
+        """Return how many opens found the state lost (an empty file, no schema)."""
+        return self.store.lost_count
+
+    def owed_writes(self) -> int:
+        """Return how many ledger writes wait for the state store."""
+        return len(self._owed)
+
+    def tracked_names(self) -> int:
+        """Return how many names have per-name memory (locks, holds, quarantines)."""
+        return len(self._locks) + len(self._held) + len(self._quarantined)
 
     # -- the API's calls -------------------------------------------------
 
     async def handle(self, payload: AlertmanagerWebhook) -> AlertsResult:
-        """Judge every alert of ``payload`` and act on those the policy allows."""
-        outcomes = await asyncio.gather(
-            *(self._one(i, alert) for i, alert in enumerate(payload.alerts))
+        """Judge every alert of ``payload`` and act on those the policy allows.
+
+        StateError (a 503) when the store fails before an alert could be decided:
+        nothing was done for that alert, so a retry judges it afresh; the alerts
+        that were acted on are in the ledger and a retry finds them duplicates.
+        """
+        self._require_state()
+        results = await asyncio.gather(
+            *(self._one(i, alert) for i, alert in enumerate(payload.alerts)),
+            return_exceptions=True,
         )
-        return AlertsResult(dry_run=self.policy.dry_run, outcomes=list(outcomes))
+        outcomes: list[AlertOutcome] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            outcomes.append(r)
+        return AlertsResult(dry_run=self.policy.dry_run, outcomes=outcomes)
 
     async def history(self, limit: int, container: str | None = None) -> list[DecisionRecord]:
         """Return the newest decisions first."""
+        self._require_state()
         return await self.store.transaction(
             lambda ledger: ledger.recent_decisions(limit, container)
         )
 
     async def clear_quarantine(self, name: str) -> bool:
         """Lift ``name``'s quarantine and restart its budget; True when it was quarantined."""
+        self._require_state()
         now = self._clock()
-        async with self._lock_for(name):
-            was = await self.store.transaction(lambda ledger: ledger.clear_quarantine(name, now))
+        window = self.policy.window_seconds
+        async with self._locks.hold(name):
+            try:
+                was = await self.store.transaction(
+                    lambda ledger: ledger.clear_quarantine(name, now, window)
+                )
+            except StateError as e:
+                self._state_failed(e, f"clearing the quarantine of {name}")
+                raise
             self._quarantined.pop(name, None)
         log.warning("remediation: quarantine of %s cleared by an operator", name)
         return was
 
-    # -- one alert -------------------------------------------------------
+    def held(self) -> dict[str, float]:
+        """Return the containers an operator stopped through the API, and when."""
+        return dict(self._held)
 
-    def _lock_for(self, name: str) -> asyncio.Lock:
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = asyncio.Lock()
-        return lock
+    async def hold(self, name: str) -> None:
+        """Record that an operator stops ``name`` through the API: alerts leave it alone.
+
+        Called before the stop is sent, under the name's lock, so a restart under
+        way finishes first and none starts after. Kept in memory at once and in
+        the ledger as soon as the store takes it.
+        """
+        now = self._clock()
+        async with self._locks.hold(name):
+            self._held[name] = now
+            await self._write(lambda ledger: ledger.hold(name, now), f"operator stop of {name}")
+
+    async def release(self, name: str) -> None:
+        """Forget an operator's stop of ``name`` (started through the API, or gone)."""
+        async with self._locks.hold(name):
+            self._forget_hold(name)
+
+    def _forget_hold(self, name: str) -> None:
+        if self._held.pop(name, None) is not None:
+            self._spawn(
+                self._write(lambda ledger: ledger.release(name), f"operator start of {name}")
+            )
+
+    # -- one alert -------------------------------------------------------
 
     def _target(self, labels: Labels) -> tuple[str | None, Outcome | None, str]:
         """Return (container, None, "") or (name or None, a refusing outcome, why)."""
@@ -344,8 +600,12 @@ class Remediator:
         if refused is not None or name is None:
             return result(name, refused or Outcome.IGNORED, why)
 
-        async with self._lock_for(name):
-            outcome, detail = await self._decide_and_act(name, alert, starts_at, alertname)
+        async def locked() -> tuple[Outcome, str]:
+            async with self._locks.hold(name):
+                return await self._decide_and_act(name, alert, starts_at, alertname)
+
+        # Shielded: a client that hangs up never cuts a restart between its stop and start.
+        outcome, detail = await asyncio.shield(self._spawn(locked()))
         return result(name, outcome, detail)
 
     async def _decide_and_act(
@@ -354,63 +614,95 @@ class Remediator:
         """Decide under the container's lock; commit the decision; then act."""
         dry = self.policy.dry_run
 
-        def record(outcome: Outcome, detail: str) -> Callable[[Ledger], int]:
-            return lambda ledger: ledger.record_decision(
-                at=self._clock(),
-                container=name,
-                fingerprint=alert.fingerprint,
-                starts_at=starts_at,
-                alertname=alertname,
-                outcome=outcome.value,
-                detail=detail,
-                dry_run=dry,
+        async def refuse(outcome: Outcome, detail: str) -> tuple[Outcome, str]:
+            # Nothing is done, so a failing store only defers the record of it.
+            at = self._clock()
+            await self._write(
+                lambda ledger: ledger.record_decision(
+                    at=at,
+                    container=name,
+                    fingerprint=alert.fingerprint,
+                    starts_at=starts_at,
+                    alertname=alertname,
+                    outcome=outcome.value,
+                    detail=detail,
+                    dry_run=dry,
+                ),
+                f"{outcome.value} decision for {name}",
             )
+            return outcome, detail
 
         try:
             info = await self._driver.container_inspect(name)
         except NotFoundError:
-            detail = f"no container named {name!r}"
-            await self.store.transaction(record(Outcome.NOT_FOUND, detail))
-            return Outcome.NOT_FOUND, detail
+            # No container: no per-name memory either (its operator stop ends with it).
+            self._quarantined.pop(name, None)
+            self._forget_hold(name)
+            return await refuse(Outcome.NOT_FOUND, f"no container named {name!r}")
         except DriverError as e:
-            detail = f"cannot inspect {name}: {e}"
-            await self.store.transaction(record(Outcome.ERROR, detail))
-            return Outcome.ERROR, detail
+            return await refuse(Outcome.ERROR, f"cannot inspect {name}: {e}")
         if info.name != name:
             # The engine resolved the name to something else (an id prefix?): never act on it.
-            detail = f"{name!r} resolves to container {info.name!r}"
-            await self.store.transaction(record(Outcome.UNMANAGED, detail))
-            return Outcome.UNMANAGED, detail
+            return await refuse(Outcome.UNMANAGED, f"{name!r} resolves to container {info.name!r}")
+        held_at = self._held.get(name)
+        if held_at is not None and info.state is ContainerState.RUNNING:
+            # Started again by other means than the API: the operator's stop no longer stands.
+            self._forget_hold(name)
+            held_at = None
 
         now = self._clock()
-        verdict = await self.store.transaction(
-            lambda ledger: self._decide(ledger, name, alert, starts_at, alertname, now)
-        )
+        try:
+            verdict = await self.store.transaction(
+                lambda ledger: self._decide(
+                    ledger, name, alert, starts_at, alertname, now, info, held_at
+                )
+            )
+        except StateError as e:
+            # Nothing was done and nothing recorded: the 503 lets Alertmanager retry.
+            self._state_failed(e, f"deciding on {name}")
+            raise
         if verdict.quarantined_until is not None:
             self._quarantined[name] = verdict.quarantined_until
         if verdict.outcome is not Outcome.RESTARTED:
             return verdict.outcome, verdict.detail
+        return await self._restart(name, verdict.decision_id, alertname)
 
+    async def _restart(self, name: str, decision_id: int, alertname: str) -> tuple[Outcome, str]:
+        """Stop then start ``name``; once stopped it is started whatever the ledger does."""
+        self._in_flight.add(decision_id)
         try:
             async with self._slots:
-                await self._driver.container_stop(name)
-                # Stopped: a restart cut from here on owes only its start (see open()).
-                await self.store.transaction(
-                    lambda ledger: ledger.update_decision(
-                        verdict.decision_id, STARTING, "stopped; starting"
+                try:
+                    await self._driver.container_stop(name)
+                except DriverError as e:
+                    outcome, detail = Outcome.ERROR, f"restart failed: {e}"
+                else:
+                    # Stopped: a restart cut from here on owes only its start (see open()).
+                    await self._write(
+                        lambda ledger: ledger.update_decision(
+                            decision_id, STARTING, "stopped; starting"
+                        ),
+                        f"decision {decision_id} of {name}: stopped",
                     )
-                )
-                await self._driver.container_start(name)
-        except DriverError as e:
-            outcome, detail = Outcome.ERROR, f"restart failed: {e}"
-            log.error("remediation: restarting %s for %s failed: %s", name, alertname, e)
-        else:
-            outcome, detail = Outcome.RESTARTED, "stopped and started"
-            log.warning("remediation: restarted %s for alert %s", name, alertname or "?")
-        await self.store.transaction(
-            lambda ledger: ledger.update_decision(verdict.decision_id, outcome.value, detail)
-        )
-        return outcome, detail
+                    try:
+                        await self._driver.container_start(name)
+                    except DriverError as e:
+                        outcome, detail = Outcome.ERROR, f"restart failed: {e}"
+                    else:
+                        outcome, detail = Outcome.RESTARTED, "stopped and started"
+            if outcome is Outcome.RESTARTED:
+                log.warning("remediation: restarted %s for alert %s", name, alertname or "?")
+            else:
+                log.error("remediation: restarting %s for %s failed: %s", name, alertname, detail)
+            written = await self._write(
+                lambda ledger: ledger.update_decision(decision_id, outcome.value, detail),
+                f"decision {decision_id} of {name}: {outcome.value}",
+            )
+            if not written:
+                detail += "; recorded once the state database works again"
+            return outcome, detail
+        finally:
+            self._in_flight.discard(decision_id)
 
     def _decide(
         self,
@@ -420,6 +712,8 @@ class Remediator:
         starts_at: str,
         alertname: str,
         now: float,
+        info: ContainerInfo,
+        held_at: float | None,
     ) -> _Verdict:
         """Take the decision inside one write transaction (runs in the state thread)."""
         p = self.policy
@@ -436,10 +730,20 @@ class Remediator:
                 outcome=stored_outcome or outcome.value,
                 detail=detail,
                 dry_run=dry,
+                incarnation=incarnation_of(info),
             )
             return _Verdict(outcome, detail, decision_id, quarantined_until)
 
-        if ledger.action_seen(alert.fingerprint, starts_at, dry):
+        if held_at is None and info.state is not ContainerState.RUNNING:
+            held_at = ledger.held_at(name)  # another exporter on this state may have held it
+        if held_at is not None:
+            return decided(
+                Outcome.OPERATOR_STOPPED,
+                f"stopped by an operator through the API at {held_at:.0f}; "
+                "start it to hand it back to remediation",
+            )
+
+        if ledger.action_seen(alert.fingerprint, starts_at, name, dry):
             return decided(Outcome.DUPLICATE, "this alert occurrence was already acted on")
 
         until = ledger.quarantine_until(name, dry)
@@ -474,7 +778,9 @@ class Remediator:
             return decided(Outcome.COOLDOWN, f"restarted {now - last:.0f}s ago; {wait:.0f}s left")
 
         ledger.record_action(alert.fingerprint, starts_at, name, now, dry)
-        ledger.prune(now, max(p.window_seconds, p.cooldown_seconds, ACTIONS_KEPT_SECONDS))
+        ledger.prune(
+            now, max(p.window_seconds, p.cooldown_seconds, ACTIONS_KEPT_SECONDS), p.window_seconds
+        )
         if dry:
             return decided(Outcome.DRY_RUN, "would restart (dry-run)")
         return decided(Outcome.RESTARTED, "restart requested", stored_outcome=RESTARTING)

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from exporter.api.errors import ApiError, parse_body
-from exporter.api.keys import DEPLOYER, DRIVER, MOUNT_POLICY, NAMING, SETTINGS
+from exporter.api.keys import DEPLOYER, DRIVER, MOUNT_POLICY, NAMING, REMEDIATION, SETTINGS
 from exporter.api.openapi import Operation, Param
 from exporter.confinement import check_image, check_managed
 from exporter.errors import (
@@ -169,17 +169,22 @@ async def create_container(request: web.Request) -> web.Response:
 
 
 async def start_container(request: web.Request) -> web.Response:
-    """Start a managed container and return it."""
+    """Start a managed container and return it; remediation may act on it again."""
     name = await _managed(request)
     driver = request.app[DRIVER]
     await driver.container_start(name)
+    await _hand_back_to_remediation(request, name)
     return _json(ContainerBody(await driver.container_inspect(name)))
 
 
 async def stop_container(request: web.Request) -> web.Response:
-    """Stop a managed container and return it."""
+    """Stop a managed container and return it; alerts leave it stopped until it is started."""
     name = await _managed(request)
     driver = request.app[DRIVER]
+    remediation = request.app.get(REMEDIATION)
+    if remediation is not None:
+        # Before the stop: no alert may start what the operator is stopping.
+        await remediation.hold(name)
     await driver.container_stop(name)
     return _json(ContainerBody(await driver.container_inspect(name)))
 
@@ -190,7 +195,15 @@ async def restart_container(request: web.Request) -> web.Response:
     driver = request.app[DRIVER]
     await driver.container_stop(name)
     await driver.container_start(name)
+    await _hand_back_to_remediation(request, name)
     return _json(ContainerBody(await driver.container_inspect(name)))
+
+
+async def _hand_back_to_remediation(request: web.Request, name: str) -> None:
+    """End an operator's stop of ``name``: it was started through the API."""
+    remediation = request.app.get(REMEDIATION)
+    if remediation is not None:
+        await remediation.release(name)
 
 
 async def delete_container(request: web.Request) -> web.Response:

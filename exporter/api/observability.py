@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from exporter.api.keys import COLLECTOR, REGISTRY, SETTINGS
+from exporter.api.keys import COLLECTOR, REGISTRY, REMEDIATION, SETTINGS
 from exporter.exposition import Exposition
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,10 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
     # A poll may take up to its own timeouts on top of the interval.
     fresh_within = 2 * collector.interval + 3 * settings.poll_timeout
     ready = snapshot.engine_up and age is not None and age <= fresh_within
+    remediation = request.app.get(REMEDIATION)
+    # Remediation's state store failing makes the exporter not ready (its alerts answer 503).
+    state_error = None if remediation is None else remediation.state_error
+    ready = ready and state_error is None
     return ready, {
         "ready": ready,
         "engine_up": snapshot.engine_up,
@@ -73,6 +77,7 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "containers": len(snapshot.containers),
         "stats_source": collector.stats_source_name,
         "error": snapshot.error,
+        **({} if remediation is None else {"remediation_state_error": state_error}),
     }
 
 

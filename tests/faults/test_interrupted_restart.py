@@ -59,6 +59,7 @@ async def _reopen(
     )
     await remediation.open()
     try:
+        await remediation.idle()  # cut restarts are finished in the background
         (decision,) = await remediation.history(10)
     finally:
         await remediation.close()
@@ -66,6 +67,7 @@ async def _reopen(
     again = Remediator(driver, StateStore(tmp_path), NamingScheme(), RemediationPolicy())
     acted = list(driver.acted)
     await again.open()
+    await again.idle()
     await again.close()
     assert driver.acted == acted
     return decision
