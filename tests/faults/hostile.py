@@ -65,6 +65,10 @@ class RecordingDriver(FakeDriver):
         self.acted.append(("remove", name_or_id))
         await super().container_remove(name_or_id)
 
+    async def container_rename(self, name_or_id: str, new_name: str) -> None:
+        self.acted.append(("rename", name_or_id))
+        await super().container_rename(name_or_id, new_name)
+
     async def image_pull(self, image: str) -> None:
         self.acted.append(("pull", image))
         await super().image_pull(image)
