@@ -39,6 +39,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -290,6 +291,7 @@ class ReplicaDeployer:
         # an ininit that fails exits within milliseconds.
         self._start_settle = start_settle_seconds
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
 
     async def load_existing(self) -> int:
         """Store the replicas whose pod dirs hold an app_instance.json, repair cut deploys.
@@ -309,7 +311,7 @@ class ReplicaDeployer:
             return stored
         for name in sorted(names):
             try:
-                async with self._lock(name):
+                async with self._locked(name):
                     await self.reconcile(name)
             except DriverError as e:
                 log.error("replicas: cannot repair the cut deploy of %s: %s", name, e)
@@ -350,8 +352,20 @@ class ReplicaDeployer:
         """Return the pod paths of container ``name``."""
         return PodPaths(str(self.pod_base), name)
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name``'s deploy lock; the lock is dropped once nobody holds or waits for it."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._lock_users[name] = self._lock_users.get(name, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            # Only names with a deploy in flight keep a lock: the map stays bounded.
+            self._lock_users[name] -= 1
+            if not self._lock_users[name]:
+                del self._lock_users[name]
+                del self._locks[name]
 
     async def _lookup(self, name: str) -> ContainerInfo | None:
         """Return the container named exactly ``name``, or None."""
@@ -394,7 +408,7 @@ class ReplicaDeployer:
 
     async def remove(self, name: str) -> None:
         """Remove ``name`` and any deploy leftovers of it, and forget its replica."""
-        async with self._lock(name):
+        async with self._locked(name):
             for n in (name + NEXT_SUFFIX, name, name + PREV_SUFFIX):
                 await self._driver.container_remove(n)
             stored = self.replicas.get(name)
@@ -422,7 +436,7 @@ class ReplicaDeployer:
         """
         name = self._name_of(rep)
         # One deploy per name at a time: a newer revision waits for the older to finish.
-        async with self._lock(name):
+        async with self._locked(name):
             current = await self.reconcile(name)
             stored = self.replicas.get(name)
             if stored is not None and rep.deploy_revision <= stored.deploy_revision:
@@ -437,8 +451,21 @@ class ReplicaDeployer:
                     stored.deploy_revision,
                 )
                 self.replicas.forget(name, stored.deploy_revision)
-            info = await self._create(rep, name, current)
             data = rep.model_dump_json(indent=2).encode()
+            if (
+                current is not None
+                and current.state is ContainerState.RUNNING
+                and current.labels.get(LABEL_REVISION) == str(rep.deploy_revision)
+            ):
+                # This revision already runs (a deploy cut after its start): adopt it
+                # rather than restart it. An equal revision is the same deployment.
+                self._options(rep, name)
+                paths = self.pod_paths(name)
+                await asyncio.to_thread(prepare_pod_dir, paths, self._sources, self._arch)
+                await asyncio.to_thread(write_app_instance, paths, data)
+                self.replicas.try_store(rep)
+                return Deployment(DeployResult.UNCHANGED, name, rep.deploy_revision)
+            info = await self._create(rep, name, current)
             await asyncio.to_thread(write_app_instance, self.pod_paths(name), data)
             self.replicas.try_store(rep)
         result = DeployResult.UPDATED if current is not None else DeployResult.CREATED

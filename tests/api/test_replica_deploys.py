@@ -289,3 +289,27 @@ async def test_delete_removes_the_leftovers_of_a_cut_deploy_too(api: Api) -> Non
     assert (await api.call("DELETE", f"/api/v1/containers/{NAME}"))[0] == 204
     assert names(api.driver) == []
     assert (await api.call("GET", "/api/v1/replicas"))[1] == []
+
+
+async def test_a_revision_that_already_runs_is_adopted_not_restarted(
+    aiohttp_client: ClientFactory, tmp_path: Path, host_prefix: Path
+) -> None:
+    fake = FakeDriver()
+    # A deploy of revision 2 cut after its start: .prev removed, the instance file not written.
+    running = fake.add(NAME, labels={"io.sysinner.revision": "2"})
+    api = await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=host_prefix), fake)
+    status, answer = await api.call("POST", "/api/v1/replicas", json=replica(APP, 3, 2))
+    assert (status, answer["result"]) == (200, "unchanged"), answer
+    assert fake.find(NAME) == running
+    assert fake.calls["container_create"] == fake.calls["container_start"] == 0
+    assert instance_revision(api) == 2
+    assert [r["revision"] for r in (await api.call("GET", "/api/v1/replicas"))[1]] == [2]
+
+
+async def test_deploy_locks_are_dropped_once_no_deploy_needs_them(api: Api) -> None:
+    for rep_id in range(40):
+        body = replica(APP, rep_id, 1)
+        assert (await api.call("POST", "/api/v1/replicas", json=body))[0] == 201
+    assert (await api.call("DELETE", f"/api/v1/containers/{NAME}"))[0] == 204
+    assert api.deployer._locks == {}
+    assert api.deployer._lock_users == {}
