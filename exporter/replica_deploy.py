@@ -409,8 +409,11 @@ class ReplicaDeployer:
     async def remove(self, name: str) -> None:
         """Remove ``name`` and any deploy leftovers of it, and forget its replica."""
         async with self._locked(name):
-            for n in (name + NEXT_SUFFIX, name, name + PREV_SUFFIX):
-                await self._driver.container_remove(n)
+            await self._driver.container_remove(name)
+            for leftover in (name + NEXT_SUFFIX, name + PREV_SUFFIX):
+                found = await self._lookup(leftover)
+                if found is not None:
+                    await self._driver.container_remove(found.id)
             stored = self.replicas.get(name)
             if stored is not None:
                 # So that posting the same revision again recreates it.
