@@ -551,7 +551,10 @@ class ReplicaDeployer:
         deadline = time.monotonic() + self._start_settle
         info = first
         while True:
-            if info.state is not ContainerState.RUNNING or info.started != first.started:
+            if info.state is not ContainerState.RUNNING or (info.pid, info.started) != (
+                first.pid,
+                first.started,
+            ):
                 raise _StartFailed(
                     f"it exited right after start (state {info.status or info.state.value})",
                     f"its entrypoint {' '.join(container_cmd())} ended at once: check the "
