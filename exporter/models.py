@@ -45,6 +45,18 @@ def _image_reference(v: str) -> str:
     return v
 
 
+def _env_entry(v: str) -> str:
+    if "\0" in v:
+        raise ValueError("must not contain NUL")
+    if not _ENV_KEY.fullmatch(v.split("=", 1)[0]):
+        raise ValueError(f"{v!r} is not KEY=VALUE")
+    return v
+
+
+#: One ``KEY=VALUE`` environment entry, checked on its own so that an error
+#: names its index (``env.2``), not the whole list.
+EnvEntry = Annotated[str, AfterValidator(_env_entry)]
+
 #: An image reference as a user gives it: whatever the engine parses, but never
 #: whitespace or NUL, which no reference holds and which would reach its URL.
 ImageReference = Annotated[str, AfterValidator(_image_reference)]
@@ -130,7 +142,7 @@ class ContainerCreateOptions(_Input):
     name: str = Field(description="container name")
     image: ImageReference = Field(min_length=1, description="image reference")
     cmd: list[str] = Field(default_factory=list, description="entrypoint command")
-    env: list[str] = Field(default_factory=list, description="KEY=VALUE environment")
+    env: list[EnvEntry] = Field(default_factory=list, description="KEY=VALUE environment")
     labels: dict[str, str] = Field(default_factory=dict, description="metadata labels")
     hostname: str = ""
     cpu_limit: Annotated[int, Field(ge=0)] = Field(
@@ -153,20 +165,11 @@ class ContainerCreateOptions(_Input):
             raise ValueError(f"{v!r} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)")
         return v.lstrip("/")
 
-    @field_validator("cmd", "env")
+    @field_validator("cmd")
     @classmethod
     def _no_nul(cls, v: list[str]) -> list[str]:
         if any("\0" in item for item in v):
             raise ValueError("must not contain NUL")
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _env_pairs(cls, v: list[str]) -> list[str]:
-        for item in v:
-            key = item.split("=", 1)[0]
-            if not _ENV_KEY.fullmatch(key):
-                raise ValueError(f"{item!r} is not KEY=VALUE")
         return v
 
     @field_validator("labels")

@@ -1,13 +1,32 @@
-"""Deploy a replica: TryStore decides, then pod dir, container, start.
+"""Deploy a replica so that a failed deploy never leaves it without a container.
 
-``AppReplicaInstanceList.try_store`` is the single judge of whether a posted
-replica is new or of a newer revision; an equal or older one touches
-nothing. A stored one gets its host pod dir laid out (the init dirs, the
-ininit script and inagent binary copied from the host installation when
-present, ``app_instance.json`` written atomically), its container created
-with the pod's home and sysinner dirs bind-mounted and ``container_cmd()``
-as entrypoint, and started. When any step fails the store is undone, so a
-retry of the same revision is not mistaken for "unchanged".
+The order (the README's replica section says the same):
+
+1. The whole create options are built and validated from the posted replica
+   before anything is touched; an error names the replica body's own field
+   (``app.spec.image``, ``app.spec.env.2``, ``replica.rep_id``). A host without
+   the ininit script is refused here too: its container could not start.
+2. The new container is created as ``<name>.next`` (an image the engine does
+   not have fails here, with nothing changed).
+3. Only then is the old one renamed ``<name>.prev`` (still running), the new
+   one renamed ``<name>``, the old one stopped and the new one started and
+   watched for ``start_settle_seconds``. If the start fails or the container
+   exits in that time, the new one is removed, ``.prev`` is renamed back and
+   started again if it was running, and the error is raised.
+4. ``.prev`` is removed once the new one runs; ``app_instance.json`` is
+   written last, and only then does the in-memory store take the revision.
+
+So the store (``AppReplicaInstanceList``, sysinner's TryStore) only ever holds
+revisions that were deployed, and "strictly greater" compares against the
+revision that actually ran. An equal or older revision is "unchanged" only
+while the container ``<name>`` exists with that stored revision in its
+``io.sysinner.revision`` label; otherwise the stored entry is void and the
+post deploys. A failed newer revision is never stored, so posting the older
+one again (a rollback) finds it running: unchanged.
+
+An exporter killed anywhere in step 2-4 leaves ``.next``/``.prev``
+leftovers; :meth:`ReplicaDeployer.reconcile` finishes or undoes the swap at
+start and before every deploy of that name (see its docstring).
 """
 
 from __future__ import annotations
@@ -19,6 +38,8 @@ import os
 import platform
 import shutil
 import tempfile
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,7 +47,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from exporter.drivers.base import Driver
-from exporter.models import AppReplicaInstance, ContainerCreateOptions, ContainerInfo, MountBind
+from exporter.errors import DriverError, ExporterError, NotFoundError
+from exporter.models import (
+    AppReplicaInstance,
+    ContainerCreateOptions,
+    ContainerInfo,
+    ContainerState,
+    MountBind,
+)
 from exporter.paths import INIT_DIRS, SYSINNER_DIR, HostSourcePaths, PodPaths, container_cmd
 from exporter.replicas import AppReplicaInstanceList
 
@@ -34,6 +62,11 @@ from exporter.replicas import AppReplicaInstanceList
 LABEL_APP = "io.sysinner.app"
 LABEL_REPLICA = "io.sysinner.replica"
 LABEL_REVISION = "io.sysinner.revision"
+
+#: The name a new revision's container is created under, until it replaces the old one.
+NEXT_SUFFIX = ".next"
+#: The name the old revision's container has while it is being replaced.
+PREV_SUFFIX = ".prev"
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +129,17 @@ def _copy_if_present(src: str, dst: str) -> bool:
     return True
 
 
-def lay_out_pod(paths: PodPaths, sources: HostSourcePaths, arch: str, instance: bytes) -> None:
-    """Create the pod dir, copy ininit/inagent when the host has them, write the instance."""
+def prepare_pod_dir(paths: PodPaths, sources: HostSourcePaths, arch: str) -> None:
+    """Create the pod dir and its init dirs; copy ininit/inagent when the host has them."""
     for d in (paths.home_dir(), paths.sysinner_dir(), *(paths.host_path(p) for p in INIT_DIRS)):
         os.makedirs(d, exist_ok=True)
     _copy_if_present(sources.ininit_src(), paths.ininit_file())
     _copy_if_present(sources.inagent_src(arch), paths.inagent_file())
-    write_atomic(Path(paths.app_instance_file()), instance)
+
+
+def write_app_instance(paths: PodPaths, data: bytes) -> None:
+    """Write the pod's ``app_instance.json`` atomically."""
+    write_atomic(Path(paths.app_instance_file()), data)
 
 
 def replica_create_options(
@@ -133,6 +170,105 @@ def replica_create_options(
     )
 
 
+class ReplicaSpecError(ExporterError):
+    """The replica makes no valid container; ``errors`` name the replica body's fields."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"invalid {first['field']}: {first['message']}{more}")
+        self.errors = errors
+
+
+class ReplicaImageMissingError(ExporterError):
+    """The engine has no such image: nothing was created or changed."""
+
+    field = "app.spec.image"
+
+    def __init__(self, image: str, message: str) -> None:
+        super().__init__(f"{self.field}: the engine has no image {image!r}; pull it first")
+        self.image = image
+        self.message = message
+
+
+class ReplicaHostNotReadyError(ExporterError):
+    """The host lacks what every replica needs (the ininit script): nothing was touched."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ReplicaStartError(ExporterError):
+    """The new revision's container did not start or exited at once; it was rolled back.
+
+    ``old_revision`` is the revision put back (None when there was none);
+    ``rollback_error`` says why putting it back failed, if it did.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        revision: int,
+        reason: str,
+        detail: str,
+        old_revision: str | None,
+        old_running: bool,
+        rollback_error: str | None = None,
+    ) -> None:
+        if rollback_error is not None:
+            after = f"rolling back failed ({rollback_error}); the next deploy or start repairs it"
+        elif old_revision is None:
+            after = "no container is left"
+        elif old_running:
+            after = f"revision {old_revision} keeps running"
+        else:
+            after = f"revision {old_revision} is back, stopped as it was"
+        super().__init__(f"replica {name} revision {revision} did not start: {reason}; {after}")
+        self.name = name
+        self.revision = revision
+        self.reason = reason
+        self.detail = detail
+        self.old_revision = old_revision
+        self.rollback_error = rollback_error
+
+
+#: Where each create option comes from in the replica body, for error messages.
+_OPTION_FIELDS = {
+    "name": "app.id",
+    "hostname": "app.id",
+    "image": "app.spec.image",
+    "env": "app.spec.env",
+    "labels": "app.spec.labels",
+    "cpu_limit": "app.spec.cpu_limit",
+    "memory_limit": "app.spec.memory_limit",
+    "ports": "app.spec.ports",
+    "restart_policy": "app.spec.restart_policy",
+}
+
+
+def _replica_field(loc: tuple[int | str, ...], message: str) -> str:
+    """Return the replica body's field for an error at ``loc`` of the create options."""
+    if not loc:
+        # A model-level check says which field it is about first ("ports: ...").
+        head = message.split(":", 1)[0].removeprefix("Value error, ")
+        loc = (head,) if head in _OPTION_FIELDS else ()
+    if not loc or str(loc[0]) not in _OPTION_FIELDS:
+        return "app.spec"
+    return ".".join([_OPTION_FIELDS[str(loc[0])], *(str(p) for p in loc[1:])])
+
+
+def spec_errors(e: ValidationError) -> list[dict[str, str]]:
+    """Return a create-options validation error as errors on the replica body's fields."""
+    errors = []
+    for err in e.errors(include_url=False, include_context=False, include_input=False):
+        message = err["msg"].removeprefix("Value error, ")
+        errors.append(
+            {"field": _replica_field(err["loc"], message), "message": message, "type": err["type"]}
+        )
+    return errors
+
+
 class ReplicaDeployer:
     """Deploys posted replicas through a Driver into pod dirs under ``pod_base``."""
 
@@ -144,22 +280,52 @@ class ReplicaDeployer:
         pod_base: Path,
         host_prefix: Path,
         arch: str | None = None,
+        start_settle_seconds: float = 1.0,
     ) -> None:
         self._driver = driver
         self.replicas = replicas
         self.pod_base = pod_base
         self._sources = HostSourcePaths(str(host_prefix))
         self._arch = arch or host_arch()
+        # How long a new container must stay up after its start to count as started:
+        # an ininit that fails exits within milliseconds.
+        self._start_settle = start_settle_seconds
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
 
     async def load_existing(self) -> int:
-        """Store the replicas whose pod dirs already hold an app_instance.json; return how many.
+        """Store the replicas whose pod dirs hold an app_instance.json, repair cut deploys.
 
-        The replica list lives in memory: without this, re-posting an unchanged
-        revision after an exporter restart would recreate its container.
+        Returns how many were stored. The replica list lives in memory: without
+        this, re-posting an unchanged revision after an exporter restart would
+        recreate its container. A deploy cut by a kill of the exporter is then
+        finished or undone (:meth:`reconcile`); an engine that does not answer
+        now only delays that to the replica's next deploy.
         """
         found = await asyncio.to_thread(self._read_pod_instances)
-        return sum(1 for rep in found if self.replicas.try_store(rep))
+        stored = sum(1 for rep in found if self.replicas.try_store(rep))
+        try:
+            names = await self._names_to_reconcile()
+        except DriverError as e:
+            log.warning("replicas: cannot look for cut deploys now, at the next deploy: %s", e)
+            return stored
+        for name in sorted(names):
+            try:
+                async with self._locked(name):
+                    await self.reconcile(name)
+            except DriverError as e:
+                log.error("replicas: cannot repair the cut deploy of %s: %s", name, e)
+        return stored
+
+    async def _names_to_reconcile(self) -> set[str]:
+        """Return every managed name with a ``.next`` or ``.prev`` container left over."""
+        names = set()
+        for c in await self._driver.container_list():
+            for suffix in (NEXT_SUFFIX, PREV_SUFFIX):
+                base = c.name.removesuffix(suffix)
+                if base != c.name and self.replicas.naming.is_valid(base):
+                    names.add(base)
+        return names
 
     def _read_pod_instances(self) -> list[AppReplicaInstance]:
         try:
@@ -186,32 +352,243 @@ class ReplicaDeployer:
         """Return the pod paths of container ``name``."""
         return PodPaths(str(self.pod_base), name)
 
-    async def deploy(self, rep: AppReplicaInstance) -> Deployment:
-        """Deploy ``rep`` when try_store takes it; raise DriverError/OSError after undoing it.
-
-        ValueError when the app id or replica id make no valid container name.
-        """
-        name = self.replicas.container_name(rep)
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name``'s deploy lock; the lock is dropped once nobody holds or waits for it."""
         lock = self._locks.setdefault(name, asyncio.Lock())
+        self._lock_users[name] = self._lock_users.get(name, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            # Only names with a deploy in flight keep a lock: the map stays bounded.
+            self._lock_users[name] -= 1
+            if not self._lock_users[name]:
+                del self._lock_users[name]
+                del self._locks[name]
+
+    async def _lookup(self, name: str) -> ContainerInfo | None:
+        """Return the container named exactly ``name``, or None."""
+        try:
+            info = await self._driver.container_inspect(name)
+        except NotFoundError:
+            return None
+        # The engine also matches id prefixes: only the name itself counts.
+        return info if info.name == name else None
+
+    async def reconcile(self, name: str) -> ContainerInfo | None:
+        """Finish or undo a deploy of ``name`` that was cut; return ``name``'s container.
+
+        A ``.next`` left over never replaced anything: it is removed. A ``.prev``
+        left over is the old revision: when ``<name>`` runs, the swap was done
+        and ``.prev`` is removed; otherwise the new one never ran, so it is
+        removed and ``.prev`` is renamed back to ``<name>`` and started (the
+        deploy stopped it; whether it ran before is not known, and a replica is
+        meant to run). Call it under the name's lock.
+        """
+        nxt = await self._lookup(name + NEXT_SUFFIX)
+        if nxt is not None:
+            log.warning("replicas: removing %s, left by a cut deploy", nxt.name)
+            await self._driver.container_remove(nxt.id)
+        current = await self._lookup(name)
+        prev = await self._lookup(name + PREV_SUFFIX)
+        if prev is None:
+            return current
+        if current is not None and current.state is ContainerState.RUNNING:
+            log.warning("replicas: %s runs; removing %s, left by a cut deploy", name, prev.name)
+            await self._driver.container_remove(prev.id)
+            return current
+        if current is not None:
+            log.warning("replicas: %s never ran; removing it to restore %s", name, prev.name)
+            await self._driver.container_remove(current.id)
+        log.warning("replicas: restoring %s as %s, left by a cut deploy", prev.name, name)
+        await self._driver.container_rename(prev.id, name)
+        await self._driver.container_start(name)
+        return await self._lookup(name)
+
+    async def remove(self, name: str) -> None:
+        """Remove ``name`` and any deploy leftovers of it, and forget its replica."""
+        async with self._locked(name):
+            await self._driver.container_remove(name)
+            for leftover in (name + NEXT_SUFFIX, name + PREV_SUFFIX):
+                found = await self._lookup(leftover)
+                if found is not None:
+                    await self._driver.container_remove(found.id)
+            stored = self.replicas.get(name)
+            if stored is not None:
+                # So that posting the same revision again recreates it.
+                self.replicas.forget(name, stored.deploy_revision)
+
+    def _name_of(self, rep: AppReplicaInstance) -> str:
+        try:
+            return self.replicas.container_name(rep)
+        except ValueError as e:
+            part, _, message = str(e).partition(": ")
+            field = "replica.rep_id" if part == "replica_id" else "app.id"
+            raise ReplicaSpecError(
+                [{"field": field, "message": message or str(e), "type": "value_error"}]
+            ) from e
+
+    async def deploy(self, rep: AppReplicaInstance) -> Deployment:
+        """Deploy ``rep`` unless that revision (or a newer one) already runs.
+
+        Raises ReplicaSpecError (invalid, nothing touched),
+        ReplicaImageMissingError and ReplicaHostNotReadyError (nothing
+        touched), ReplicaStartError (rolled back), DriverError or OSError;
+        whatever fails, the running revision stays and nothing is stored.
+        """
+        name = self._name_of(rep)
         # One deploy per name at a time: a newer revision waits for the older to finish.
-        async with lock:
-            known = self.replicas.get(name) is not None
-            if not self.replicas.try_store(rep):
+        async with self._locked(name):
+            current = await self.reconcile(name)
+            stored = self.replicas.get(name)
+            if stored is not None and rep.deploy_revision <= stored.deploy_revision:
+                if current is not None and current.labels.get(LABEL_REVISION) == str(
+                    stored.deploy_revision
+                ):
+                    return Deployment(DeployResult.UNCHANGED, name, rep.deploy_revision)
+                # What the store holds no longer exists: the entry is void.
+                log.warning(
+                    "replicas: %s revision %d is stored but its container is gone; redeploying",
+                    name,
+                    stored.deploy_revision,
+                )
+                self.replicas.forget(name, stored.deploy_revision)
+            data = rep.model_dump_json(indent=2).encode()
+            if (
+                current is not None
+                and current.state is ContainerState.RUNNING
+                and current.labels.get(LABEL_REVISION) == str(rep.deploy_revision)
+            ):
+                # This revision already runs (a deploy cut after its start): adopt it
+                # rather than restart it. An equal revision is the same deployment.
+                self._options(rep, name)
+                paths = self.pod_paths(name)
+                await asyncio.to_thread(prepare_pod_dir, paths, self._sources, self._arch)
+                await asyncio.to_thread(write_app_instance, paths, data)
+                self.replicas.try_store(rep)
                 return Deployment(DeployResult.UNCHANGED, name, rep.deploy_revision)
-            try:
-                info = await self._create(rep, name)
-            except BaseException:
-                self.replicas.forget(name, rep.deploy_revision)
-                raise
-        result = DeployResult.UPDATED if known else DeployResult.CREATED
+            info = await self._create(rep, name, current)
+            await asyncio.to_thread(write_app_instance, self.pod_paths(name), data)
+            self.replicas.try_store(rep)
+        result = DeployResult.UPDATED if current is not None else DeployResult.CREATED
         return Deployment(result, name, rep.deploy_revision, info)
 
-    async def _create(self, rep: AppReplicaInstance, name: str) -> ContainerInfo:
-        paths = self.pod_paths(name)
-        instance = rep.model_dump_json(indent=2).encode()
-        await asyncio.to_thread(lay_out_pod, paths, self._sources, self._arch, instance)
-        # A newer revision replaces the container; the pod dir (the app's data) stays.
-        await self._driver.container_remove(name)
-        await self._driver.container_create(replica_create_options(rep, name, paths))
-        await self._driver.container_start(name)
-        return await self._driver.container_inspect(name)
+    def _options(self, rep: AppReplicaInstance, name: str) -> ContainerCreateOptions:
+        try:
+            return replica_create_options(rep, name, self.pod_paths(name))
+        except ValidationError as e:
+            raise ReplicaSpecError(spec_errors(e)) from e
+
+    def _check_host(self, name: str) -> None:
+        ininit = self._sources.ininit_src()
+        if not os.path.isfile(ininit):
+            # The entrypoint runs ininit: without it the container exits at once.
+            log.error("replicas: cannot deploy %s: no ininit script at %s", name, ininit)
+            raise ReplicaHostNotReadyError(
+                f"replica {name} cannot start: the host has no ininit script", ininit
+            )
+
+    async def _create_container(self, opts: ContainerCreateOptions) -> ContainerInfo:
+        """Create a replica container: every replica create goes through here."""
+        return await self._driver.container_create(opts)
+
+    async def _create(
+        self, rep: AppReplicaInstance, name: str, old: ContainerInfo | None
+    ) -> ContainerInfo:
+        opts = self._options(rep, name)
+        self._check_host(name)
+        await asyncio.to_thread(prepare_pod_dir, self.pod_paths(name), self._sources, self._arch)
+        nxt, prev = name + NEXT_SUFFIX, name + PREV_SUFFIX
+        try:
+            await self._create_container(opts.model_copy(update={"name": nxt}))
+        except NotFoundError as e:
+            if "image" not in e.message.lower():
+                raise
+            raise ReplicaImageMissingError(opts.image, e.message) from e
+        old_running = old is not None and old.state is ContainerState.RUNNING
+        try:
+            # The old one keeps running through both renames; it stops only
+            # once the new one is in place, right before the new one starts.
+            if old is not None:
+                await self._driver.container_rename(old.id, prev)
+            await self._driver.container_rename(nxt, name)
+            if old_running:
+                await self._driver.container_stop(prev)
+            try:
+                await self._driver.container_start(name)
+            except DriverError as e:
+                raise _StartFailed("the engine refused its start", e.message) from e
+            info = await self._settled(name)
+        except BaseException as e:
+            old_revision = None if old is None else old.labels.get(LABEL_REVISION, "unknown")
+            rollback_error = await self._roll_back(name, old, old_running)
+            if isinstance(e, _StartFailed):
+                log.error(
+                    "replicas: %s revision %d did not start (%s: %s); rolled back",
+                    name,
+                    rep.deploy_revision,
+                    e.reason,
+                    e.detail,
+                )
+                raise ReplicaStartError(
+                    name,
+                    rep.deploy_revision,
+                    e.reason,
+                    e.detail,
+                    old_revision,
+                    old_running,
+                    rollback_error,
+                ) from e
+            raise
+        if old is not None:
+            await self._driver.container_remove(old.id)
+        return info
+
+    async def _settled(self, name: str) -> ContainerInfo:
+        """Return ``name`` once it stayed up ``start_settle_seconds``; _StartFailed if not."""
+        first = await self._driver.container_inspect(name)
+        deadline = time.monotonic() + self._start_settle
+        info = first
+        while True:
+            if info.state is not ContainerState.RUNNING or (info.pid, info.started) != (
+                first.pid,
+                first.started,
+            ):
+                raise _StartFailed(
+                    f"it exited right after start (state {info.status or info.state.value})",
+                    f"its entrypoint {' '.join(container_cmd())} ended at once: check the "
+                    "ininit script under --host.prefix and that the image has /bin/sh",
+                )
+            if time.monotonic() >= deadline:
+                return info
+            await asyncio.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+            info = await self._driver.container_inspect(name)
+
+    async def _roll_back(
+        self, name: str, old: ContainerInfo | None, old_running: bool
+    ) -> str | None:
+        """Put the old container back as ``name``; return why that failed, or None."""
+        try:
+            for leftover in (name + NEXT_SUFFIX, name):
+                found = await self._lookup(leftover)
+                if found is not None and (old is None or found.id != old.id):
+                    await self._driver.container_remove(found.id)
+            if old is not None:
+                if await self._lookup(name) is None:
+                    await self._driver.container_rename(old.id, name)
+                if old_running:
+                    await self._driver.container_start(name)
+        except DriverError as e:
+            log.error("replicas: rolling %s back failed: %s", name, e)
+            return str(e)
+        return None
+
+
+class _StartFailed(Exception):
+    """The new container did not start or did not stay up (inside _create only)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail

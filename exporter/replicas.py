@@ -16,6 +16,11 @@ class AppReplicaInstanceList:
         self._lock = threading.Lock()
         self._items: dict[str, AppReplicaInstance] = {}
 
+    @property
+    def naming(self) -> NamingScheme:
+        """Return the naming scheme that makes the container names."""
+        return self._naming
+
     def container_name(self, rep: AppReplicaInstance) -> str:
         """Return the container name of ``rep``; ValueError names the bad part."""
         return self._naming.format(rep.app.id, rep.replica.rep_id)
@@ -23,8 +28,9 @@ class AppReplicaInstanceList:
     def try_store(self, rep: AppReplicaInstance) -> bool:
         """Store ``rep`` when it is new or of a strictly newer revision; True when stored.
 
-        The caller rewrites the replica's ``app_instance.json`` exactly when
-        this returns True, so an equal or older revision must change nothing.
+        The deployer stores a revision only once its container runs and its
+        ``app_instance.json`` is written, so "strictly newer" is measured
+        against the revision that was deployed, never one that failed.
         """
         key = self.container_name(rep)
         with self._lock:

@@ -201,6 +201,16 @@ class FakeDriver:
         del self.containers[info.id]
         self.stats.pop(info.id, None)
 
+    async def container_rename(self, name_or_id: str, new_name: str) -> None:
+        """Rename a container; ConflictError when ``new_name`` is taken."""
+        await self._enter("container_rename")
+        info = self.find(name_or_id)
+        if any(c.name == new_name for c in self.containers.values()):
+            raise ConflictError(
+                409, f'Conflict. The container name "/{new_name}" is already in use'
+            )
+        self._replace(info, name=new_name)
+
     async def image_list(self) -> list[ImageInfo]:
         """Return the images."""
         await self._enter("image_list")

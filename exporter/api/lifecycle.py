@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from exporter.api.errors import ApiError, parse_body
 from exporter.api.keys import DEPLOYER, DRIVER, MOUNT_POLICY, NAMING, REMEDIATION, SETTINGS
 from exporter.api.openapi import Operation, Param
+from exporter.config import flag_name
 from exporter.confinement import check_image, check_managed
 from exporter.errors import (
     DriverError,
@@ -32,7 +33,14 @@ from exporter.models import (
     ImageInfo,
     ImageReference,
 )
-from exporter.replica_deploy import DeployResult, ReplicaDeployer
+from exporter.replica_deploy import (
+    DeployResult,
+    ReplicaDeployer,
+    ReplicaHostNotReadyError,
+    ReplicaImageMissingError,
+    ReplicaSpecError,
+    ReplicaStartError,
+)
 
 V1 = "/api/v1"
 
@@ -209,13 +217,12 @@ async def _hand_back_to_remediation(request: web.Request, name: str) -> None:
 async def delete_container(request: web.Request) -> web.Response:
     """Remove a managed container (forced) and forget its replica; the pod dir stays."""
     name = await _managed(request)
-    await request.app[DRIVER].container_remove(name)
     deployer = request.app.get(DEPLOYER)
-    if deployer is not None:
-        stored = deployer.replicas.get(name)
-        if stored is not None:
-            # So that posting the same revision again recreates it.
-            deployer.replicas.forget(name, stored.deploy_revision)
+    if deployer is None:
+        await request.app[DRIVER].container_remove(name)
+    else:
+        # Under the replica's deploy lock, with any leftover of a cut deploy.
+        await deployer.remove(name)
     return web.Response(status=204)
 
 
@@ -259,12 +266,19 @@ async def post_replica(request: web.Request) -> web.Response:
     check_image(rep.app.spec.image, request.app[SETTINGS].api_image_allowlist)
     try:
         done = await deployer.deploy(rep)
-    except ValueError as e:
-        field = "replica.rep_id" if str(e).startswith("replica_id") else "app.id"
+    except ReplicaSpecError as e:
+        raise ApiError(422, str(e), e.errors) from e
+    except ReplicaImageMissingError as e:
         raise ApiError(
-            422,
-            f"invalid {field}: {e}",
-            [{"field": field, "message": str(e), "type": "value_error"}],
+            404, str(e), [{"field": e.field, "message": e.message, "type": "not_found"}]
+        ) from e
+    except ReplicaHostNotReadyError as e:
+        raise ApiError(503, str(e), {"missing": e.path, "setting": flag_name("host_prefix")}) from e
+    except ReplicaStartError as e:
+        raise ApiError(
+            502,
+            str(e),
+            {"reason": e.reason, "message": e.detail, "rollback_error": e.rollback_error},
         ) from e
     except OSError as e:
         raise ApiError(503, "cannot lay out the pod dir", str(e)) from e
@@ -372,7 +386,9 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{V1}/replicas",
         post_replica,
         "postReplica",
-        "deploy a replica when new or of a newer revision (201 created, 200 otherwise)",
+        "deploy a replica when new or of a newer revision (201 created, 200 otherwise); "
+        "422 names the bad field, 404 a missing image, 502 a replica that did not start "
+        "(rolled back), 503 a host without ininit",
         201,
         ReplicaDeployed,
         (404, 409, 502, 503),

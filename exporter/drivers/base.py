@@ -1,7 +1,8 @@
 """The Driver Protocol: what the rest of the exporter may ask of a container runtime.
 
 Who relies on it: the collector (``container_list``, ``container_inspect``,
-``container_stats``), the lifecycle API (every call) and remediation
+``container_stats``), the lifecycle API (every call), replica deploys (``container_rename`` swaps
+a new revision in) and remediation
 (``container_inspect``, ``container_stop``, ``container_start``). None of them
 imports a concrete driver; only the entry point picks one.
 
@@ -62,6 +63,10 @@ class Driver(Protocol):
 
     async def container_remove(self, name_or_id: str) -> None:
         """Remove a container, forcing it if running; a missing one succeeds."""
+        ...
+
+    async def container_rename(self, name_or_id: str, new_name: str) -> None:
+        """Rename a container (running or not); NotFoundError, ConflictError if taken."""
         ...
 
     async def image_list(self) -> list[ImageInfo]:

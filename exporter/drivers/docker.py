@@ -320,6 +320,12 @@ class DockerDriver:
             if "already in progress" not in e.message:
                 raise
 
+    async def container_rename(self, name_or_id: str, new_name: str) -> None:
+        """Rename a container; the engine answers 409 when ``new_name`` is taken."""
+        await self._call(
+            "POST", f"/containers/{_seg(name_or_id)}/rename", params={"name": new_name}
+        )
+
     async def image_list(self) -> list[ImageInfo]:
         """Return the images the engine holds."""
         raw = await self._call("GET", "/images/json")

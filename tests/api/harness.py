@@ -99,6 +99,8 @@ def build_app(
         pod_base=settings.pod_base_dir,
         host_prefix=settings.host_prefix,
         arch="amd64",
+        # The fake engine's containers never exit by themselves: one look is enough.
+        start_settle_seconds=0.0,
     )
     registry = build_registry(collector, remediation=remediation)
     app = create_app(

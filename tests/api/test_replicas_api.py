@@ -96,7 +96,11 @@ async def test_same_revision_again_is_unchanged_and_touches_nothing(api: Api) ->
         assert (status, answer["result"], answer["container"]) == (200, "unchanged", None)
 
     assert (instance.stat().st_mtime_ns, instance.stat().st_ino) == before
-    assert dict(api.driver.calls) == calls
+    # Only reads: it looked whether the container still runs that revision.
+    mutating = ("container_create", "container_rename", "container_start", "container_stop")
+    assert {m: api.driver.calls[m] for m in (*mutating, "container_remove")} == {
+        m: calls.get(m, 0) for m in (*mutating, "container_remove")
+    }
     assert api.driver.find(NAME) == container
 
 
@@ -104,8 +108,11 @@ async def test_newer_revision_replaces_the_container_and_rewrites_the_instance(a
     await api.call("POST", "/api/v1/replicas", json=replica(APP, 3, 7))
     status, answer = await api.call("POST", "/api/v1/replicas", json=replica(APP, 3, 8))
     assert (status, answer["result"]) == (200, "updated")
-    assert api.driver.calls["container_remove"] == 2  # none for the new one, then the old one
+    # Created as .next beside the old one, swapped in by two renames, then the old one removed.
     assert api.driver.calls["container_create"] == 2
+    assert api.driver.calls["container_rename"] == 1 + 2
+    assert api.driver.calls["container_remove"] == 1
+    assert [c.name for c in api.driver.containers.values()] == [NAME]
     assert api.driver.find(NAME).labels["io.sysinner.revision"] == "8"
     instance = api.settings.pod_base_dir / NAME / "home/action/.sysinner/app_instance.json"
     assert json.loads(instance.read_text())["app"]["deploy"]["revision"] == 8
@@ -136,14 +143,32 @@ async def test_list_replicas(api: Api) -> None:
     )
 
 
-async def test_missing_host_files_are_skipped(
-    aiohttp_client: ClientFactory, tmp_path: Path
+async def test_a_missing_inagent_is_skipped(
+    aiohttp_client: ClientFactory, tmp_path: Path, host_prefix: Path
 ) -> None:
-    api = await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=tmp_path / "none"))
+    (host_prefix / "bin" / "inagent-linux-amd64").unlink()
+    api = await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=host_prefix))
     status, _ = await api.call("POST", "/api/v1/replicas", json=replica(APP, 3, 1))
     assert status == 201
     sysinner = api.settings.pod_base_dir / NAME / "home/action/.sysinner"
-    assert sorted(p.name for p in sysinner.iterdir()) == ["app_instance.json"]
+    assert sorted(p.name for p in sysinner.iterdir()) == ["app_instance.json", "ininit"]
+
+
+async def test_a_host_without_ininit_is_refused_before_anything_is_touched(
+    aiohttp_client: ClientFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=tmp_path / "none"))
+    status, answer = await api.call("POST", "/api/v1/replicas", json=replica(APP, 3, 1))
+    assert status == 503, answer
+    assert answer["error"] == f"replica {NAME} cannot start: the host has no ininit script"
+    assert answer["detail"] == {
+        "missing": str(tmp_path / "none" / "cmd" / "inagent" / "ininit"),
+        "setting": "--host.prefix",
+    }
+    assert api.driver.calls["container_create"] == 0
+    assert not api.settings.pod_base_dir.exists()
+    assert (await api.call("GET", "/api/v1/replicas"))[1] == []
+    assert "no ininit script" in caplog.text
 
 
 @pytest.mark.parametrize(

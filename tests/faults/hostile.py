@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from exporter.errors import NotFoundError
 from exporter.models import ContainerCreateOptions
 from exporter.testing import FakeDriver
 
@@ -62,8 +63,19 @@ class RecordingDriver(FakeDriver):
         await super().container_stop(name_or_id)
 
     async def container_remove(self, name_or_id: str) -> None:
-        self.acted.append(("remove", name_or_id))
+        self.acted.append(("remove", self._name_of(name_or_id)))
         await super().container_remove(name_or_id)
+
+    async def container_rename(self, name_or_id: str, new_name: str) -> None:
+        self.acted.append(("rename", self._name_of(name_or_id)))
+        await super().container_rename(name_or_id, new_name)
+
+    def _name_of(self, name_or_id: str) -> str:
+        """Return the name of the container an id names (the deployer acts by id)."""
+        try:
+            return self.find(name_or_id).name
+        except NotFoundError:
+            return name_or_id
 
     async def image_pull(self, image: str) -> None:
         self.acted.append(("pull", image))

@@ -292,6 +292,28 @@ async def test_create_from_a_missing_image_is_not_found(
 
 
 @pytest.mark.engine
+async def test_rename_keeps_a_running_container_running(
+    driver: DockerDriver, make_container: ContainerFactory
+) -> None:
+    name = fresh_name()
+    running = await make_container(name=name)
+    taken = await make_container(name=f"{name}.prev", start=False)
+    with pytest.raises(ConflictError) as err:
+        await driver.container_rename(running.id, f"{name}.prev")
+    assert err.value.status == 409
+    await driver.container_remove(taken.id)
+    await driver.container_rename(running.id, f"{name}.prev")
+    renamed = await driver.container_inspect(f"{name}.prev")
+    assert (renamed.id, renamed.pid, renamed.state) == (running.id, running.pid, running.state)
+    with pytest.raises(NotFoundError):
+        await driver.container_inspect(name)
+    await driver.container_rename(f"{name}.prev", name)
+    assert (await driver.container_inspect(name)).id == running.id
+    with pytest.raises(NotFoundError):
+        await driver.container_rename(f"{name}.missing", f"{name}.other")
+
+
+@pytest.mark.engine
 async def test_mount_with_uid_gid_chowns_the_host_dir(
     make_container: ContainerFactory, sdk: docker.DockerClient, tmp_path: Path
 ) -> None:
