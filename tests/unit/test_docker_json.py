@@ -328,7 +328,12 @@ def test_create_body() -> None:
     assert host["NanoCpus"] == 1500 * 1_000_000
     assert host["Memory"] == host["MemorySwap"] == 128 * 1024 * 1024
     assert host["RestartPolicy"] == {"Name": "on-failure"}
-    assert host["Binds"] == ["/srv/pods/a/home:/home", "/srv/share:/opt/share:ro"]
+    # Mounts, not Binds: the engine refuses a missing source instead of making it as root.
+    assert "Binds" not in host
+    assert host["Mounts"] == [
+        {"Type": "bind", "Source": "/srv/pods/a/home", "Target": "/home", "ReadOnly": False},
+        {"Type": "bind", "Source": "/srv/share", "Target": "/opt/share", "ReadOnly": True},
+    ]
     assert host["PortBindings"] == {
         "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
         "53/udp": [{"HostIp": "", "HostPort": ""}],
