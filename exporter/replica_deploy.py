@@ -129,7 +129,9 @@ def write_app_instance(paths: PodPaths, data: bytes) -> None:
     rewrite its own copy at will.
     """
     try:
-        with safefs.walked(paths.pod_base, [paths.container_name], create=True) as pod:
+        with safefs.walked(
+            paths.pod_base, [paths.container_name], create=True, create_root=True
+        ) as pod:
             sysinner = safefs.open_dir(pod, ["sysinner"], create=True)
             try:
                 safefs.write_file(sysinner, "app_instance.json", data)
