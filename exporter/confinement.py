@@ -97,6 +97,7 @@ class MountPolicy:
         protected: Iterable[str] = DOCKER_SOCKETS,
         *,
         pod_base: str | None = None,
+        host_prefix: str | None = None,
     ) -> None:
         given = [posixpath.normpath(p) for p in prefixes]
         # Resolved once, at start: the host's path to a root is trusted, what lies below is not.
@@ -105,6 +106,8 @@ class MountPolicy:
         self.pod_base = os.path.realpath(pod_base) if pod_base is not None else None
         self.roots = tuple(dict.fromkeys([*self.prefixes, *filter(None, [self.pod_base])]))
         self.protected = tuple(os.path.realpath(p) for p in protected)
+        # What every replica runs (ininit, inagent) is copied from here: no container may write it.
+        self.host_prefix = os.path.realpath(host_prefix) if host_prefix is not None else None
         # One create at a time through this exporter: check, chown and create are one step.
         self._lock = asyncio.Lock()
 
@@ -120,6 +123,7 @@ class MountPolicy:
                 *([str(settings.api_token_file)] if settings.api_token_file else []),
             ],
             pod_base=str(settings.pod_base_dir),
+            host_prefix=str(settings.host_prefix),
         )
 
     # -- the checks on the path alone -----------------------------------
@@ -140,6 +144,9 @@ class MountPolicy:
         for protected in self.protected:
             if _at_or_under(protected, path):
                 raise Forbidden(f"bind mount {shown}: it would expose {protected}")
+        hp = self.host_prefix
+        if hp is not None and (_at_or_under(path, hp) or _at_or_under(hp, path)):
+            raise Forbidden(f"bind mount {shown}: it would expose the host installation {hp}")
         for root in self.roots:
             if _at_or_under(root, path):
                 raise Forbidden(

@@ -150,3 +150,12 @@ async def test_uid_is_applied_to_the_walked_dir(prefix: Path) -> None:
     )
     assert (prefix / "a" / "b").stat().st_uid == 4242
     assert (prefix / "a").stat().st_uid == os.getuid()
+
+
+@pytest.mark.parametrize("where", ["innerstack", "innerstack/bin"])
+async def test_the_host_installation_is_never_mounted(prefix: Path, where: str) -> None:
+    # A prefix that holds the host installation: ininit and inagent, run by every replica.
+    policy = MountPolicy([str(prefix)], host_prefix=str(prefix / "innerstack"))
+    with pytest.raises(Forbidden, match="the host installation"):
+        await policy.create(FakeDriver(), opts("app-aaaaaaaa-0001", prefix / where))
+    await policy.create(FakeDriver(), opts("app-aaaaaaaa-0001", prefix / "beside"))
