@@ -22,6 +22,7 @@ from exporter.api import create_app
 from exporter.check import render, run_checks
 from exporter.collector import Collector
 from exporter.config import Settings, StatsSourceKind, env_name, flag_name, shown_default
+from exporter.confinement import MountPolicy
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
@@ -209,13 +210,16 @@ def build_remediation(settings: Settings, driver: DockerDriver) -> Remediator:
     )
 
 
-def build_deployer(settings: Settings, driver: DockerDriver) -> ReplicaDeployer:
+def build_deployer(
+    settings: Settings, driver: DockerDriver, mount_policy: MountPolicy
+) -> ReplicaDeployer:
     """Return the replica deployer laying pods out under the pod base dir."""
     return ReplicaDeployer(
         driver,
         AppReplicaInstanceList(settings.naming()),
         pod_base=settings.pod_base_dir,
         host_prefix=settings.host_prefix,
+        mount_policy=mount_policy,
     )
 
 
@@ -258,7 +262,10 @@ def _serve(settings: Settings) -> int:
     token = read_api_token(settings)
     # Without a token the API is off: no state dir is needed, none is touched.
     remediation = build_remediation(settings, driver) if token else None
-    deployer = build_deployer(settings, driver) if token else None
+    protected = [driver.endpoint.socket_path] if driver.endpoint.socket_path else []
+    # One policy for API creates and replica deploys: one lock over both.
+    policy = MountPolicy.from_settings(settings, protected)
+    deployer = build_deployer(settings, driver, policy) if token else None
     registry = build_registry(collector, remediation=remediation)
     app = create_app(
         settings=settings,
@@ -268,7 +275,8 @@ def _serve(settings: Settings) -> int:
         api_token=token,
         deployer=deployer,
         remediation=remediation,
-        protected_paths=[driver.endpoint.socket_path] if driver.endpoint.socket_path else [],
+        protected_paths=protected,
+        mount_policy=policy,
     )
     host, port = settings.listen()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

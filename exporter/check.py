@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import secrets
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from exporter import safefs
 from exporter.config import Settings, flag_name
+from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
-from exporter.errors import DriverTimeoutError, ExporterError
+from exporter.errors import DriverError, DriverTimeoutError, ExporterError, NotFoundError
+from exporter.models import ContainerCreateOptions, MountBind
 from exporter.sources.base import StatsSource
 
 #: A healthy engine answers a ping in milliseconds; a check must not hang on a sick one.
@@ -112,6 +117,90 @@ def check_port(host: str, port: int) -> Finding:
     return Finding("listen port", True, f"{shown} is free")
 
 
+#: An image no engine has: a probe create is refused for it after the mounts are validated.
+PROBE_IMAGE = "sysinner-exporter-probe/absent:none"
+SAME_PATH_HINT = (
+    "in a container, bind-mount the pod base and every mount prefix at the same path as on "
+    "the host (-v /var/lib/sysinner-exporter/pods:/var/lib/sysinner-exporter/pods), writable "
+    "by the exporter's user: the engine resolves mount sources on the host"
+)
+
+
+async def _engine_sees(driver: Driver, source: str) -> bool | None:
+    """Return whether the engine finds ``source`` on its host; None when it cannot tell.
+
+    A create with a bind mount of ``source`` and an image no engine has: the
+    engine validates mounts first ("bind source path does not exist", 400),
+    then looks the image up (404). Nothing is created either way.
+    """
+    opts = ContainerCreateOptions(
+        name=f"sysinner-exporter-probe-{secrets.token_hex(6)}",
+        image=PROBE_IMAGE,
+        mounts=[MountBind(host_path=source, container_path="/probe", read_only=True)],
+    )
+    try:
+        created = await driver.container_create(opts)
+    except NotFoundError:
+        return True
+    except DriverError as e:
+        if e.status == 400 and "does not exist" in e.message:
+            return False
+        raise
+    await driver.container_remove(created.id)  # an engine that had the image after all
+    return True
+
+
+async def check_host_paths(
+    settings: Settings, driver: Driver, within: float = ENGINE_TIMEOUT
+) -> Finding:
+    """Return whether the engine sees the pod base and mount prefixes at the paths we see.
+
+    In each, a uniquely named probe dir is made and the engine asked to mount
+    it: a source it cannot find means this process sees another tree there
+    (the exporter runs in a container with the dir not mounted at the same
+    path), where every check of the mount policy would be made in vain.
+    """
+    if settings.api_token is None and settings.api_token_file is None:
+        return Finding("host paths", True, "lifecycle API off: no pod dir or prefix in use")
+    policy = MountPolicy.from_settings(settings)
+    roots = policy.roots
+    bad: list[str] = []
+    try:
+        async with asyncio.timeout(within * (1 + 2 * len(roots))):
+            # A path that cannot exist first: an engine that checks the image
+            # before the mounts would answer 404 to every probe.
+            if await _engine_sees(driver, f"/nonexistent-{secrets.token_hex(8)}"):
+                return Finding(
+                    "host paths", False, "this engine cannot tell whether a mount source exists"
+                )
+            for root in roots:
+                name = f".sysinner-exporter-probe-{secrets.token_hex(8)}"
+                fd = safefs.open_root(root, create=root == policy.pod_base)
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    try:
+                        if not await _engine_sees(driver, f"{root}/{name}"):
+                            bad.append(root)
+                    finally:
+                        safefs.remove_dir(fd, name)
+                finally:
+                    os.close(fd)
+    except TimeoutError:
+        return Finding("host paths", False, f"the engine did not answer within {within:g}s")
+    except OSError as e:
+        return Finding("host paths", False, f"cannot make a probe dir: {e}", SAME_PATH_HINT)
+    except ExporterError as e:
+        return Finding("host paths", False, f"cannot probe: {e}")
+    if bad:
+        return Finding(
+            "host paths",
+            False,
+            f"the engine does not see {', '.join(bad)} as this process does",
+            SAME_PATH_HINT,
+        )
+    return Finding("host paths", True, f"the engine sees {', '.join(roots)} as we do")
+
+
 def check_settings(settings: Settings) -> Finding:
     """Return the settings that differ from the defaults (secrets masked)."""
     given = sorted(settings.model_fields_set)
@@ -133,6 +222,7 @@ async def run_checks(
         await check_engine(driver, where),
         check_stats_source(build_stats_source),
         check_port(host, port),
+        await check_host_paths(settings, driver),
         check_settings(settings),
     ]
 

@@ -267,7 +267,13 @@ class ContainerInfo:
     labels: dict[str, str] = Field(default_factory=dict)
     cpu_limit: int = Field(default=0, description="millicores; 0 is none")
     memory_limit: int = Field(default=0, description="bytes; 0 is none")
-    binds: list[str] = Field(default_factory=list, description="HostConfig.Binds")
+    binds: list[str] = Field(
+        default_factory=list, description="bind mounts as source:destination[:ro]"
+    )
+    # Every mount's host source (binds and volumes), from the list answer too:
+    # the mount policy checks new sources against all of them. A tuple: the
+    # empty one costs nothing per cached container.
+    mount_sources: tuple[str, ...] = Field(default=(), exclude=True)
     last_inspect_time: int = Field(default=0, exclude=True, description="unix seconds")
 
 

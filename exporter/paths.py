@@ -4,6 +4,14 @@ Inside the container everything sysinner owns sits under :data:`SYSINNER_DIR`;
 on the host the same files sit under the pod dir that :class:`PodPaths` names,
 which is bind-mounted in. :class:`HostSourcePaths` names where the host keeps
 the ininit script and the per-architecture inagent binary that are copied in.
+
+On the host the home dir and the sysinner dir are siblings in the pod dir
+(``<pod>/home`` at ``/home``, ``<pod>/sysinner`` at ``/home/action/.sysinner``),
+not nested as upstream's layout has it: the tenant writes its home, and a
+sysinner dir inside it could be renamed or replaced by a symlink to any host
+dir, which the next deploy would write into and mount (issue 12, item 3).
+The exporter's own record of the deployed instance lies beside both, where
+no container can write.
 """
 
 from __future__ import annotations
@@ -77,12 +85,16 @@ class PodPaths:
         return posixpath.join(self.container_pod_dir(), "home")
 
     def sysinner_dir(self) -> str:
-        """Return the host side of :data:`SYSINNER_DIR`."""
-        return posixpath.join(self.home_dir(), "action", ".sysinner")
+        """Return the host side of :data:`SYSINNER_DIR`: a sibling of the home dir."""
+        return posixpath.join(self.container_pod_dir(), "sysinner")
 
     def app_instance_file(self) -> str:
         """Return the host side of :data:`APP_INSTANCE_FILE`."""
         return posixpath.join(self.sysinner_dir(), "app_instance.json")
+
+    def instance_record_file(self) -> str:
+        """Return the exporter's own copy of the instance, out of every container's reach."""
+        return posixpath.join(self.container_pod_dir(), "app_instance.json")
 
     def ininit_file(self) -> str:
         """Return the host side of :data:`ININIT_FILE`."""
@@ -92,12 +104,19 @@ class PodPaths:
         """Return the host side of :data:`INAGENT_FILE`."""
         return posixpath.join(self.sysinner_dir(), "inagent")
 
+    def legacy_sysinner_dir(self) -> str:
+        """Return where upstream's layout nests the sysinner dir (inside the tenant's home)."""
+        return posixpath.join(self.home_dir(), "action", ".sysinner")
+
     def host_path(self, container_path: str) -> str:
         """Return where an in-container path under ``/home`` lives on the host."""
         if not container_path.startswith("/"):
             # relpath would resolve a relative path against our own cwd.
             raise ValueError(f"container_path: {container_path!r} is not absolute")
-        rel = posixpath.relpath(posixpath.normpath(container_path), "/home")
+        clean = posixpath.normpath(container_path)
+        if clean == SYSINNER_DIR or clean.startswith(SYSINNER_DIR + "/"):
+            return self.sysinner_dir() + clean[len(SYSINNER_DIR) :]
+        rel = posixpath.relpath(clean, "/home")
         # "..x" is a name under /home; only ".." itself or "../" steps out.
         if rel == ".." or rel.startswith("../"):
             raise ValueError(f"container_path: {container_path!r} is not under /home")

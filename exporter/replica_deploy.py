@@ -36,8 +36,7 @@ import contextlib
 import logging
 import os
 import platform
-import shutil
-import tempfile
+import posixpath
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from exporter import safefs
+from exporter.confinement import Forbidden, MountPolicy
 from exporter.drivers.base import Driver
 from exporter.errors import DriverError, ExporterError, NotFoundError
 from exporter.models import (
@@ -97,49 +98,97 @@ class Deployment:
     container: ContainerInfo | None = None
 
 
+#: The largest app_instance.json read back from a pod dir (bodies are 1 MiB by default).
+MAX_INSTANCE_BYTES = 64 * 1024 * 1024
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` so readers see the old file or the new, never a part.
+
+    Only for dirs no container can write: the parent's path is followed as it is.
+    """
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename is durable only once the directory itself is synced.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        safefs.write_file(fd, path.name, data, mode)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
-def _copy_if_present(src: str, dst: str) -> bool:
-    if not os.path.isfile(src):
-        return False
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, dst)
-    return True
+def _refused(paths: PodPaths, e: safefs.UnsafePathError) -> Forbidden:
+    return Forbidden(f"pod dir {paths.container_pod_dir()}: refused, {e}")
 
 
 def prepare_pod_dir(paths: PodPaths, sources: HostSourcePaths, arch: str) -> None:
-    """Create the pod dir and its init dirs; copy ininit/inagent when the host has them."""
-    for d in (paths.home_dir(), paths.sysinner_dir(), *(paths.host_path(p) for p in INIT_DIRS)):
-        os.makedirs(d, exist_ok=True)
-    _copy_if_present(sources.ininit_src(), paths.ininit_file())
-    _copy_if_present(sources.inagent_src(arch), paths.inagent_file())
+    """Make the pod dir, its home with the init dirs and its sysinner dir; copy ininit, inagent.
+
+    Every dir is walked from the pod base without following a symlink: the
+    tenant writes its home and its sysinner dir (renames, symlinks, FIFOs),
+    and what the exporter writes as root must land in the dir it walked.
+    Forbidden when the pod dir, its home or its sysinner dir is not a plain dir.
+    """
+    try:
+        with safefs.walked(
+            paths.pod_base, [paths.container_name], create=True, create_root=True
+        ) as pod:
+            home = safefs.open_dir(pod, ["home"], create=True)
+            try:
+                _make_init_dirs(paths, home)
+            finally:
+                os.close(home)
+            sysinner = safefs.open_dir(pod, ["sysinner"], create=True)
+            try:
+                safefs.copy_file(sources.ininit_src(), sysinner, "ininit", 0o755)
+                safefs.copy_file(sources.inagent_src(arch), sysinner, "inagent", 0o755)
+            finally:
+                os.close(sysinner)
+    except safefs.UnsafePathError as e:
+        raise _refused(paths, e) from e
+
+
+def _make_init_dirs(paths: PodPaths, home: int) -> None:
+    for d in INIT_DIRS:
+        parts = posixpath.relpath(d, "/home").split("/")
+        try:
+            os.close(safefs.open_dir(home, parts, create=True))
+        except safefs.UnsafePathError as e:
+            # The home is the tenant's own: an odd one costs it its init dirs, not its deploy.
+            log.warning("replicas: %s: init dir %s not made: %s", paths.container_name, d, e)
 
 
 def write_app_instance(paths: PodPaths, data: bytes) -> None:
-    """Write the pod's ``app_instance.json`` atomically."""
-    write_atomic(Path(paths.app_instance_file()), data)
+    """Write the instance into the sysinner dir, then the exporter's own record; atomic, safe.
+
+    The record (beside home and sysinner, out of every container's reach) is
+    what :func:`read_app_instance` trusts after a restart; the tenant may
+    rewrite its own copy at will.
+    """
+    try:
+        with safefs.walked(
+            paths.pod_base, [paths.container_name], create=True, create_root=True
+        ) as pod:
+            sysinner = safefs.open_dir(pod, ["sysinner"], create=True)
+            try:
+                safefs.write_file(sysinner, "app_instance.json", data)
+            finally:
+                os.close(sysinner)
+            safefs.write_file(pod, "app_instance.json", data)
+    except safefs.UnsafePathError as e:
+        raise _refused(paths, e) from e
+
+
+def read_app_instance(paths: PodPaths) -> bytes | None:
+    """Return the exporter's record of the pod's instance, or None when it has none.
+
+    A pod dir of upstream's nested layout has no record: it is not reused
+    (posting its replica deploys it again in the new layout).
+    """
+    try:
+        with safefs.walked(paths.pod_base, [paths.container_name]) as pod:
+            return safefs.read_file(pod, "app_instance.json", MAX_INSTANCE_BYTES)
+    except FileNotFoundError:
+        return None
+    except safefs.UnsafePathError as e:
+        raise _refused(paths, e) from e
 
 
 def replica_create_options(
@@ -163,6 +212,7 @@ def replica_create_options(
         memory_limit=spec.memory_limit,
         ports=list(spec.ports),
         restart_policy=spec.restart_policy,
+        # Siblings on the host (see exporter.paths): the mount policy refuses nested sources.
         mounts=[
             MountBind(host_path=paths.home_dir(), container_path="/home"),
             MountBind(host_path=paths.sysinner_dir(), container_path=SYSINNER_DIR),
@@ -281,8 +331,11 @@ class ReplicaDeployer:
         host_prefix: Path,
         arch: str | None = None,
         start_settle_seconds: float = 1.0,
+        mount_policy: MountPolicy | None = None,
     ) -> None:
         self._driver = driver
+        # Give the API's own policy: one lock then covers every create of this exporter.
+        self.mount_policy = mount_policy or MountPolicy([], pod_base=str(pod_base))
         self.replicas = replicas
         self.pod_base = pod_base
         self._sources = HostSourcePaths(str(host_prefix))
@@ -292,6 +345,21 @@ class ReplicaDeployer:
         self._start_settle = start_settle_seconds
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
+
+    async def _create_container(self, opts: ContainerCreateOptions) -> ContainerInfo:
+        """Create a replica's container through the mount policy (sources under the pod base)."""
+        try:
+            return await self.mount_policy.create(self._driver, opts, replica=True)
+        except Forbidden as e:
+            name = opts.name.removesuffix(".next").removesuffix(".prev")
+            legacy = self.pod_paths(name).legacy_sysinner_dir()
+            if legacy not in str(e):
+                raise
+            raise Forbidden(
+                f"{e}. {name} runs with the old pod layout (its sysinner dir inside its home, "
+                f"which its tenant can redirect): remove it (DELETE /api/v1/containers/{name}; "
+                "its pod dir and data stay) and post the replica again"
+            ) from e
 
     async def load_existing(self) -> int:
         """Store the replicas whose pod dirs hold an app_instance.json, repair cut deploys.
@@ -335,11 +403,11 @@ class ReplicaDeployer:
         found = []
         for entry in entries:
             try:
-                path = Path(self.pod_paths(entry).app_instance_file())
-                rep = AppReplicaInstance.model_validate_json(path.read_bytes())
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError, ValidationError) as e:
+                data = read_app_instance(self.pod_paths(entry))
+                if data is None:
+                    continue
+                rep = AppReplicaInstance.model_validate_json(data)
+            except (OSError, ValueError, ValidationError, Forbidden) as e:
                 log.warning("replicas: skipping pod dir %s: %s", entry, e)
                 continue
             if self.replicas.container_name(rep) != entry:
@@ -488,10 +556,6 @@ class ReplicaDeployer:
             raise ReplicaHostNotReadyError(
                 f"replica {name} cannot start: the host has no ininit script", ininit
             )
-
-    async def _create_container(self, opts: ContainerCreateOptions) -> ContainerInfo:
-        """Create a replica container: every replica create goes through here."""
-        return await self._driver.container_create(opts)
 
     async def _create(
         self, rep: AppReplicaInstance, name: str, old: ContainerInfo | None

@@ -163,6 +163,7 @@ class FakeDriver:
                 f"{m.host_path}:{m.container_path}" + (":ro" if m.read_only else "")
                 for m in opts.mounts
             ],
+            mount_sources=tuple(m.host_path for m in opts.mounts),
             ports={p.container_port: p for p in opts.ports},
         )
 

@@ -24,7 +24,7 @@ from exporter.api.keys import (
 from exporter.api.routes import add_api_routes
 from exporter.collector import Collector
 from exporter.config import Settings
-from exporter.confinement import DOCKER_SOCKETS, MountPolicy
+from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
 from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
@@ -41,6 +41,7 @@ def create_app(
     deployer: ReplicaDeployer | None = None,
     remediation: Remediator | None = None,
     protected_paths: Sequence[str] = (),
+    mount_policy: MountPolicy | None = None,
 ) -> web.Application:
     """Return the exporter's aiohttp application.
 
@@ -50,7 +51,8 @@ def create_app(
     ``settings.api_token``); without one they answer 403. Replica deploys and
     remediation answer 503 unless their collaborators are given; the app
     opens and closes the remediation's state store. ``protected_paths`` are
-    files no bind mount may expose (the engine socket, secrets).
+    files no bind mount may expose (the engine socket, secrets); a given
+    ``mount_policy`` (the deployer's own) replaces the one built from them.
     """
     if api_token is None and settings.api_token is not None:
         api_token = settings.api_token.get_secret_value()
@@ -63,15 +65,8 @@ def create_app(
     app[COLLECTOR] = collector
     app[REGISTRY] = registry
     app[NAMING] = settings.naming()
-    app[MOUNT_POLICY] = MountPolicy(
-        [str(p) for p in settings.mount_prefixes()],
-        protected=[
-            *DOCKER_SOCKETS,
-            *protected_paths,
-            str(settings.state_dir / "state.sqlite3"),
-            *([str(settings.api_token_file)] if settings.api_token_file else []),
-        ],
-    )
+    # One policy for the API and the deployer: its lock makes each check-and-create atomic.
+    app[MOUNT_POLICY] = mount_policy or MountPolicy.from_settings(settings, protected_paths)
     if deployer is not None:
         app[DEPLOYER] = deployer
     if remediation is not None:

@@ -171,8 +171,7 @@ async def create_container(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     check_managed(opts.name, request.app[NAMING].is_valid(opts.name))
     check_image(opts.image, settings.api_image_allowlist)
-    request.app[MOUNT_POLICY].check_all(opts.mounts)
-    created = await request.app[DRIVER].container_create(opts)
+    created = await request.app[MOUNT_POLICY].create(request.app[DRIVER], opts)
     return _json(ContainerBody(created), status=201)
 
 

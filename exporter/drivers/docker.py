@@ -275,10 +275,11 @@ class DockerDriver:
             return dj.container_from_inspect(raw)
 
     async def container_create(self, opts: ContainerCreateOptions) -> ContainerInfo:
-        """Create a container as ``opts`` says (network, chowned mounts) and inspect it."""
-        for m in opts.mounts:
-            if m.uid or m.gid:
-                await asyncio.to_thread(_chown_dir, m.host_path, m.uid, m.gid)
+        """Create a container as ``opts`` says (its network too) and inspect it.
+
+        Mount sources must exist; ``uid``/``gid`` are the mount policy's to
+        apply (on the fd of its walk, never on a path), not the driver's.
+        """
         network = await self._vpc_network(opts.vpc_subnet) if opts.vpc_subnet else None
         created = await self._call(
             "POST",
@@ -429,11 +430,6 @@ def _seg(name_or_id: str) -> str:
     if name in ("", ".", "..") or "/" in name:
         raise NotFoundError(404, f"No such container: {name_or_id}")
     return quote(name, safe="")
-
-
-def _chown_dir(path: str, uid: int, gid: int) -> None:
-    os.makedirs(path, exist_ok=True)
-    os.chown(path, uid or -1, gid or -1)
 
 
 @contextlib.contextmanager

@@ -149,6 +149,22 @@ def _first_ip(networks: dict[str, JSON] | None) -> str:
     return ""
 
 
+def _mount_sources(mounts: list[JSON] | None) -> tuple[str, ...]:
+    return tuple(_shared(m["Source"]) for m in mounts or () if m.get("Source"))
+
+
+def _binds(raw: JSON) -> list[str]:
+    """Return the bind mounts as ``source:destination[:ro]``, however they were created."""
+    mounts = raw.get("Mounts")
+    if mounts is None:
+        return list((raw.get("HostConfig") or {}).get("Binds") or [])
+    return [
+        f"{m['Source']}:{m['Destination']}" + ("" if m.get("RW", True) else ":ro")
+        for m in mounts
+        if m.get("Type") == "bind"
+    ]
+
+
 def container_from_list(raw: JSON) -> ContainerInfo:
     """Return a ContainerInfo from one entry of ``GET /containers/json``."""
     return ContainerInfo(
@@ -162,6 +178,7 @@ def container_from_list(raw: JSON) -> ContainerInfo:
         ports=_list_ports(raw.get("Ports")),
         created=int(raw.get("Created", 0)),
         labels=_labels(raw.get("Labels")),
+        mount_sources=_mount_sources(raw.get("Mounts")),
     )
 
 
@@ -197,7 +214,8 @@ def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo
         labels=_labels(config.get("Labels")),
         cpu_limit=cpu_millicores(host),
         memory_limit=int(host.get("Memory") or 0),
-        binds=list(host.get("Binds") or []),
+        binds=_binds(raw),
+        mount_sources=_mount_sources(raw.get("Mounts")),
         last_inspect_time=int(time.time() if now is None else now),
     )
 
@@ -258,8 +276,16 @@ def create_body(opts: ContainerCreateOptions, network: str | None = None) -> JSO
     ``opts.vpc_ipv4`` (see ``DockerDriver`` for how it is found or made).
     """
     host: JSON = {
-        "Binds": [
-            f"{m.host_path}:{m.container_path}" + (":ro" if m.read_only else "")
+        # Mounts, not Binds: the engine refuses a missing bind source at create
+        # and at every start, where Binds would make it, as root, following
+        # any symlink on the way.
+        "Mounts": [
+            {
+                "Type": "bind",
+                "Source": m.host_path,
+                "Target": m.container_path,
+                "ReadOnly": m.read_only,
+            }
             for m in opts.mounts
         ],
         "RestartPolicy": {"Name": opts.restart_policy},

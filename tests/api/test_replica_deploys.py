@@ -15,6 +15,7 @@ import pytest
 
 from exporter.errors import DriverError
 from exporter.models import ContainerState
+from exporter.paths import PodPaths
 from exporter.testing import FakeDriver
 from tests.api.harness import Api, ClientFactory, Clock, replica, start_api
 from tests.api.harness import settings_for as make_settings
@@ -41,7 +42,7 @@ def names(driver: FakeDriver) -> list[str]:
 
 
 def instance_revision(api: Api) -> int | None:
-    path = api.settings.pod_base_dir / NAME / "home/action/.sysinner/app_instance.json"
+    path = Path(PodPaths(str(api.settings.pod_base_dir), NAME).instance_record_file())
     return json.loads(path.read_text())["app"]["deploy"]["revision"] if path.exists() else None
 
 

@@ -46,7 +46,8 @@ async def test_new_replica_is_laid_out_created_and_started(api: Api) -> None:
 
     pod = api.settings.pod_base_dir / NAME
     home = pod / "home"
-    sysinner = home / "action" / ".sysinner"
+    # Siblings: the tenant's home holds nothing the exporter writes.
+    sysinner = pod / "sysinner"
     for d in INIT_DIRS:
         assert (home / d.removeprefix("/home/")).is_dir(), d
     assert (sysinner / "ininit").read_text() == "#!/bin/sh\nexec sleep 1000\n"
@@ -56,6 +57,9 @@ async def test_new_replica_is_laid_out_created_and_started(api: Api) -> None:
     assert stored == AppReplicaInstance.model_validate(body)
     # No temporary file is left behind by the atomic write.
     assert sorted(p.name for p in sysinner.iterdir()) == ["app_instance.json", "inagent", "ininit"]
+    # The exporter's own record, beside home and sysinner, is what a restart trusts.
+    assert (pod / "app_instance.json").read_bytes() == (sysinner / "app_instance.json").read_bytes()
+    assert not (home / "action" / ".sysinner").exists()
 
     info = api.driver.find(NAME)
     assert info.state is ContainerState.RUNNING
@@ -84,7 +88,7 @@ async def test_entrypoint_is_container_cmd(api: Api, monkeypatch: pytest.MonkeyP
 
 async def test_same_revision_again_is_unchanged_and_touches_nothing(api: Api) -> None:
     assert (await api.call("POST", "/api/v1/replicas", json=replica(APP, 3, 7)))[0] == 201
-    instance = api.settings.pod_base_dir / NAME / "home/action/.sysinner/app_instance.json"
+    instance = api.settings.pod_base_dir / NAME / "sysinner/app_instance.json"
     before = (instance.stat().st_mtime_ns, instance.stat().st_ino)
     calls = dict(api.driver.calls)
     container = api.driver.find(NAME)
@@ -114,7 +118,7 @@ async def test_newer_revision_replaces_the_container_and_rewrites_the_instance(a
     assert api.driver.calls["container_remove"] == 1
     assert [c.name for c in api.driver.containers.values()] == [NAME]
     assert api.driver.find(NAME).labels["io.sysinner.revision"] == "8"
-    instance = api.settings.pod_base_dir / NAME / "home/action/.sysinner/app_instance.json"
+    instance = api.settings.pod_base_dir / NAME / "sysinner/app_instance.json"
     assert json.loads(instance.read_text())["app"]["deploy"]["revision"] == 8
 
 
@@ -150,7 +154,7 @@ async def test_a_missing_inagent_is_skipped(
     api = await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=host_prefix))
     status, _ = await api.call("POST", "/api/v1/replicas", json=replica(APP, 3, 1))
     assert status == 201
-    sysinner = api.settings.pod_base_dir / NAME / "home/action/.sysinner"
+    sysinner = api.settings.pod_base_dir / NAME / "sysinner"
     assert sorted(p.name for p in sysinner.iterdir()) == ["app_instance.json", "ininit"]
 
 
@@ -214,7 +218,7 @@ async def test_replicas_laid_out_before_a_restart_are_known_after_it(
     first = await start_api(aiohttp_client, settings, fake)
     await first.call("POST", "/api/v1/replicas", json=replica(APP, 3, 7))
     # A pod dir with a broken instance file is skipped, not fatal.
-    broken = settings.pod_base_dir / "app-0a1b2c3d4e5f-0009" / "home/action/.sysinner"
+    broken = settings.pod_base_dir / "app-0a1b2c3d4e5f-0009"
     broken.mkdir(parents=True)
     write_atomic(broken / "app_instance.json", b"{not json")
 

@@ -28,6 +28,7 @@ import pytest
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerInfo
 from exporter.naming import container_name
+from exporter.paths import PodPaths
 from tests.api.harness import replica
 from tests.conftest import TEST_IMAGE, new_app_id, wait_for
 from tests.faults.support import ExporterProcess, record, scaled_int
@@ -140,7 +141,7 @@ async def test_sigkill_mid_deploy_never_loses_the_replica(
     replica_app: str, tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest
 ) -> None:
     name = container_name(replica_app, 1)
-    instance = tmp_path / "pods" / name / "home/action/.sysinner/app_instance.json"
+    instance = Path(PodPaths(str(tmp_path / "pods"), name).instance_record_file())
     driver = DockerDriver()
     events = ReplicaEvents(replica_app)
     await events.start()
@@ -206,7 +207,8 @@ async def test_sigkill_mid_deploy_never_loses_the_replica(
             info = await driver.container_inspect(name)
             assert info.state.value == "running", (round_no, state, info)
             assert info.labels["io.sysinner.revision"] == str(revision), (round_no, state)
-            assert json.loads(instance.read_text())["app"]["deploy"]["revision"] == revision
+            stored = json.loads(await asyncio.to_thread(instance.read_text))
+            assert stored["app"]["deploy"]["revision"] == revision
 
         record(
             request,

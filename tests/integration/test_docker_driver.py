@@ -16,6 +16,7 @@ import aiohttp
 import docker
 import pytest
 
+from exporter.confinement import MountPolicy
 from exporter.drivers import docker_json as dj
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import (
@@ -25,7 +26,7 @@ from exporter.errors import (
     EngineUnreachableError,
     NotFoundError,
 )
-from exporter.models import ContainerState, PortBinding
+from exporter.models import ContainerCreateOptions, ContainerState, MountBind, PortBinding
 from exporter.naming import container_name
 from tests.conftest import (
     IDLE_CMD,
@@ -315,25 +316,34 @@ async def test_rename_keeps_a_running_container_running(
 
 @pytest.mark.engine
 async def test_mount_with_uid_gid_chowns_the_host_dir(
-    make_container: ContainerFactory, sdk: docker.DockerClient, tmp_path: Path
+    driver: DockerDriver, sdk: docker.DockerClient, tmp_path: Path
 ) -> None:
+    # The driver only mounts; the mount policy makes and chowns, on the fd of its walk.
     home = tmp_path / "pod" / "home"  # missing: made, then chowned
     only_gid = tmp_path / "shared"
     only_gid.mkdir()
     name = fresh_name()
-    await make_container(
+    policy = MountPolicy([str(tmp_path)])
+    opts = ContainerCreateOptions(
         name=name,
+        image=TEST_IMAGE,
+        cmd=IDLE_CMD,
         mounts=[
-            {"host_path": str(home), "container_path": "/home", "uid": 2048, "gid": 3072},
-            {"host_path": str(only_gid), "container_path": "/shared", "gid": 4096},
+            MountBind(host_path=str(home), container_path="/home", uid=2048, gid=3072),
+            MountBind(host_path=str(only_gid), container_path="/shared", gid=4096),
         ],
     )
-    st = home.stat()
-    assert (st.st_uid, st.st_gid) == (2048, 3072)
-    st = only_gid.stat()
-    assert (st.st_uid, st.st_gid) == (os.getuid(), 4096)  # uid 0 means unchanged
-    code, out = exec_out(sdk, name, ["stat", "-c", "%u:%g", "/home"])
-    assert (code, out.strip()) == (0, "2048:3072")
+    try:
+        await policy.create(driver, opts)
+        await driver.container_start(name)
+        st = home.stat()
+        assert (st.st_uid, st.st_gid) == (2048, 3072)
+        st = only_gid.stat()
+        assert (st.st_uid, st.st_gid) == (os.getuid(), 4096)  # uid 0 means unchanged
+        code, out = exec_out(sdk, name, ["stat", "-c", "%u:%g", "/home"])
+        assert (code, out.strip()) == (0, "2048:3072")
+    finally:
+        await driver.container_remove(name)
 
 
 @pytest.mark.engine

@@ -205,7 +205,7 @@ async def test_replica_is_laid_out_mounted_and_started_once(api: EngineApi) -> N
         assert (answer["result"], answer["name"]) == ("created", name)
 
         pod = api.settings.pod_base_dir / name
-        sysinner = pod / "home" / "action" / ".sysinner"
+        sysinner = pod / "sysinner"
         assert (sysinner / "ininit").read_text() == ININIT
         instance = sysinner / "app_instance.json"
         assert json.loads(instance.read_text())["app"]["deploy"]["revision"] == 5

@@ -29,6 +29,7 @@ from exporter.drivers.docker import DockerDriver
 from exporter.metrics import build_registry
 from exporter.models import ContainerInfo
 from exporter.naming import container_name
+from exporter.paths import PodPaths
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from tests.api.harness import ClientFactory, replica
@@ -139,7 +140,7 @@ async def leftovers(name: str) -> list[str]:
 
 
 def instance_revision(settings: Settings, name: str) -> int | None:
-    path = settings.pod_base_dir / name / "home/action/.sysinner/app_instance.json"
+    path = Path(PodPaths(str(settings.pod_base_dir), name).instance_record_file())
     if not path.exists():
         return None
     return int(json.loads(path.read_text())["app"]["deploy"]["revision"])

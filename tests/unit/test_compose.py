@@ -110,6 +110,19 @@ def test_exporter_gets_the_socket_its_group_and_the_read_only_host_trees(
     assert state[0] in compose["volumes"], "the state dir is a named volume"
 
 
+def test_exporter_sees_the_pod_base_and_host_prefix_at_the_hosts_paths(
+    compose: dict[str, Any],
+) -> None:
+    # The engine resolves replica mounts on the host: a pod dir the exporter
+    # writes at another path (its state volume) is one the engine never sees.
+    volumes = mounts(compose["services"]["exporter"])
+    env = compose["services"]["exporter"].get("environment", {})
+    pod_base = env.get("EXPORTER_POD_BASE_DIR", str(Settings.model_fields["pod_base_dir"].default))
+    assert volumes[pod_base] == (pod_base, "rw")
+    host_prefix = env.get("EXPORTER_HOST_PREFIX", str(Settings.model_fields["host_prefix"].default))
+    assert volumes[host_prefix] == (host_prefix, "ro")
+
+
 def test_exporter_environment_names_real_settings(compose: dict[str, Any]) -> None:
     known = {env_name(field) for field in Settings.model_fields}
     for name in compose["services"]["exporter"]["environment"]:

@@ -135,6 +135,7 @@ def test_inspect_recording() -> None:
     assert c.cpu_limit == 500
     assert c.memory_limit == 64 * 1024 * 1024
     assert c.binds == ["/tmp/rec:/data:ro"]
+    assert c.mount_sources == ("/tmp/rec",)
     assert c.ports == {
         80: PortBinding(host_ip="127.0.0.1", host_port=18080, container_port=80, protocol="tcp")
     }
@@ -238,6 +239,9 @@ def test_list_recording() -> None:
     assert running.image == "local/busybox:latest"
     assert running.image_id.startswith("sha256:")
     assert running.labels == {"io.sysinner.app": "0123456789ab"}
+    # The mount policy checks new sources against these, from the list alone.
+    assert running.mount_sources == ("/tmp/rec",)
+    assert created.mount_sources == ()
     assert running.ports == {
         80: PortBinding(host_ip="127.0.0.1", host_port=18080, container_port=80)
     }
@@ -328,7 +332,12 @@ def test_create_body() -> None:
     assert host["NanoCpus"] == 1500 * 1_000_000
     assert host["Memory"] == host["MemorySwap"] == 128 * 1024 * 1024
     assert host["RestartPolicy"] == {"Name": "on-failure"}
-    assert host["Binds"] == ["/srv/pods/a/home:/home", "/srv/share:/opt/share:ro"]
+    # Mounts, not Binds: the engine refuses a missing source instead of making it as root.
+    assert "Binds" not in host
+    assert host["Mounts"] == [
+        {"Type": "bind", "Source": "/srv/pods/a/home", "Target": "/home", "ReadOnly": False},
+        {"Type": "bind", "Source": "/srv/share", "Target": "/opt/share", "ReadOnly": True},
+    ]
     assert host["PortBindings"] == {
         "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
         "53/udp": [{"HostIp": "", "HostPort": ""}],
@@ -406,3 +415,16 @@ def test_iter_json_array_yields_what_json_loads_would(items: list[Any], indent: 
 def test_iter_json_array_refuses_what_is_not_one_array(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - json's own messages vary by case
         list(dj.iter_json_array(text))
+
+
+def test_binds_come_from_the_mounts_however_they_were_created() -> None:
+    raw = load("inspect_running.json")
+    # Created with Mounts: HostConfig.Binds is empty, the top-level Mounts say it all.
+    raw["HostConfig"]["Binds"] = None
+    raw["Mounts"] = [
+        {"Type": "bind", "Source": "/srv/a", "Destination": "/a", "RW": True},
+        {"Type": "volume", "Source": "/var/lib/docker/volumes/v/_data", "Destination": "/v"},
+    ]
+    c = dj.container_from_inspect(raw)
+    assert c.binds == ["/srv/a:/a"]
+    assert c.mount_sources == ("/srv/a", "/var/lib/docker/volumes/v/_data")

@@ -44,10 +44,13 @@ def test_pod_paths() -> None:
     assert pod.container_pod_dir() == base
     assert pod.home_dir() == f"{base}/home"
     assert pod.opt_dir() == f"{base}/opt"
-    assert pod.sysinner_dir() == f"{base}/home/action/.sysinner"
-    assert pod.app_instance_file() == f"{base}/home/action/.sysinner/app_instance.json"
-    assert pod.ininit_file() == f"{base}/home/action/.sysinner/ininit"
-    assert pod.inagent_file() == f"{base}/home/action/.sysinner/inagent"
+    # The sysinner dir is the home's sibling, not inside it (see exporter.paths).
+    assert pod.sysinner_dir() == f"{base}/sysinner"
+    assert pod.app_instance_file() == f"{base}/sysinner/app_instance.json"
+    assert pod.ininit_file() == f"{base}/sysinner/ininit"
+    assert pod.inagent_file() == f"{base}/sysinner/inagent"
+    assert pod.instance_record_file() == f"{base}/app_instance.json"
+    assert pod.legacy_sysinner_dir() == f"{base}/home/action/.sysinner"
 
 
 def test_pod_paths_mirror_the_in_container_layout() -> None:
