@@ -18,7 +18,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme
+from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme, sanitize_label_name
 
 #: Outside 9100-9999 (the exporters' range) and used by no well-known exporter.
 DEFAULT_PORT = 8733
@@ -205,6 +205,23 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [item.strip() for item in v.split(",") if item.strip()]
         return v
+
+    @field_validator("collect_labels")
+    @classmethod
+    def _distinct_label_names(cls, v: list[str]) -> list[str]:
+        # Two keys that become one label name would give container_info a
+        # duplicate label, and Prometheus refuses the whole scrape.
+        # A key given twice is one label (kept once).
+        first_key: dict[str, str] = {}
+        for key in v:
+            name = sanitize_label_name(key)
+            other = first_key.setdefault(name, key)
+            if other != key:
+                raise ValueError(
+                    f"label keys {other!r} and {key!r} both become the label name {name!r}; "
+                    "keep one of them"
+                )
+        return list(first_key.values())
 
     @field_validator("api_mount_prefixes")
     @classmethod
