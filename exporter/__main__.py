@@ -121,6 +121,9 @@ def build_driver(settings: Settings) -> DockerDriver:
         endpoint,
         stats_timeout=settings.poll_timeout,
         max_connections=settings.poll_concurrency,
+        max_pulls=settings.api_max_concurrent_pulls,
+        vpc_pool=settings.api_vpc_subnet_pool,
+        vpc_max_networks=settings.api_vpc_max_networks,
     )
 
 

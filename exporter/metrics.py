@@ -192,6 +192,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
     ),
 )
 
+
 def container_labels(sample: ContainerSample) -> dict[str, str]:
     """Return the identifying labels of every series of a container."""
     info = sample.info

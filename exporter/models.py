@@ -345,9 +345,7 @@ class AppSpec(_Input):
     cpu_limit: Annotated[int, Field(ge=0, le=MAX_CPU_LIMIT_MILLICORES)] = Field(
         default=0, description="millicores"
     )
-    memory_limit: Annotated[int, Field(ge=0, le=INT64_MAX)] = Field(
-        default=0, description="bytes"
-    )
+    memory_limit: Annotated[int, Field(ge=0, le=INT64_MAX)] = Field(default=0, description="bytes")
     ports: list[PortBinding] = Field(default_factory=list)
     restart_policy: RestartPolicy = "no"
 

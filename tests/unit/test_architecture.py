@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "exporter"
-LEAVES = {"errors", "naming", "paths", "models", "config", "replicas", "concurrency"}
+LEAVES = {"errors", "naming", "paths", "models", "config", "replicas", "concurrency", "vpc"}
 
 
 def _module(path: Path) -> str:

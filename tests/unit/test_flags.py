@@ -94,7 +94,8 @@ def test_label_keys_that_become_one_label_name_are_refused(
         _settings(["--collect.labels", keys])
     message = str(caught.value)
     assert "--collect.labels" in message
-    assert repr(first) in message and repr(second) in message
+    assert repr(first) in message
+    assert repr(second) in message
 
 
 def test_a_label_key_given_twice_is_one_label() -> None:

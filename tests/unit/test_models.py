@@ -9,6 +9,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from exporter.api.lifecycle import ImagePullRequest
 from exporter.models import (
+    INT64_MAX,
+    MAX_CPU_LIMIT_MILLICORES,
+    MAX_ID,
     MIN_MEMORY_LIMIT_BYTES,
     AppReplicaInstance,
     ContainerCreateOptions,
@@ -289,8 +292,6 @@ def test_image_references_with_whitespace_or_nul_are_refused_wherever_given(imag
 
 
 def test_the_largest_values_the_engine_takes_pass() -> None:
-    from exporter.models import INT64_MAX, MAX_CPU_LIMIT_MILLICORES, MAX_ID
-
     opts = create(
         cpu_limit=MAX_CPU_LIMIT_MILLICORES,
         memory_limit=INT64_MAX,
