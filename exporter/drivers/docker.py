@@ -542,10 +542,11 @@ class DockerDriver:
             net_id = str(net["Id"])
             # Created containers count: they have no endpoint yet, and the
             # engine would remove the network under them.
+            # By name: a created container's NetworkID is still empty.
             users = await self._call(
                 "GET",
                 "/containers/json",
-                params={"all": "1", "filters": json.dumps({"network": [net_id]})},
+                params={"all": "1", "filters": json.dumps({"network": [str(net["Name"])]})},
             )
             if users:
                 continue
