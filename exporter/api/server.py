@@ -69,10 +69,15 @@ class RateLimitedLog:
 
 
 def quoted(text: str) -> str:
-    """Return ``text`` cut short and with every non-printable character escaped."""
-    cut = text[:QUOTE_CHARS]
+    """Return ``text`` on one line: whitespace runs as one space, other controls escaped, cut short.
+
+    aiohttp's parse errors span several lines (a caret under the bad byte);
+    one line each is what keeps the log greppable and injection-free.
+    """
+    flat = " ".join(text.split())
+    cut = flat[:QUOTE_CHARS]
     safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
-    return safe + ("..." if len(text) > QUOTE_CHARS else "")
+    return safe + ("..." if len(flat) > QUOTE_CHARS else "")
 
 
 class GuardedRequestHandler(web.RequestHandler):

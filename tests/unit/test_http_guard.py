@@ -40,7 +40,8 @@ def test_at_most_burst_lines_a_period_and_the_dropped_are_counted(
     ("text", "expected"),
     [
         ("plain", "plain"),
-        ("line\nbreak\r\x00", "line\\nbreak\\r\\x00"),
+        ("line\nbreak\r\n  caret ^", "line break caret ^"),
+        ("nul\x00bell\x07", "nul\\x00bell\\x07"),
         ("x" * (QUOTE_CHARS + 50), "x" * QUOTE_CHARS + "..."),
     ],
 )
