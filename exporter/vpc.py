@@ -114,16 +114,19 @@ def check_new_subnet(
     """
     check_in_pool(subnet, pool)
     for route in routes:
-        if route.destination.prefixlen == 0:
-            # Every subnet "overlaps" the default route; its gateway must stay reachable.
-            if route.gateway is not None and route.gateway in subnet:
-                raise refuse(
-                    f"{subnet} holds the host's default gateway {route.gateway} ({route.interface})"
-                )
-            continue
-        if subnet.overlaps(route.destination):
+        if route.destination.prefixlen and subnet.overlaps(route.destination):
             raise refuse(
                 f"{subnet} overlaps the host's route to {route.destination} ({route.interface})"
+            )
+    for route in routes:
+        # Every subnet "overlaps" the default route; its gateway must stay reachable.
+        if (
+            not route.destination.prefixlen
+            and route.gateway is not None
+            and route.gateway in subnet
+        ):
+            raise refuse(
+                f"{subnet} holds the host's default gateway {route.gateway} ({route.interface})"
             )
     for used in engine_subnets:
         if subnet.overlaps(used):
