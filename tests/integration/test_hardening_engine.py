@@ -23,10 +23,11 @@ from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.metrics import build_registry
+from exporter.models import ContainerCreateOptions
 from exporter.vpc import VPC_LABEL, read_routes
 from tests.api.harness import ClientFactory
 from tests.conftest import IDLE_CMD, TEST_IMAGE, collector_on, new_app_id, wait_for
-from tests.faults.support import record
+from tests.faults.support import record, scaled_int
 
 pytestmark = pytest.mark.engine
 
@@ -361,3 +362,50 @@ async def test_hanging_pulls_do_not_starve_readiness_or_reads(
 
 async def _async_true(value: bool) -> bool:
     return value
+
+
+async def test_creates_and_removes_racing_on_one_subnet_never_lose_the_network(
+    sdk: docker.DockerClient, request: pytest.FixtureRequest, engine: None
+) -> None:
+    """Removes sweep the network while creates on the same subnet are under way: none may fail."""
+    driver = DockerDriver(stop_grace=1, vpc_pool=[str(POOL)])
+    rounds = scaled_int(6, 30)
+    made: list[str] = []
+    created = 0
+    try:
+        for _ in range(rounds):
+            subnet = own_subnet(sdk)
+
+            async def create(subnet: str = subnet) -> str:
+                name = f"app-{new_app_id()}-0001"
+                made.append(name)
+                opts = ContainerCreateOptions(
+                    name=name, image=TEST_IMAGE, cmd=IDLE_CMD, vpc_subnet=subnet
+                )
+                await driver.container_create(opts)
+                return name
+
+            first = await create()
+            # The last user of the network goes while three more are created on it.
+            results = await asyncio.gather(
+                driver.container_remove(first), create(), create(), create()
+            )
+            names = [r for r in results if isinstance(r, str)]
+            created += 1 + len(names)
+            for name in names:
+                await driver.container_start(name)
+                assert sdk.containers.get(name).status == "running"
+            await asyncio.gather(*(driver.container_remove(n) for n in names))
+            assert not sdk.networks.list(filters={"label": f"{VPC_LABEL}={subnet}"})
+    finally:
+        for name in made:
+            await driver.container_remove(name)
+        await driver.close()
+    record(
+        request,
+        "vpc creates racing the sweep of their network",
+        rounds=rounds,
+        containers_created=created,
+        failed_creates=0,
+        networks_left=0,
+    )
