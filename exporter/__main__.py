@@ -14,11 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
 from pydantic import ValidationError
 
 from exporter import __version__, logs
-from exporter.api import create_app
+from exporter.api import create_app, server
 from exporter.check import render, run_checks
 from exporter.collector import Collector
 from exporter.config import Settings, StatsSourceKind, env_name, flag_name, shown_default
@@ -40,7 +39,7 @@ log = logging.getLogger("exporter")
 #: Seconds aiohttp keeps an idle connection open. It is also the headers'
 #: deadline: a connection whose request headers are not complete this long
 #: after it opened (or after its last answer) is closed, however slowly they
-#: trickle in. Said here, not left to run_app's default: it bounds a slowloris.
+#: trickle in. Said here, not left to aiohttp's default: it bounds a slowloris.
 #: Longer than a minute so that Prometheus's 1 m scrapes reuse the connection.
 KEEPALIVE_TIMEOUT = 75.0
 
@@ -122,6 +121,9 @@ def build_driver(settings: Settings) -> DockerDriver:
         endpoint,
         stats_timeout=settings.poll_timeout,
         max_connections=settings.poll_concurrency,
+        max_pulls=settings.api_max_concurrent_pulls,
+        vpc_pool=settings.api_vpc_subnet_pool,
+        vpc_max_networks=settings.api_vpc_max_networks,
     )
 
 
@@ -296,13 +298,15 @@ def _serve(settings: Settings) -> int:
         if token
         else f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
     )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        access_log=logging.getLogger("aiohttp.access"),
-        keepalive_timeout=KEEPALIVE_TIMEOUT,
+    asyncio.run(
+        server.serve(
+            app,
+            host,
+            port,
+            max_connections=settings.web_max_connections,
+            access_log=logging.getLogger("aiohttp.access"),
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
     )
     return 0
 

@@ -18,7 +18,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme
+from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme, sanitize_label_name
+from exporter.vpc import parse_pool
 
 #: Outside 9100-9999 (the exporters' range) and used by no well-known exporter.
 DEFAULT_PORT = 8733
@@ -76,6 +77,11 @@ class Settings(BaseSettings):
         default=60.0,
         description="how long a /metrics answer may take to be read by the client, seconds "
         "(the connection is closed after)",
+    )
+    web_max_connections: Annotated[int, Field(ge=8, le=65536)] = Field(
+        default=256,
+        description="open HTTP connections at most; one more is closed at once, so idle or "
+        "slow clients cannot use up the process's file descriptors",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
     log_format: LogFormat = Field(default=LogFormat.PLAIN, description="plain or json")
@@ -141,6 +147,22 @@ class Settings(BaseSettings):
         description="fnmatch patterns of images the API may create or pull (comma-separated); "
         "empty allows any",
     )
+    api_max_concurrent_pulls: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=2,
+        description="image pulls in flight at once (429 beyond); pulls have their own "
+        "connections to the engine, apart from polls and API reads",
+    )
+    api_vpc_subnet_pool: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="IPv4 CIDRs a vpc_subnet must lie in (comma-separated); empty: vpc "
+        "networks are refused. No entry may overlap loopback, link-local, multicast or "
+        "0.0.0.0/8; each subnet is also checked against the host's routes when asked for",
+    )
+    api_vpc_max_networks: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=16,
+        description="vpc networks the exporter keeps at once; one unused by any container is "
+        "removed when its last container is removed through the exporter or a new one is needed",
+    )
     pod_base_dir: Path = Field(
         default=Path("/var/lib/sysinner-exporter/pods"),
         description="host dir holding one pod dir per replica created through the API",
@@ -196,7 +218,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not one of debug, info, warning, error")
         return level
 
-    @field_validator("collect_labels", "api_mount_prefixes", "api_image_allowlist", mode="before")
+    @field_validator(
+        "collect_labels",
+        "api_mount_prefixes",
+        "api_image_allowlist",
+        "api_vpc_subnet_pool",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, v: object) -> object:
         # A flag or variable gives "a,b" or a JSON list; the model gives a list.
@@ -205,6 +233,28 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [item.strip() for item in v.split(",") if item.strip()]
         return v
+
+    @field_validator("collect_labels")
+    @classmethod
+    def _distinct_label_names(cls, v: list[str]) -> list[str]:
+        # Two keys that become one label name would give container_info a
+        # duplicate label, and Prometheus refuses the whole scrape.
+        # A key given twice is one label (kept once).
+        first_key: dict[str, str] = {}
+        for key in v:
+            name = sanitize_label_name(key)
+            other = first_key.setdefault(name, key)
+            if other != key:
+                raise ValueError(
+                    f"label keys {other!r} and {key!r} both become the label name {name!r}; "
+                    "keep one of them"
+                )
+        return list(first_key.values())
+
+    @field_validator("api_vpc_subnet_pool")
+    @classmethod
+    def _vpc_pool(cls, v: list[str]) -> list[str]:
+        return [str(net) for net in parse_pool(v)]
 
     @field_validator("api_mount_prefixes")
     @classmethod

@@ -52,3 +52,22 @@ class NotFoundError(DriverError):
 
 class ConflictError(DriverError):
     """The engine refused because of the object's current state (name in use, running)."""
+
+
+class PolicyRefusedError(ExporterError):
+    """A well-formed request value this host's policy refuses; answered 4xx naming the field."""
+
+    def __init__(self, field: str, message: str, *, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+class BusyError(ExporterError):
+    """Too many operations of one kind are in flight; try again later (answered 429)."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after

@@ -32,9 +32,9 @@ from exporter.metrics import (
     CONTAINER_METRICS,
     ContainerMetric,
     container_labels,
-    sanitize_label_name,
 )
 from exporter.models import ContainerState
+from exporter.naming import sanitize_label_name
 
 #: What the container block is written in; every Prometheus 2.x parses both.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -11,7 +11,6 @@ single ``sysinner_container_info`` series, never on every series.
 from __future__ import annotations
 
 import platform
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -192,13 +191,6 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         _proc(lambda s: s.processes.fds),  # type: ignore[union-attr]
     ),
 )
-
-_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def sanitize_label_name(key: str) -> str:
-    """Return a valid Prometheus label name for a Docker label key (``label_`` prefixed)."""
-    return "label_" + _INVALID_LABEL_CHARS.sub("_", key)
 
 
 def container_labels(sample: ContainerSample) -> dict[str, str]:

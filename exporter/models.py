@@ -34,6 +34,14 @@ _DOCKER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _HOSTNAME = re.compile(r"(?!-)[a-zA-Z0-9-]{1,63}(?<!-)(\.(?!-)[a-zA-Z0-9-]{1,63}(?<!-))*")
 _ENV_KEY = re.compile(r"[^=\0]+")
 
+#: The engine keeps sizes and counts in Go's int64: a larger number is its
+#: JSON decoding error (a 400 or 500 naming no field), so it is refused here.
+INT64_MAX = 2**63 - 1
+#: NanoCpus is int64 too, and a millicore is a million of them.
+MAX_CPU_LIMIT_MILLICORES = INT64_MAX // 1_000_000
+#: The largest uid/gid chown takes: 2**32 - 1 is (uid_t)-1, "leave unchanged".
+MAX_ID = 2**32 - 2
+
 RestartPolicy = Literal["no", "always", "on-failure", "unless-stopped"]
 Protocol = Literal["tcp", "udp", "sctp"]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -109,10 +117,10 @@ class MountBind(_Input):
     host_path: str = Field(description="absolute path on the host")
     container_path: str = Field(description="absolute path inside the container, not /")
     read_only: bool = False
-    uid: Annotated[int, Field(ge=0)] = Field(
+    uid: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(
         default=0, description="owner to chown host_path to; 0 means no change"
     )
-    gid: Annotated[int, Field(ge=0)] = Field(
+    gid: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(
         default=0, description="group to chown host_path to; 0 means no change"
     )
 
@@ -145,10 +153,10 @@ class ContainerCreateOptions(_Input):
     env: list[EnvEntry] = Field(default_factory=list, description="KEY=VALUE environment")
     labels: dict[str, str] = Field(default_factory=dict, description="metadata labels")
     hostname: str = ""
-    cpu_limit: Annotated[int, Field(ge=0)] = Field(
+    cpu_limit: Annotated[int, Field(ge=0, le=MAX_CPU_LIMIT_MILLICORES)] = Field(
         default=0, description="CPU limit in millicores (1000 = one core); 0 is none"
     )
-    memory_limit: Annotated[int, Field(ge=0)] = Field(
+    memory_limit: Annotated[int, Field(ge=0, le=INT64_MAX)] = Field(
         default=0, description="memory limit in bytes, swap disabled; 0 is none"
     )
     ports: list[PortBinding] = Field(default_factory=list)
@@ -343,8 +351,10 @@ class AppSpec(_Input):
     image: str = Field(min_length=1)
     env: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
-    cpu_limit: Annotated[int, Field(ge=0)] = Field(default=0, description="millicores")
-    memory_limit: Annotated[int, Field(ge=0)] = Field(default=0, description="bytes")
+    cpu_limit: Annotated[int, Field(ge=0, le=MAX_CPU_LIMIT_MILLICORES)] = Field(
+        default=0, description="millicores"
+    )
+    memory_limit: Annotated[int, Field(ge=0, le=INT64_MAX)] = Field(default=0, description="bytes")
     ports: list[PortBinding] = Field(default_factory=list)
     restart_policy: RestartPolicy = "no"
 
@@ -352,7 +362,7 @@ class AppSpec(_Input):
 class AppDeploy(_Input):
     """An app's deployment: its revision grows with every change."""
 
-    revision: Annotated[int, Field(ge=0)]
+    revision: Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 
 class AppInstance(_Input):

@@ -100,3 +100,11 @@ def parse_container_name(name: str) -> ParsedName | None:
 def is_valid_container_name(name: str) -> bool:
     """Return True when ``name`` is in the default format (the seed's ContainerNameValid)."""
     return DEFAULT_SCHEME.is_valid(name)
+
+
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def sanitize_label_name(key: str) -> str:
+    """Return a valid Prometheus label name for a Docker label key (``label_`` prefixed)."""
+    return "label_" + _INVALID_LABEL_CHARS.sub("_", key)

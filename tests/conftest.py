@@ -105,10 +105,14 @@ def engine() -> None:
     require(engine_answers(), "a Docker engine")
 
 
+#: The vpc subnet pool of the tests' drivers (free_subnet picks /24s inside it).
+TEST_VPC_POOL = "10.96.0.0/11"
+
+
 @pytest.fixture
 async def driver(engine: None) -> AsyncIterator[DockerDriver]:
     """Return a DockerDriver on the real engine, closed afterwards."""
-    d = DockerDriver(stop_grace=3)
+    d = DockerDriver(stop_grace=3, vpc_pool=[TEST_VPC_POOL])
     try:
         yield d
     finally:

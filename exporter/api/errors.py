@@ -28,11 +28,13 @@ from exporter.api.keys import SETTINGS
 from exporter.config import flag_name
 from exporter.confinement import Forbidden
 from exporter.errors import (
+    BusyError,
     ConflictError,
     DriverError,
     DriverTimeoutError,
     EngineUnreachableError,
     NotFoundError,
+    PolicyRefusedError,
 )
 from exporter.state import StateError
 
@@ -177,6 +179,14 @@ def _from_exception(e: Exception) -> ApiError | None:
         return validation_error(e)
     if isinstance(e, Forbidden):
         return ApiError(403, str(e))
+    if isinstance(e, BusyError):
+        return ApiError(429, "too many requests", e.message, {"Retry-After": str(e.retry_after)})
+    if isinstance(e, PolicyRefusedError):
+        return ApiError(
+            e.status,
+            f"invalid {e.field}: {e.message}",
+            [{"field": e.field, "message": e.message, "type": "policy"}],
+        )
     if isinstance(e, NotFoundError):
         return ApiError(404, "not found", e.message)
     if isinstance(e, ConflictError):

@@ -377,7 +377,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "pull an image (bounded wait)",
         200,
         ImagePulled,
-        (404, 502, 503),
+        (404, 429, 502, 503),
         request=ImagePullRequest,
     ),
     Operation(

@@ -23,10 +23,42 @@ def _wants_openmetrics(accept: str) -> bool:
     )
 
 
+def _q_value(params: list[str]) -> float:
+    """Return the q of a list element's parameters (1 when absent, 0 when malformed)."""
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Return whether an Accept-Encoding value accepts gzip (RFC 9110 12.5.3).
+
+    ``gzip;q=0`` refuses it; without a ``gzip`` element, ``*`` decides.
+    """
+    gzip_q: float | None = None
+    star_q: float | None = None
+    for element in accept_encoding.split(","):
+        coding, *params = element.split(";")
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            gzip_q = max(gzip_q or 0.0, _q_value(params))
+        elif coding == "*":
+            star_q = _q_value(params)
+    if gzip_q is not None:
+        return gzip_q > 0
+    return star_q is not None and star_q > 0
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Serve the exposition in the format Accept asks for, gzipped when accepted."""
     openmetrics = _wants_openmetrics(request.headers.get("Accept", ""))
-    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    gzip = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     # A new snapshot of thousands of containers takes a while to render;
     # keep the loop free for health checks and other scrapes meanwhile.
     body = await asyncio.to_thread(request.app[EXPOSITION].body, openmetrics=openmetrics, gzip=gzip)

@@ -28,13 +28,16 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "malformed request: invalid JSON or UTF-8, or a bad query parameter",
     401: "missing or wrong bearer token",
     403: "the API is off (no token configured), or the policy refuses: "
-    "unmanaged container, bind mount outside the allowed prefixes, image not allowed",
+    "unmanaged container, bind mount outside the allowed prefixes, image not allowed, "
+    "vpc networks off (no --api.vpc-subnet-pool)",
     404: "no such container or image",
     408: "request body not received in full within --web.read-timeout; the connection is closed",
-    409: "conflict with the container's state, e.g. the name is in use",
+    409: "conflict with the container's state, e.g. the name is in use; or a vpc_subnet "
+    "overlapping an engine network, or every vpc network the exporter may keep in use",
     413: "request body larger than --api.max-body-bytes",
     415: "request body is not application/json",
     422: "request body fails validation; detail lists each field",
+    429: "too many image pulls at once (--api.max-concurrent-pulls); see Retry-After",
     502: "the container engine refused the call (detail has its message)",
     503: "the container engine (or the state database) cannot be reached in time, "
     "or the feature is not configured",

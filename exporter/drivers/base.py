@@ -11,6 +11,10 @@ Every method raises :class:`~exporter.errors.DriverError` or a subclass:
 :class:`~exporter.errors.ConflictError` for a state conflict,
 :class:`~exporter.errors.EngineUnreachableError` when the engine cannot be
 reached and :class:`~exporter.errors.DriverTimeoutError` past a deadline.
+Two refusals come before the engine is asked: ``container_create`` raises
+:class:`~exporter.errors.PolicyRefusedError` for a ``vpc_subnet`` the host's
+policy refuses, ``image_pull`` :class:`~exporter.errors.BusyError` when its
+concurrent pulls are all taken.
 """
 
 from __future__ import annotations

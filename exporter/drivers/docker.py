@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
+import logging
 import os
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict, Unpack
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+import exporter.vpc as vpc
 from exporter.drivers import docker_json as dj
 from exporter.errors import (
+    BusyError,
     ConflictError,
     DriverError,
     DriverTimeoutError,
@@ -37,7 +42,11 @@ from exporter.models import (
     ImageInfo,
 )
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+#: Where the host's IPv4 routes are read (the exporter runs in the host's network namespace).
+HOST_ROUTES = Path("/proc/net/route")
 #: Newest Engine API version this driver was written against.
 MAX_API_VERSION = (1, 43)
 #: one-shot stats appeared in API 1.41.
@@ -124,6 +133,10 @@ class DockerDriver:
         pull_timeout: float = 300.0,
         stop_grace: int = STOP_GRACE_SECONDS,
         max_connections: int = 64,
+        max_pulls: int = 2,
+        vpc_pool: Sequence[str] = (),
+        vpc_max_networks: int = 16,
+        host_routes: Path = HOST_ROUTES,
     ) -> None:
         self.endpoint = endpoint or DockerEndpoint.from_env()
         self._timeout = timeout
@@ -131,7 +144,19 @@ class DockerDriver:
         self._pull_timeout = pull_timeout
         self._stop_grace = stop_grace
         self._max_connections = max_connections
+        self._max_pulls = max_pulls
+        self._pulls_in_flight = 0
+        self._vpc_pool = vpc.parse_pool(vpc_pool)
+        self._vpc_max_networks = vpc_max_networks
+        self._host_routes = host_routes
+        # Held from finding or making a vpc network until the container is
+        # created on it, and by the sweep: the engine removes a network that
+        # a created (not yet started) container names.
+        self._vpc_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        # Pulls wait on registries for minutes: they get their own connections,
+        # so that they can never hold the ones polls, pings and API reads need.
+        self._pull_session: aiohttp.ClientSession | None = None
         self._prefix: str | None = None
         self._one_shot = True
         self._negotiate_lock = asyncio.Lock()
@@ -142,20 +167,21 @@ class DockerDriver:
 
     # -- transport -------------------------------------------------------
 
-    def _session_or_new(self) -> aiohttp.ClientSession:
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        connector: aiohttp.BaseConnector
+        if self.endpoint.socket_path is not None:
+            connector = aiohttp.UnixConnector(path=self.endpoint.socket_path, limit=limit)
+        else:
+            connector = aiohttp.TCPConnector(ssl=self.endpoint.ssl_context or False, limit=limit)
+        return aiohttp.ClientSession(base_url=self.endpoint.base_url, connector=connector)
+
+    def _session_or_new(self, *, pull: bool = False) -> aiohttp.ClientSession:
+        if pull:
+            if self._pull_session is None or self._pull_session.closed:
+                self._pull_session = self._new_session(self._max_pulls)
+            return self._pull_session
         if self._session is None or self._session.closed:
-            connector: aiohttp.BaseConnector
-            if self.endpoint.socket_path is not None:
-                connector = aiohttp.UnixConnector(
-                    path=self.endpoint.socket_path, limit=self._max_connections
-                )
-            else:
-                connector = aiohttp.TCPConnector(
-                    ssl=self.endpoint.ssl_context or False, limit=self._max_connections
-                )
-            self._session = aiohttp.ClientSession(
-                base_url=self.endpoint.base_url, connector=connector
-            )
+            self._session = self._new_session(self._max_connections)
         return self._session
 
     async def _raw(
@@ -166,10 +192,11 @@ class DockerDriver:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         deadline: float | None = None,
+        pull: bool = False,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """Send one request; return (status, body, headers); raise only for transport failures."""
         deadline = self._timeout if deadline is None else deadline
-        session = self._session_or_new()
+        session = self._session_or_new(pull=pull)
         what = f"{method} {path}"
         try:
             async with asyncio.timeout(deadline):
@@ -278,15 +305,29 @@ class DockerDriver:
         """Create a container as ``opts`` says (its network too) and inspect it.
 
         Mount sources must exist; ``uid``/``gid`` are the mount policy's to
-        apply (on the fd of its walk, never on a path), not the driver's.
+        apply (on the fd of its walk, never on a path), not the driver's. A
+        ``vpc_subnet`` must lie in the driver's subnet pool and, for a new
+        network, miss the host's routes and the engine's networks:
+        PolicyRefusedError (naming ``vpc_subnet``) otherwise.
         """
-        network = await self._vpc_network(opts.vpc_subnet) if opts.vpc_subnet else None
-        created = await self._call(
-            "POST",
-            "/containers/create",
-            params={"name": opts.name},
-            body=dj.create_body(opts, network),
-        )
+        if opts.vpc_subnet:
+            # Refused before the engine is asked to change anything.
+            vpc.check_in_pool(ipaddress.IPv4Network(opts.vpc_subnet), self._vpc_pool)
+            async with self._vpc_lock:
+                network = await self._vpc_network(opts.vpc_subnet)
+                created = await self._call(
+                    "POST",
+                    "/containers/create",
+                    params={"name": opts.name},
+                    body=dj.create_body(opts, network),
+                )
+        else:
+            created = await self._call(
+                "POST",
+                "/containers/create",
+                params={"name": opts.name},
+                body=dj.create_body(opts, None),
+            )
         return await self.container_inspect(created["Id"])
 
     async def container_start(self, name_or_id: str) -> None:
@@ -307,7 +348,10 @@ class DockerDriver:
             return
 
     async def container_remove(self, name_or_id: str) -> None:
-        """Force-remove a container and its anonymous volumes; missing is success."""
+        """Force-remove a container and its anonymous volumes; missing is success.
+
+        A vpc network the driver made that no container uses any more goes with it.
+        """
         try:
             await self._call(
                 "DELETE",
@@ -320,6 +364,11 @@ class DockerDriver:
             # Another caller's removal is already under way: the outcome is ours too.
             if "already in progress" not in e.message:
                 raise
+        try:
+            await self.sweep_vpc_networks()
+        except DriverError as e:
+            # The container is gone, which is what was asked; the next sweep retries.
+            log.warning("vpc network sweep after removing %s failed: %s", name_or_id, e)
 
     async def container_rename(self, name_or_id: str, new_name: str) -> None:
         """Rename a container; the engine answers 409 when ``new_name`` is taken."""
@@ -333,7 +382,22 @@ class DockerDriver:
         return [dj.image_from_list(i) for i in raw]
 
     async def image_pull(self, image: str) -> None:
-        """Pull ``image`` within the pull timeout; the engine's stream errors become DriverError."""
+        """Pull ``image`` within the pull timeout; the engine's stream errors become DriverError.
+
+        BusyError, at once, when ``max_pulls`` pulls are in flight already.
+        """
+        if self._pulls_in_flight >= self._max_pulls:
+            raise BusyError(
+                f"{self._pulls_in_flight} image pulls are in flight already (the most "
+                f"allowed at once); try again when one is done"
+            )
+        self._pulls_in_flight += 1
+        try:
+            await self._pull(image)
+        finally:
+            self._pulls_in_flight -= 1
+
+    async def _pull(self, image: str) -> None:
         repo, tag = dj.split_image_reference(image)
         prefix = await self._api_prefix()
         status, raw, _ = await self._raw(
@@ -341,6 +405,7 @@ class DockerDriver:
             prefix + "/images/create",
             params={"fromImage": repo, "tag": tag},
             deadline=self._pull_timeout,
+            pull=True,
         )
         if status != 200:
             raise _error_for(status, raw, f"pull {image}")
@@ -383,20 +448,50 @@ class DockerDriver:
             return dj.stats_from_engine(raw, now=time.time())
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pull_session is not None:
+            await self._pull_session.close()
+            self._pull_session = None
 
     # -- helpers ---------------------------------------------------------
 
     async def _vpc_network(self, subnet: str) -> str:
-        """Return the name of a bridge network for ``subnet``, making it when missing."""
+        """Return the name of a bridge network for ``subnet``, making it when missing.
+
+        Called with the vpc lock held. A new network must be safe (see
+        :func:`exporter.vpc.check_new_subnet`) and within the bound on
+        networks the driver keeps; unused ones are swept to make room.
+        """
+        net = ipaddress.IPv4Network(subnet)
         for attempt in range(2):
-            for net in await self._call("GET", "/networks"):
-                configs = ((net.get("IPAM") or {}).get("Config")) or []
-                if any(c.get("Subnet") == subnet for c in configs):
-                    return str(net["Name"])
+            networks = await self._call("GET", "/networks")
+            for existing in networks:
+                if subnet in _subnets_of(existing):
+                    return str(existing["Name"])
+            routes = await asyncio.to_thread(self._read_routes)
+            vpc.check_new_subnet(
+                net,
+                self._vpc_pool,
+                routes,
+                [
+                    ipaddress.IPv4Network(s)
+                    for existing in networks
+                    for s in _subnets_of(existing)
+                    if _is_ipv4_network(s)
+                ],
+            )
+            if len(self._own_vpc_networks(networks)) >= self._vpc_max_networks:
+                await self._sweep_vpc_networks_locked()
+                left = self._own_vpc_networks(await self._call("GET", "/networks"))
+                if len(left) >= self._vpc_max_networks:
+                    raise vpc.refuse(
+                        f"the exporter keeps {len(left)} vpc networks already, all in use "
+                        f"(the most allowed: --api.vpc-max-networks)",
+                        status=409,
+                    )
             name = dj.vpc_network_name(subnet)
             try:
                 await self._call(
@@ -407,15 +502,88 @@ class DockerDriver:
                         "Driver": "bridge",
                         "CheckDuplicate": True,
                         "IPAM": {"Config": [{"Subnet": subnet}]},
-                        "Labels": {"io.sysinner.exporter.vpc": subnet},
+                        "Labels": {vpc.VPC_LABEL: subnet},
                     },
                 )
+                log.info("made vpc network %s for %s", name, subnet)
                 return name
             except ConflictError:
                 if attempt:
                     raise
                 # Someone made it between our list and create: list again.
         raise AssertionError("unreachable")
+
+    def _read_routes(self) -> list[vpc.HostRoute]:
+        try:
+            return vpc.read_routes(self._host_routes)
+        except OSError as e:
+            # Without the host's routes no subnet can be shown safe.
+            raise vpc.refuse(
+                f"cannot read the host's routes from {self._host_routes}: {e}", 503
+            ) from e
+
+    async def sweep_vpc_networks(self) -> None:
+        """Remove the vpc networks this driver made that no container names any more.
+
+        Only networks with the vpc label and a subnet from this driver's pool
+        are touched: another exporter's (or a person's) networks are not ours.
+        """
+        async with self._vpc_lock:
+            await self._sweep_vpc_networks_locked()
+
+    def _own_vpc_networks(self, networks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return the networks this driver made: the vpc label, a subnet from its pool."""
+        own = []
+        for net in networks:
+            subnet = (net.get("Labels") or {}).get(vpc.VPC_LABEL)
+            if subnet is None or not _is_ipv4_network(subnet):
+                continue
+            if any(ipaddress.IPv4Network(subnet).subnet_of(p) for p in self._vpc_pool):
+                own.append(net)
+        return own
+
+    async def _sweep_vpc_networks_locked(self) -> None:
+        if not self._vpc_pool:
+            return
+        labelled = await self._call("GET", "/networks", params=_vpc_filter())
+        for net in self._own_vpc_networks(labelled):
+            net_id = str(net["Id"])
+            # Created containers count: they have no endpoint yet, and the
+            # engine would remove the network under them.
+            # By name: a created container's NetworkID is still empty.
+            users = await self._call(
+                "GET",
+                "/containers/json",
+                params={"all": "1", "filters": json.dumps({"network": [str(net["Name"])]})},
+            )
+            if users:
+                continue
+            try:
+                await self._call("DELETE", f"/networks/{_seg(net_id)}")
+            except NotFoundError:
+                continue
+            except DriverError as e:
+                # 403/409: a container joined it meanwhile (made by someone else).
+                log.info("vpc network %s kept: %s", net.get("Name"), e.message)
+                continue
+            log.info("removed unused vpc network %s", net.get("Name"))
+
+
+def _vpc_filter() -> dict[str, str]:
+    return {"filters": json.dumps({"label": [vpc.VPC_LABEL]})}
+
+
+def _subnets_of(network: Mapping[str, Any]) -> list[str]:
+    configs = ((network.get("IPAM") or {}).get("Config")) or []
+    return [str(c["Subnet"]) for c in configs if c.get("Subnet")]
+
+
+def _is_ipv4_network(text: str) -> bool:
+    try:
+        ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _seg(name_or_id: str) -> str:

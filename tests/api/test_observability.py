@@ -89,6 +89,41 @@ async def test_metrics_gzip_when_accepted(
     assert b"container_cpu_usage_seconds_total" in gzip.decompress(await resp.read())
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip;q=0", False),
+        ("gzip; q=0.000, identity", False),
+        ("br, gzip;q=0", False),
+        ("*;q=0", False),
+        ("*, gzip;q=0", False),
+        ("identity", False),
+        ("", False),
+        ("gzip;q=zero", False),
+        ("gzip;q=0.5", True),
+        ("GZIP", True),
+        ("br;q=1, gzip;q=0.1", True),
+        ("*", True),
+        ("gzip;q=0, *", False),
+    ],
+)
+async def test_metrics_gzip_follows_the_q_values(
+    client: TestClient[web.Request, web.Application],
+    collector: Collector,
+    accept_encoding: str,
+    gzipped: bool,
+) -> None:
+    await collector.poll_once()
+    resp = await client.get(
+        "/metrics", headers={"Accept-Encoding": accept_encoding}, auto_decompress=False
+    )
+    assert resp.status == 200
+    assert ("Content-Encoding" in resp.headers) is gzipped
+    raw = await resp.read()
+    body = gzip.decompress(raw) if gzipped else raw
+    assert b"container_cpu_usage_seconds_total" in body
+
+
 async def test_healthz_is_always_ok(client: TestClient[web.Request, web.Application]) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200

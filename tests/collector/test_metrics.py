@@ -13,8 +13,9 @@ from pydantic import TypeAdapter
 from exporter import exposition
 from exporter.collector import Collector, ContainerSample, Snapshot
 from exporter.exposition import render_container_families
-from exporter.metrics import CONTAINER_METRICS, ExporterHealthCollector, sanitize_label_name
+from exporter.metrics import CONTAINER_METRICS, ExporterHealthCollector
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.naming import sanitize_label_name
 from exporter.processes import ProcessCounts
 from exporter.testing import FakeDriver
 from tests.conftest import collector_on

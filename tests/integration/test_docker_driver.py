@@ -31,6 +31,7 @@ from exporter.naming import container_name
 from tests.conftest import (
     IDLE_CMD,
     TEST_IMAGE,
+    TEST_VPC_POOL,
     ContainerFactory,
     free_port,
     new_app_id,
@@ -70,16 +71,16 @@ def is_running_pid(pid: int) -> bool:
 
 
 def free_subnet(sdk: docker.DockerClient) -> str:
-    """Return a /24 in 10.0.0.0/8 that no engine network overlaps."""
+    """Return a /24 in the tests' vpc pool that no engine network overlaps."""
     taken = [
         ipaddress.ip_network(cfg["Subnet"])
         for net in sdk.api.networks()
         for cfg in ((net.get("IPAM") or {}).get("Config") or [])
         if cfg.get("Subnet")
     ]
-    rng = random.Random()
     while True:
-        subnet = ipaddress.ip_network(f"10.{rng.randrange(100, 250)}.{rng.randrange(256)}.0/24")
+        pool = ipaddress.ip_network(TEST_VPC_POOL)
+        subnet = random.choice(list(pool.subnets(new_prefix=24)))
         if not any(subnet.overlaps(t) for t in taken if t.version == 4):
             return str(subnet)
 

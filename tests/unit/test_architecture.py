@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "exporter"
-LEAVES = {"errors", "naming", "paths", "models", "config", "replicas", "concurrency", "safefs"}
+LEAVES = {
+    "errors",
+    "naming",
+    "paths",
+    "models",
+    "config",
+    "replicas",
+    "concurrency",
+    "safefs",
+    "vpc",
+}
 
 
 def _module(path: Path) -> str:

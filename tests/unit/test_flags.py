@@ -78,3 +78,26 @@ def test_web_timeouts_must_be_a_positive_number_of_seconds(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"{flag} / {env}")):
         _settings(["serve", flag, raw])
+
+
+@pytest.mark.parametrize(
+    ("keys", "first", "second"),
+    [
+        ("com.example/tier,com.example.tier", "com.example/tier", "com.example.tier"),
+        ("a-b,x,a_b", "a-b", "a_b"),
+    ],
+)
+def test_label_keys_that_become_one_label_name_are_refused(
+    keys: str, first: str, second: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings(["--collect.labels", keys])
+    message = str(caught.value)
+    assert "--collect.labels" in message
+    assert repr(first) in message
+    assert repr(second) in message
+
+
+def test_a_label_key_given_twice_is_one_label() -> None:
+    _, settings = _settings(["--collect.labels", "team,tier,team"])
+    assert settings.collect_labels == ["team", "tier"]

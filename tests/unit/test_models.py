@@ -9,6 +9,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from exporter.api.lifecycle import ImagePullRequest
 from exporter.models import (
+    INT64_MAX,
+    MAX_CPU_LIMIT_MILLICORES,
+    MAX_ID,
     MIN_MEMORY_LIMIT_BYTES,
     AppReplicaInstance,
     ContainerCreateOptions,
@@ -125,6 +128,14 @@ def test_docker_name_leading_slash_is_dropped() -> None:
         ("container_path", {"mounts": [{"host_path": "/srv/x", "container_path": "/a/.."}]}),
         ("host_path", {"mounts": [{"host_path": "/srv/x:rw", "container_path": "/data"}]}),
         ("uid", {"mounts": [{"host_path": "/srv/x", "container_path": "/d", "uid": -1}]}),
+        # Past what the engine (int64) or chown (uid_t) can hold: 422, not 502 or 500.
+        ("cpu_limit", {"cpu_limit": 2**63 // 1_000_000 + 1}),
+        ("memory_limit", {"memory_limit": 2**63}),
+        ("memory_limit", {"memory_limit": 2**200}),
+        ("uid", {"mounts": [{"host_path": "/srv/x", "container_path": "/d", "uid": 2**32 - 1}]}),
+        ("gid", {"mounts": [{"host_path": "/srv/x", "container_path": "/d", "gid": 2**64}]}),
+        ("host_port", {"ports": [{"container_port": 80, "host_port": 2**64}]}),
+        ("container_port", {"ports": [{"container_port": 2**64}]}),
         ("colour", {"colour": "blue"}),
         ("host_paht", {"mounts": [{"host_paht": "/x", "container_path": "/d"}]}),
     ],
@@ -278,3 +289,13 @@ def test_image_references_with_whitespace_or_nul_are_refused_wherever_given(imag
         ContainerCreateOptions(name="app-abcdef12-0001", image=image)
     with pytest.raises(ValidationError, match=r"image\n.*must not contain whitespace or NUL"):
         ImagePullRequest(image=image)
+
+
+def test_the_largest_values_the_engine_takes_pass() -> None:
+    opts = create(
+        cpu_limit=MAX_CPU_LIMIT_MILLICORES,
+        memory_limit=INT64_MAX,
+        mounts=[{"host_path": "/srv/x", "container_path": "/d", "uid": MAX_ID, "gid": MAX_ID}],
+    )
+    assert opts.cpu_limit * 1_000_000 <= INT64_MAX
+    assert opts.mounts[0].uid == MAX_ID
