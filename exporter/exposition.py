@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collector import Collector, ContainerSample, Snapshot
+from exporter.collector import Collector
 from exporter.metrics import (
     CONTAINER_METRICS,
     ContainerMetric,
@@ -35,6 +35,7 @@ from exporter.metrics import (
     sanitize_label_name,
 )
 from exporter.models import ContainerState
+from exporter.snapshot import ContainerSample, Snapshot
 
 #: What the container block is written in; every Prometheus 2.x parses both.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.collector import Collector, ContainerSample, ErrorKind, PollHealth
+from exporter.collector import Collector
+from exporter.snapshot import ContainerSample, ErrorKind, PollHealth
 
 MetricType = Literal["counter", "gauge"]
 Getter = Callable[[ContainerSample], float | None]

@@ -27,8 +27,8 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 
+from exporter.snapshot import ProcessCounts
 from exporter.sources.cgroup import CgroupNotLocated, ContainerCgroup, NotTheContainers
 
 #: The error numbers that mean "this process (or its cgroup) no longer exists".
@@ -36,14 +36,6 @@ _GONE = (errno.ENOENT, errno.ESRCH)
 #: v1 hierarchies whose directory lists the container's processes, in order of preference.
 _V1_CONTROLLERS = ("pids", "cpuacct", "memory")
 _READ_SIZE = 32 * 1024
-
-
-class ProcessCounts(NamedTuple):
-    """How many processes, threads and open file descriptors a container has."""
-
-    processes: int
-    threads: int
-    fds: int
 
 
 class _Unseen(Exception):

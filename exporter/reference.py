@@ -17,13 +17,13 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import Collector, ContainerSample, PollPhase, Snapshot
+from exporter.collector import Collector
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.exposition import render_container_families
 from exporter.metrics import ExporterHealthCollector, RemediationCollector
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
-from exporter.processes import ProcessCounts
+from exporter.snapshot import ContainerSample, PollPhase, ProcessCounts, Snapshot
 from exporter.sources.base import DriverStatsSource
 from exporter.testing import FakeDriver
 

@@ -11,11 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
 from exporter import exposition
-from exporter.collector import Collector, ContainerSample, Snapshot
+from exporter.collector import Collector
 from exporter.exposition import render_container_families
 from exporter.metrics import CONTAINER_METRICS, ExporterHealthCollector, sanitize_label_name
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
-from exporter.processes import ProcessCounts
+from exporter.snapshot import ContainerSample, ProcessCounts, Snapshot
 from exporter.testing import FakeDriver
 from tests.conftest import collector_on
 

@@ -21,12 +21,8 @@ from exporter import __main__ as entry
 from exporter import processes
 from exporter.config import Settings
 from exporter.naming import NamingScheme
-from exporter.processes import (
-    CgroupProcessCounter,
-    ProcessCounts,
-    count_processes,
-    count_processes_by_namespace,
-)
+from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
+from exporter.snapshot import ProcessCounts
 from exporter.testing import FakeDriver
 from tests.cgroup_data import (
     DATA,
