@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collector import Collector
 from exporter.metrics import (
     CONTAINER_METRICS,
     ContainerMetric,
@@ -35,7 +34,7 @@ from exporter.metrics import (
     sanitize_label_name,
 )
 from exporter.models import ContainerState
-from exporter.snapshot import ContainerSample, Snapshot
+from exporter.snapshot import ContainerSample, Snapshot, SnapshotView
 
 #: What the container block is written in; every Prometheus 2.x parses both.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -276,9 +275,9 @@ class Exposition:
     """
 
     def __init__(
-        self, collector: Collector, registry: CollectorRegistry, label_allowlist: Sequence[str] = ()
+        self, view: SnapshotView, registry: CollectorRegistry, label_allowlist: Sequence[str] = ()
     ) -> None:
-        self._collector = collector
+        self._view = view
         self._registry = registry
         self._allow = tuple(label_allowlist)
         self._blocks: dict[bool, tuple[Snapshot, _Compressed]] = {}
@@ -286,7 +285,7 @@ class Exposition:
         self._lock = threading.Lock()
 
     def _block(self, openmetrics: bool) -> _Compressed:
-        snapshot = self._collector.snapshot
+        snapshot = self._view.snapshot
         with self._lock:
             cached = self._blocks.get(openmetrics)
             if cached is None or cached[0] is not snapshot:

@@ -22,8 +22,7 @@ from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.collector import Collector
-from exporter.snapshot import ContainerSample, ErrorKind, PollHealth
+from exporter.snapshot import ContainerSample, ErrorKind, PollHealth, SnapshotView
 
 MetricType = Literal["counter", "gauge"]
 Getter = Callable[[ContainerSample], float | None]
@@ -215,13 +214,13 @@ def container_labels(sample: ContainerSample) -> dict[str, str]:
 class ExporterHealthCollector(PromCollector):
     """Renders the exporter's own health: up, poll timings, errors, build info."""
 
-    def __init__(self, collector: Collector) -> None:
-        self._collector = collector
+    def __init__(self, view: SnapshotView) -> None:
+        self._view = view
 
     def collect(self) -> Iterator[Metric]:
         """Yield the exporter's own families."""
-        snapshot = self._collector.snapshot
-        health: PollHealth = self._collector.health
+        snapshot = self._view.snapshot
+        health: PollHealth = self._view.health
         yield _single(
             "sysinner_exporter_up",
             "1 when the engine answered the last poll.",
@@ -279,7 +278,7 @@ class ExporterHealthCollector(PromCollector):
             "sysinner_exporter_stats_source", "Always 1; names the stats source in use.", "gauge"
         )
         source.add_sample(
-            "sysinner_exporter_stats_source", {"source": self._collector.stats_source_name}, 1.0
+            "sysinner_exporter_stats_source", {"source": self._view.stats_source_name}, 1.0
         )
         yield source
         build = Metric("sysinner_exporter_build", "Always 1; the exporter's version.", "info")
@@ -339,7 +338,7 @@ class RemediationCollector(PromCollector):
 
 
 def build_registry(
-    collector: Collector,
+    view: SnapshotView,
     *,
     remediation: RemediationView | None = None,
 ) -> CollectorRegistry:
@@ -349,7 +348,7 @@ def build_registry(
     from the metric table, once per snapshot.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterHealthCollector(collector))
+    registry.register(ExporterHealthCollector(view))
     if remediation is not None:
         registry.register(RemediationCollector(remediation))
     ProcessCollector(registry=registry)

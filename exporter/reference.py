@@ -17,15 +17,11 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import Collector
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.exposition import render_container_families
 from exporter.metrics import ExporterHealthCollector, RemediationCollector
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
-from exporter.naming import NamingScheme
-from exporter.snapshot import ContainerSample, PollPhase, ProcessCounts, Snapshot
-from exporter.sources.base import DriverStatsSource
-from exporter.testing import FakeDriver
+from exporter.snapshot import ContainerSample, HeldSnapshot, PollPhase, ProcessCounts, Snapshot
 
 START = "<!-- metric-reference:start -->"
 END = "<!-- metric-reference:end -->"
@@ -62,7 +58,7 @@ def _example_snapshot() -> Snapshot:
         stats_source="docker",
         processes=ProcessCounts(1, 1, 1),
     )
-    phases = tuple((phase, 0.0) for phase in (PollPhase.LIST, PollPhase.INSPECT, PollPhase.STATS))
+    phases = tuple((phase, 0.0) for phase in PollPhase)
     return Snapshot(containers=(sample,), completed_at=1.0, phase_seconds=phases, engine_up=True)
 
 
@@ -81,14 +77,12 @@ def _docs(families: Iterable[Metric]) -> list[MetricDoc]:
 
 def metric_docs() -> list[MetricDoc]:
     """Return one row per family the exporter's own collectors yield, in exposition order."""
-    driver = FakeDriver()
-    collector = Collector(driver, DriverStatsSource(driver), naming=NamingScheme())
-    collector.snapshot = _example_snapshot()
-    text = b"".join(render_container_families(collector.snapshot)).decode()
+    view = HeldSnapshot(_example_snapshot())
+    text = b"".join(render_container_families(view.snapshot)).decode()
     return _docs(
         [
             *text_string_to_metric_families(text),
-            *ExporterHealthCollector(collector).collect(),
+            *ExporterHealthCollector(view).collect(),
             *RemediationCollector(_NoRemediation()).collect(),
         ]
     )

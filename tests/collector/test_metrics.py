@@ -11,13 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
 from exporter import exposition
-from exporter.collector import Collector
 from exporter.exposition import render_container_families
 from exporter.metrics import CONTAINER_METRICS, ExporterHealthCollector, sanitize_label_name
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
-from exporter.snapshot import ContainerSample, ProcessCounts, Snapshot
-from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from exporter.snapshot import ContainerSample, ErrorKind, HeldSnapshot, ProcessCounts, Snapshot
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "metrics.prom"
 T0 = 1_700_000_000.0
@@ -99,13 +96,6 @@ def _snapshot() -> Snapshot:
         duration_seconds=0.25,
         engine_up=True,
     )
-
-
-def _collector(snapshot: Snapshot) -> Collector:
-    driver = FakeDriver()
-    collector = collector_on(driver)
-    collector.snapshot = snapshot
-    return collector
 
 
 def _render(snapshot: Snapshot, allow: tuple[str, ...] = ()) -> str:
@@ -253,24 +243,28 @@ def test_stale_flag_marks_reused_samples() -> None:
 
 
 def test_health_collector_reports_engine_down_and_errors() -> None:
-    collector = _collector(Snapshot(completed_at=T0, engine_up=False, error="down"))
-    collector.health.errors["list"] += 2
-    collector.health.polls = 3
+    view = HeldSnapshot(Snapshot(completed_at=T0, engine_up=False, error="down"))
+    view.stats_source_name = "cgroup+docker"
+    view.health.errors[ErrorKind.LIST] += 2
+    view.health.polls = 3
     registry = CollectorRegistry()
-    registry.register(ExporterHealthCollector(collector))
+    registry.register(ExporterHealthCollector(view))
     assert registry.get_sample_value("sysinner_exporter_up") == 0
     assert registry.get_sample_value("sysinner_exporter_errors_total", {"kind": "list"}) == 2
     assert registry.get_sample_value("sysinner_exporter_errors_total", {"kind": "stats"}) == 0
     assert registry.get_sample_value("sysinner_exporter_polls_total") == 3
     assert registry.get_sample_value("sysinner_exporter_containers") == 0
-    assert registry.get_sample_value("sysinner_exporter_stats_source", {"source": "fake"}) == 1
+    assert (
+        registry.get_sample_value("sysinner_exporter_stats_source", {"source": "cgroup+docker"})
+        == 1
+    )
 
 
 def test_health_collector_reports_each_phase_of_the_last_poll() -> None:
     phases = (("list", 0.25), ("inspect", 1.5), ("stats", 0.75))
-    collector = _collector(Snapshot(completed_at=T0, engine_up=True, phase_seconds=phases))
+    view = HeldSnapshot(Snapshot(completed_at=T0, engine_up=True, phase_seconds=phases))
     registry = CollectorRegistry()
-    registry.register(ExporterHealthCollector(collector))
+    registry.register(ExporterHealthCollector(view))
     for phase, seconds in phases:
         assert (
             registry.get_sample_value(
