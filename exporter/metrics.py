@@ -18,8 +18,7 @@ from typing import Literal, Protocol
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector as PromCollector
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.snapshot import ContainerSample, ErrorKind, PollHealth, SnapshotView
@@ -211,7 +210,7 @@ def container_labels(sample: ContainerSample) -> dict[str, str]:
     return labels
 
 
-class ExporterHealthCollector(PromCollector):
+class ExporterHealthCollector(Collector):
     """Renders the exporter's own health: up, poll timings, errors, build info."""
 
     def __init__(self, view: SnapshotView) -> None:
@@ -308,7 +307,7 @@ class RemediationView(Protocol):
         ...
 
 
-class RemediationCollector(PromCollector):
+class RemediationCollector(Collector):
     """Renders remediation's decisions and quarantines; reads memory only."""
 
     def __init__(self, remediation: RemediationView) -> None:

@@ -140,7 +140,7 @@ def _locate(proc_root: str, cgroup_root: str, cid: str, pid: int) -> str | None:
 
 
 class CgroupProcessCounter:
-    """Counts processes, threads and fds per container; the collector calls it at every poll.
+    """Counts processes, threads and fds per container; the poller calls it at every poll.
 
     A container's cgroup directory is found once, from its init pid, and
     remembered: its path names the container's id, so it is the container's

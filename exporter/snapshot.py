@@ -80,7 +80,7 @@ class PollHealth:
 class SnapshotView(Protocol):
     """The latest poll, read-only: what the renderers and the health routes rely on.
 
-    :class:`~exporter.collector.Collector` provides it; :class:`HeldSnapshot` is one
+    :class:`~exporter.poller.Poller` provides it; :class:`HeldSnapshot` is one
     that holds what it is given (the README's reference, tests, benches).
     """
 

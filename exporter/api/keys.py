@@ -16,7 +16,7 @@ from exporter.snapshot import SnapshotView
 SETTINGS = web.AppKey("settings", Settings)
 DRIVER = web.AppKey("driver", Driver)
 #: The latest poll, read-only; the poller itself is create_app's to run.
-COLLECTOR = web.AppKey[SnapshotView]("collector")
+POLLER = web.AppKey[SnapshotView]("poller")
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 # The lifecycle API and remediation (optional collaborators of create_app).

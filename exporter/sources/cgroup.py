@@ -18,7 +18,7 @@ These are the very files the engine reads on v1 (it uses the throttle files
 for block I/O too), so the numbers match its stats call. Files are kept open
 between polls and re-read from offset 0 (see :class:`CgroupStatsSource`).
 What can go wrong is classified per container and returned, never raised:
-the pid is gone -> :class:`~exporter.errors.NotFoundError` (the collector
+the pid is gone -> :class:`~exporter.errors.NotFoundError` (the poller
 skips it); a file is missing, unreadable or garbled, or the pid is not in
 the container's cgroup -> :class:`~exporter.errors.StatsUnavailableError`
 (a fallback source asks the engine).

@@ -17,7 +17,7 @@ from exporter import exposition
 from exporter.exposition import Exposition, escape_label_value
 from exporter.snapshot import HeldSnapshot
 from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from tests.conftest import poller_on
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ async def view() -> HeldSnapshot:
     driver = FakeDriver()
     for i in range(5):
         driver.add(f"app-abcdef12-{i:04x}")
-    return HeldSnapshot(await collector_on(driver).poll_once())
+    return HeldSnapshot(await poller_on(driver).poll_once())
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ async def test_families_compress_against_each_other() -> None:
     driver = FakeDriver()
     for i in range(50):
         driver.add(f"app-abcdef12-{i:04x}")
-    c = collector_on(driver)
+    c = poller_on(driver)
     await c.poll_once()
     exp = Exposition(c, CollectorRegistry())
     plain, zipped = exp.body(), exp.body(gzip=True)

@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 import pytest
 
 from exporter import __main__ as entry
-from exporter.collector import Collector
 from exporter.config import Settings, StatsSourceKind
 from exporter.drivers.docker import DockerDriver
 from exporter.drivers.docker_json import stats_from_engine
 from exporter.errors import ConfigError, NotFoundError, StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
+from exporter.poller import Poller
 from exporter.sources import cgroup as cgroup_module
 from exporter.sources.base import (
     DriverStatsSource,
@@ -421,25 +421,25 @@ async def test_a_budget_holds_some_containers_and_reads_the_rest_by_path(tmp_pat
     src.close()
 
 
-async def test_collector_skips_a_vanished_container_silently(tmp_path: Path) -> None:
+async def test_poller_skips_a_vanished_container_silently(tmp_path: Path) -> None:
     root = tree(tmp_path, "v2")
     fake = FakeDriver()
     alive = fake.add("app-0123abcd-0001", id=V2_HOSTNET_ID, pid=V2_HOSTNET_PID)
     gone = fake.add("app-0123abcd-0002", id=V2_SYSTEMD_ID, pid=V2_SYSTEMD_PID)
     shutil.rmtree(root / "proc" / str(V2_SYSTEMD_PID))
-    collector = Collector(
+    poller = Poller(
         fake,
         source(root),
         naming=NamingScheme(),
         process_counter=None,
     )
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     by_id = {s.info.id: s for s in snapshot.containers}
     assert by_id[alive.id].stats is not None
     assert by_id[alive.id].stats_source == "cgroup"
     assert by_id[gone.id].stats is None
     assert not by_id[gone.id].stale
-    assert sum(collector.health.errors.values()) == 0
+    assert sum(poller.health.errors.values()) == 0
     assert fake.calls["container_stats"] == 0
 
 

@@ -304,10 +304,10 @@ async def test_the_entry_point_counts_under_its_proc_and_cgroup_roots(tmp_path: 
     t.process(c.pid, threads=1, fds=2)
     t.process(c.pid + 1, threads=4, fds=6)
     settings = Settings(stats_source="docker", proc_root=t.proc, cgroup_root=t.cgroup)
-    collector = entry.build_collector(settings, driver)  # type: ignore[arg-type]
-    snapshot = await collector.poll_once()
+    poller = entry.build_poller(settings, driver)  # type: ignore[arg-type]
+    snapshot = await poller.poll_once()
     assert snapshot.containers[0].processes == ProcessCounts(2, 5, 8)
     t.process(c.pid + 2, threads=1, fds=1)
     t.procs(f"docker/{c.id}", c.pid, c.pid + 1, c.pid + 2)
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     assert snapshot.containers[0].processes == ProcessCounts(3, 6, 9)

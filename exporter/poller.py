@@ -3,7 +3,7 @@
 A poll lists the containers, inspects the tracked ones (pid, start time,
 limits) and reads the stats of the running ones, all concurrently and each
 call under its own deadline. Exposition never waits on any of this: it
-renders whatever :attr:`Collector.snapshot` holds.
+renders whatever :attr:`Poller.snapshot` holds.
 
 Inspect results are reused across polls while the container's list entry is
 unchanged: the engine's status text ("Up 3 hours") changes on every restart,
@@ -72,7 +72,7 @@ class _Listed:
 ProcessCounter = Callable[[dict[str, int]], dict[str, ProcessCounts]]
 
 
-class Collector:
+class Poller:
     """Polls a Driver and a StatsSource on an interval and keeps the latest Snapshot."""
 
     def __init__(
@@ -149,7 +149,7 @@ class Collector:
         if misses:
             batch = asyncio.create_task(
                 map_bounded(self._inspect_into_cache, misses, self._concurrency),
-                name="collector-inspect",
+                name="poller-inspect",
             )
             self._background.add(batch)
             batch.add_done_callback(self._settled)
@@ -360,7 +360,7 @@ class Collector:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run :meth:`run` in a background task for the duration of the block."""
-        task = asyncio.create_task(self.run(), name="collector-poll")
+        task = asyncio.create_task(self.run(), name="poller-run")
         try:
             yield
         finally:
