@@ -3,14 +3,15 @@
 The README's "Metric reference" and "Settings" sections are this module's
 output, and tests fail when they differ. ``python -m exporter.reference
 --write`` rewrites both sections of README.md in place. The rows come from the exposition itself,
-rendered over a one-container snapshot built here and parsed back, so a
-family added to :mod:`exporter.metrics` shows up without anyone editing a list.
+rendered from the metric tables over a one-container snapshot built here and
+parsed back, so a row added to :mod:`exporter.metrics` shows up without anyone
+editing a list.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,23 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.exposition import render_container_families
-from exporter.metrics import ExporterHealthCollector, RemediationCollector
+from exporter.metrics import (
+    CONTAINER_METRICS,
+    HEALTH_METRICS,
+    ContainerMetric,
+    ExporterHealthCollector,
+    LiveMetric,
+    RemediationCollector,
+)
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
-from exporter.snapshot import ContainerSample, HeldSnapshot, PollPhase, ProcessCounts, Snapshot
+from exporter.snapshot import (
+    ContainerSample,
+    HeldSnapshot,
+    PollPhase,
+    ProcessCounts,
+    Snapshot,
+    SnapshotView,
+)
 
 START = "<!-- metric-reference:start -->"
 END = "<!-- metric-reference:end -->"
@@ -75,14 +90,17 @@ def _docs(families: Iterable[Metric]) -> list[MetricDoc]:
     return docs
 
 
-def metric_docs() -> list[MetricDoc]:
-    """Return one row per family the exporter's own collectors yield, in exposition order."""
+def metric_docs(
+    containers: Sequence[ContainerMetric] = CONTAINER_METRICS,
+    health: Sequence[LiveMetric[SnapshotView]] = HEALTH_METRICS,
+) -> list[MetricDoc]:
+    """Return one row per family the tables yield, in exposition order."""
     view = HeldSnapshot(_example_snapshot())
-    text = b"".join(render_container_families(view.snapshot)).decode()
+    text = b"".join(render_container_families(view.snapshot, table=containers)).decode()
     return _docs(
         [
             *text_string_to_metric_families(text),
-            *ExporterHealthCollector(view).collect(),
+            *ExporterHealthCollector(view, health).collect(),
             *RemediationCollector(_NoRemediation()).collect(),
         ]
     )
