@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from exporter import __main__ as entry
-from exporter import processes
+from exporter import cgroupfs, processes
 from exporter.config import Settings
 from exporter.naming import NamingScheme
 from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
@@ -285,7 +285,7 @@ def test_a_counter_looks_again_when_a_remembered_cgroup_goes(v1: Tree) -> None:
 def test_a_cgroup_procs_longer_than_one_read_is_read_whole(tmp_path: Path) -> None:
     many = list(range(100_000, 112_000))  # 84 KiB
     (tmp_path / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in many))
-    assert processes._cgroup_pids(str(tmp_path)) == set(many)
+    assert cgroupfs.cgroup_pids(str(tmp_path)) == set(many)
 
 
 def test_the_namespace_scan_leaves_out_a_container_in_the_hosts_namespace(v1: Tree) -> None:
