@@ -8,7 +8,7 @@ One run, the same 50 running containers on the real engine:
   spends (``time.process_time``, worker threads included) and the engine's
   (dockerd, containerd and the shims, from /proc/<pid>/stat before and
   after; the docker CLI's own CPU from the children's rusage);
-- a full poll (``Collector.poll_once``: list, inspect, stats, process
+- a full poll (``Poller.poll_once``: list, inspect, stats, process
   counts) wired as the exporter wires it, through either source;
 - Debian's netdata as the cgroup-reading peer, started by hand on loopback
   with ``update every = 10``: the CPU per second of its cgroups threads
@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from bench.containers import docker_stats_once, idle_containers
-from exporter.__main__ import build_collector, build_driver
-from exporter.collector import Snapshot
+from exporter.__main__ import build_driver, build_poller
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerInfo, ContainerState
+from exporter.snapshot import Snapshot
 from exporter.sources.base import DriverStatsSource, SourcedStats, StatsResult, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource
 
@@ -209,13 +209,13 @@ async def _full_poll_row(what: str, kind: str, processes: bool, polls: int, gap:
     settings = Settings(stats_source=kind, collect_processes=processes, poll_timeout=30)
     driver = build_driver(settings)
     try:
-        collector = build_collector(settings, driver)
-        await collector.poll_once()  # warm: inspects cached, files located
+        poller = build_poller(settings, driver)
+        await poller.poll_once()  # warm: inspects cached, files located
 
         def engine_up(snapshot: Snapshot) -> None:
             assert snapshot.engine_up, snapshot.error
 
-        snapshot, wall, ours, engine = await _timed(collector.poll_once, engine_up, polls, gap)
+        snapshot, wall, ours, engine = await _timed(poller.poll_once, engine_up, polls, gap)
         with_stats = sum(1 for s in snapshot.containers if s.stats is not None)
         return Row(what, with_stats, wall, ours, engine)
     finally:

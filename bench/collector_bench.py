@@ -1,4 +1,4 @@
-"""Collector benchmarks: a full poll against `docker stats --no-stream`, and scale.
+"""Poller benchmarks: a full poll against `docker stats --no-stream`, and scale.
 
 Real engine, N = 10 and 50 running containers: wall time of one full poll
 (list, inspect, stats of every container, process counts) through the
@@ -38,7 +38,7 @@ RUNS = 3
 def _child(socket_path: str, polls: int, gap: float, processes: bool) -> None:
     """Poll ``polls`` times through the real wiring and print one JSON line of figures."""
     os.environ["DOCKER_HOST"] = f"unix://{socket_path}"
-    from exporter.__main__ import build_collector, build_driver
+    from exporter.__main__ import build_driver, build_poller
     from exporter.config import Settings
     from exporter.exposition import Exposition
     from exporter.metrics import build_registry
@@ -47,18 +47,18 @@ def _child(socket_path: str, polls: int, gap: float, processes: bool) -> None:
 
     async def run() -> dict[str, object]:
         driver = build_driver(settings)
-        collector = build_collector(settings, driver)
+        poller = build_poller(settings, driver)
         walls, cpus = [], []
         try:
             for i in range(polls):
                 if i or gap:
                     await asyncio.sleep(gap)
                 c0, t0 = time.process_time(), time.perf_counter()
-                snapshot = await collector.poll_once()
+                snapshot = await poller.poll_once()
                 walls.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)
                 assert snapshot.engine_up, snapshot.error
-            exposition = Exposition(collector, build_registry(collector))
+            exposition = Exposition(poller, build_registry(poller))
             # A scrape of a new snapshot renders the container block and gzips it;
             # every later scrape of the same snapshot reuses both.
             t0 = time.perf_counter()
@@ -209,7 +209,7 @@ HEADER = [
 
 
 def main() -> None:
-    """Print the collector benchmark table."""
+    """Print the poller benchmark table."""
     lines = [_row(HEADER), _row(["---"] * len(HEADER)), *real_engine_rows(), *simulated_rows()]
     print("\n".join(lines), flush=True)
 

@@ -19,13 +19,13 @@ from pydantic import ValidationError
 from exporter import __version__, logs
 from exporter.api import create_app, server
 from exporter.check import render, run_checks
-from exporter.collector import Collector
 from exporter.config import Settings, StatsSourceKind, env_name, flag_name, shown_default
 from exporter.confinement import MountPolicy
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
 from exporter.metrics import build_registry
+from exporter.poller import Poller
 from exporter.processes import CgroupProcessCounter
 from exporter.remediation import RemediationPolicy, Remediator
 from exporter.replica_deploy import ReplicaDeployer
@@ -161,9 +161,9 @@ def build_stats_source(settings: Settings, driver: DockerDriver) -> StatsSource:
     return source
 
 
-def build_collector(settings: Settings, driver: DockerDriver) -> Collector:
-    """Return a collector wired to ``driver`` as the settings say."""
-    return Collector(
+def build_poller(settings: Settings, driver: DockerDriver) -> Poller:
+    """Return a poller wired to ``driver`` as the settings say."""
+    return Poller(
         driver,
         build_stats_source(settings, driver),
         naming=settings.naming(),
@@ -227,19 +227,19 @@ def build_deployer(
 
 async def _once(settings: Settings) -> int:
     driver = build_driver(settings)
-    collector: Collector | None = None
+    poller: Poller | None = None
     try:
-        collector = build_collector(settings, driver)
-        snapshot = await collector.poll_once()
-        exposition = Exposition(collector, build_registry(collector), settings.collect_labels)
+        poller = build_poller(settings, driver)
+        snapshot = await poller.poll_once()
+        exposition = Exposition(poller, build_registry(poller), settings.collect_labels)
         sys.stdout.buffer.write(b"".join(exposition.body().chunks))
         if not snapshot.engine_up:
             log.error("engine unreachable: %s", snapshot.error)
             return 1
         return 0
     finally:
-        if collector is not None:
-            await collector.aclose()
+        if poller is not None:
+            await poller.aclose()
         await driver.close()
 
 
@@ -260,7 +260,7 @@ async def _check(settings: Settings) -> int:
 
 def _serve(settings: Settings) -> int:
     driver = build_driver(settings)
-    collector = build_collector(settings, driver)
+    poller = build_poller(settings, driver)
     token = read_api_token(settings)
     # Without a token the API is off: no state dir is needed, none is touched.
     remediation = build_remediation(settings, driver) if token else None
@@ -268,11 +268,11 @@ def _serve(settings: Settings) -> int:
     # One policy for API creates and replica deploys: one lock over both.
     policy = MountPolicy.from_settings(settings, protected)
     deployer = build_deployer(settings, driver, policy) if token else None
-    registry = build_registry(collector, remediation=remediation)
+    registry = build_registry(poller, remediation=remediation)
     app = create_app(
         settings=settings,
         driver=driver,
-        collector=collector,
+        poller=poller,
         registry=registry,
         api_token=token,
         deployer=deployer,

@@ -27,14 +27,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collector import Collector, ContainerSample, Snapshot
 from exporter.metrics import (
     CONTAINER_METRICS,
     ContainerMetric,
+    Getter,
     container_labels,
 )
 from exporter.models import ContainerState
 from exporter.naming import sanitize_label_name
+from exporter.snapshot import ContainerSample, Snapshot, SnapshotView
 
 #: What the container block is written in; every Prometheus 2.x parses both.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -93,9 +94,13 @@ class _Part:
 
 
 def render_container_families(
-    snapshot: Snapshot, label_allowlist: Sequence[str] = (), *, openmetrics: bool = False
+    snapshot: Snapshot,
+    label_allowlist: Sequence[str] = (),
+    *,
+    openmetrics: bool = False,
+    table: Sequence[ContainerMetric] = CONTAINER_METRICS,
 ) -> Iterator[bytes]:
-    """Yield the container families of ``snapshot`` as encoded chunks, none over one family.
+    """Yield the families of ``table`` for ``snapshot`` as encoded chunks, none over one family.
 
     A family of more than :data:`CHUNK_CONTAINERS` containers comes in several
     chunks; its headers open the first.
@@ -105,33 +110,21 @@ def render_container_families(
     for i in range(0, max(len(samples), 1), CHUNK_CONTAINERS):
         part = samples[i : i + CHUNK_CONTAINERS]
         parts.append(_Part(part, [_label_string(s) + "} " for s in part]))
-    for spec in CONTAINER_METRICS:
-        head = _header(spec.name, spec.family, spec.help, spec.type, openmetrics)
-        yield from _chunks(head, parts, partial(_table_lines, spec))
     allow = [(key, sanitize_label_name(key)) for key in label_allowlist]
-    for name, help_text, lines in (
-        (
-            "container_last_seen",
-            "When the exporter last saw the container, unix seconds.",
-            partial(_last_seen_lines, repr(snapshot.completed_at)),
-        ),
-        (
-            "sysinner_container_state",
-            "1 for the container's current state (running, stopped, starting), 0 for the others.",
-            _state_lines,
-        ),
-        (
-            "sysinner_container_stats_stale",
-            "1 when the stats shown are the previous poll's because this poll's read failed.",
-            _stale_lines,
-        ),
-        (
-            "sysinner_container_info",
-            "Always 1; carries the container's allow-listed Docker labels.",
-            partial(_info_lines, allow),
-        ),
-    ):
-        yield from _chunks(_header(name, name, help_text, "gauge", openmetrics), parts, lines)
+    seen_at = repr(snapshot.completed_at)
+    for spec in table:
+        head = _header(spec.name, spec.family, spec.help, spec.type, openmetrics)
+        prefix = spec.name + "{"
+        lines: Callable[[_Part], str]
+        if spec.value is not None:
+            lines = partial(_value_lines, prefix, spec.value)
+        elif spec.kind == "poll_time":
+            lines = partial(_poll_time_lines, prefix, seen_at)
+        elif spec.kind == "state":
+            lines = partial(_state_lines, prefix)
+        else:
+            lines = partial(_info_lines, prefix, allow)
+        yield from _chunks(head, parts, lines)
 
 
 def _chunks(head: str, parts: list[_Part], lines: Callable[[_Part], str]) -> Iterator[bytes]:
@@ -140,18 +133,18 @@ def _chunks(head: str, parts: list[_Part], lines: Callable[[_Part], str]) -> Ite
         head = ""  # the headers open the family's first chunk only
 
 
-def _table_lines(spec: ContainerMetric, part: _Part) -> str:
-    closed, values = part.closed, list(map(spec.value, part.samples))
+def _value_lines(prefix: str, value: Getter, part: _Part) -> str:
+    closed, values = part.closed, list(map(value, part.samples))
     if None in values:
         keep = [v is not None for v in values]
         closed, values = list(compress(closed, keep)), list(compress(values, keep))
     # str() prints ints exactly and floats as their shortest repr, as an f-string
     # would; Prometheus parses both.
-    return _lines(spec.name + "{", closed, map(str, values))
+    return _lines(prefix, closed, map(str, values))
 
 
-def _last_seen_lines(seen_at: str, part: _Part) -> str:
-    return _lines("container_last_seen{", part.closed, repeat(seen_at))
+def _poll_time_lines(prefix: str, seen_at: str, part: _Part) -> str:
+    return _lines(prefix, part.closed, repeat(seen_at))
 
 
 # Per state, the tail of its line for a container in each state.
@@ -161,28 +154,18 @@ _STATE_TAILS = [
 ]
 
 
-def _state_lines(part: _Part) -> str:
+def _state_lines(prefix: str, part: _Part) -> str:
     states = [s.info.state for s in part.samples]
     labels = part.bare()
     columns: list[Iterable[str]] = []
     for tails in _STATE_TAILS:
-        columns += (
-            repeat("sysinner_container_state{"),
-            labels,
-            map(tails.__getitem__, states),
-        )
+        columns += (repeat(prefix), labels, map(tails.__getitem__, states))
     # Row by row: each container's line for every state, in the enum's order;
     # the endless repeat()s stop with the labels.
     return "".join(chain.from_iterable(zip(*columns, strict=False)))
 
 
-def _stale_lines(part: _Part) -> str:
-    keep = [s.stats is not None for s in part.samples]
-    values = ["1" if s.stale else "0" for s in compress(part.samples, keep)]
-    return _lines("sysinner_container_stats_stale{", compress(part.closed, keep), values)
-
-
-def _info_lines(allow: list[tuple[str, str]], part: _Part) -> str:
+def _info_lines(prefix: str, allow: list[tuple[str, str]], part: _Part) -> str:
     closed = part.closed
     if allow:
         closed = [
@@ -195,7 +178,7 @@ def _info_lines(allow: list[tuple[str, str]], part: _Part) -> str:
             + "} "
             for s, label in zip(part.samples, part.bare(), strict=True)
         ]
-    return _lines("sysinner_container_info{", closed, repeat("1"))
+    return _lines(prefix, closed, repeat("1"))
 
 
 @dataclass(frozen=True)
@@ -275,9 +258,9 @@ class Exposition:
     """
 
     def __init__(
-        self, collector: Collector, registry: CollectorRegistry, label_allowlist: Sequence[str] = ()
+        self, view: SnapshotView, registry: CollectorRegistry, label_allowlist: Sequence[str] = ()
     ) -> None:
-        self._collector = collector
+        self._view = view
         self._registry = registry
         self._allow = tuple(label_allowlist)
         self._blocks: dict[bool, tuple[Snapshot, _Compressed]] = {}
@@ -285,7 +268,7 @@ class Exposition:
         self._lock = threading.Lock()
 
     def _block(self, openmetrics: bool) -> _Compressed:
-        snapshot = self._collector.snapshot
+        snapshot = self._view.snapshot
         with self._lock:
             cached = self._blocks.get(openmetrics)
             if cached is None or cached[0] is not snapshot:

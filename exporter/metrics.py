@@ -1,8 +1,13 @@
-"""The metric table, and the prometheus_client collectors of the live families.
+"""The metric table: every family the exporter serves, one row each.
 
-Container metrics are a table of :class:`ContainerMetric` specs; names follow
-cAdvisor's so the common Docker dashboards work unchanged. ``collect()``
-builds fresh families at every call and does no I/O.
+Container families are rows of :class:`ContainerMetric`, rendered as text by
+:mod:`exporter.exposition` once per snapshot; names follow cAdvisor's so the
+common Docker dashboards work unchanged. The live families (the exporter's
+own health, remediation) are rows of :class:`LiveMetric`, read from a view
+at every scrape by a prometheus_client ``Collector`` that does no I/O.
+Adding a metric is adding a row here: the exposition and the README's
+reference (:mod:`exporter.reference`) follow from the table.
+
 Every container series carries ``name``, ``id``, ``image`` and, for managed
 containers, ``app`` and ``replica`` (decimal); Docker labels go only on the
 single ``sysinner_container_info`` series, never on every series.
@@ -11,20 +16,21 @@ single ``sysinner_container_info`` series, never on every series.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector as PromCollector
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
-from exporter.collector import Collector, ContainerSample, ErrorKind, PollHealth
+from exporter.snapshot import ContainerSample, ErrorKind, SnapshotView
 
 MetricType = Literal["counter", "gauge"]
 Getter = Callable[[ContainerSample], float | None]
+#: How a container row's series are made (see :class:`ContainerMetric`).
+RowKind = Literal["value", "poll_time", "state", "info"]
 
 NS_PER_SECOND = 1e9
 #: cAdvisor reports CPU quota against the kernel's default 100 ms period.
@@ -33,12 +39,25 @@ CPU_PERIOD_US = 100_000
 
 @dataclass(frozen=True)
 class ContainerMetric:
-    """One row of the metric table: a per-container series and how to read it."""
+    """One row of the container table: a family with series per container, and how to read them.
+
+    ``kind`` says what series a container gets (exposition renders each kind
+    at C speed): ``value``, one series of ``value``'s number (None: none);
+    ``poll_time``, one series of when the poll completed (unix seconds);
+    ``state``, one series per container state, labelled ``state``, 1 for the
+    container's own and 0 for the others; ``info``, one series of 1 that also
+    carries the container's allow-listed Docker labels.
+    """
 
     name: str
     help: str
     type: MetricType
-    value: Getter
+    value: Getter | None = None
+    kind: RowKind = "value"
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.kind == "value"):
+            raise ValueError(f"{self.name}: a getter is for, and only for, a row of kind value")
 
     @property
     def family(self) -> str:
@@ -190,6 +209,30 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "gauge",
         _proc(lambda s: s.processes.fds),  # type: ignore[union-attr]
     ),
+    ContainerMetric(
+        "container_last_seen",
+        "When the exporter last saw the container, unix seconds.",
+        "gauge",
+        kind="poll_time",
+    ),
+    ContainerMetric(
+        "sysinner_container_state",
+        "1 for the container's current state (running, stopped, starting), 0 for the others.",
+        "gauge",
+        kind="state",
+    ),
+    ContainerMetric(
+        "sysinner_container_stats_stale",
+        "1 when the stats shown are the previous poll's because this poll's read failed.",
+        "gauge",
+        _stat(lambda s: 1 if s.stale else 0),
+    ),
+    ContainerMetric(
+        "sysinner_container_info",
+        "Always 1; carries the container's allow-listed Docker labels.",
+        "gauge",
+        kind="info",
+    ),
 )
 
 
@@ -203,89 +246,100 @@ def container_labels(sample: ContainerSample) -> dict[str, str]:
     return labels
 
 
-class ExporterHealthCollector(PromCollector):
-    """Renders the exporter's own health: up, poll timings, errors, build info."""
-
-    def __init__(self, collector: Collector) -> None:
-        self._collector = collector
-
-    def collect(self) -> Iterator[Metric]:
-        """Yield the exporter's own families."""
-        snapshot = self._collector.snapshot
-        health: PollHealth = self._collector.health
-        yield _single(
-            "sysinner_exporter_up",
-            "1 when the engine answered the last poll.",
-            "gauge",
-            1.0 if snapshot.engine_up else 0.0,
-        )
-        yield _single(
-            "sysinner_exporter_poll_duration_seconds",
-            "How long the last poll took.",
-            "gauge",
-            snapshot.duration_seconds,
-        )
-        phases = Metric(
-            "sysinner_exporter_poll_phase_duration_seconds",
-            "How long each phase of the last poll took: list, inspect, stats (and process counts).",
-            "gauge",
-        )
-        for phase, seconds in snapshot.phase_seconds:
-            phases.add_sample(
-                "sysinner_exporter_poll_phase_duration_seconds", {"phase": phase}, seconds
-            )
-        yield phases
-        yield _single(
-            "sysinner_exporter_last_successful_poll_timestamp_seconds",
-            "When the last successful poll completed, unix seconds; 0 before the first.",
-            "gauge",
-            health.last_success_at,
-        )
-        yield _single(
-            "sysinner_exporter_polls_total",
-            "Polls completed, failed ones included.",
-            "counter",
-            float(health.polls),
-        )
-        errors = Metric("sysinner_exporter_errors", "Poll errors by kind.", "counter")
-        for kind in (
-            ErrorKind.LIST,
-            ErrorKind.INSPECT,
-            ErrorKind.INSPECT_LATE,
-            ErrorKind.STATS,
-            ErrorKind.STATS_TIMEOUT,
-            ErrorKind.PROCESSES,
-        ):
-            errors.add_sample(
-                "sysinner_exporter_errors_total", {"kind": kind}, float(health.errors[kind])
-            )
-        yield errors
-        yield _single(
-            "sysinner_exporter_containers",
-            "Containers tracked by the last poll.",
-            "gauge",
-            float(len(snapshot.containers)),
-        )
-        source = Metric(
-            "sysinner_exporter_stats_source", "Always 1; names the stats source in use.", "gauge"
-        )
-        source.add_sample(
-            "sysinner_exporter_stats_source", {"source": self._collector.stats_source_name}, 1.0
-        )
-        yield source
-        build = Metric("sysinner_exporter_build", "Always 1; the exporter's version.", "info")
-        build.add_sample(
-            "sysinner_exporter_build_info",
-            {"version": __version__, "python_version": platform.python_version()},
-            1.0,
-        )
-        yield build
+LiveType = Literal["counter", "gauge", "info"]
+#: A sample of a live family: its labels and its value.
+LiveSample = tuple[dict[str, str], float]
+V = TypeVar("V")
 
 
-def _single(name: str, help_text: str, type_: MetricType, value: float) -> Metric:
-    family = Metric(name.removesuffix("_total") if type_ == "counter" else name, help_text, type_)
-    family.add_sample(name, {}, value)
-    return family
+@dataclass(frozen=True)
+class LiveMetric(Generic[V]):
+    """One row of a live table: a family read from a view ``V`` at every scrape."""
+
+    name: str  # as queried: a counter's ends in _total, an info's in _info
+    help: str
+    type: LiveType
+    samples: Callable[[V], Iterable[LiveSample]]
+
+    @property
+    def family(self) -> str:
+        """Return the family name (without a counter's ``_total`` or an info's ``_info``)."""
+        return self.name.removesuffix({"counter": "_total", "info": "_info"}.get(self.type, ""))
+
+    def collect(self, view: V) -> Metric:
+        """Return the family with its samples as ``view`` has them now."""
+        family = Metric(self.family, self.help, self.type)
+        for labels, value in self.samples(view):
+            family.add_sample(self.name, labels, value)
+        return family
+
+
+def _one(read: Callable[[V], float]) -> Callable[[V], Iterable[LiveSample]]:
+    """Wrap a reader of one unlabelled number."""
+
+    def samples(view: V) -> Iterable[LiveSample]:
+        return (({}, float(read(view))),)
+
+    return samples
+
+
+HEALTH_METRICS: tuple[LiveMetric[SnapshotView], ...] = (
+    LiveMetric(
+        "sysinner_exporter_up",
+        "1 when the engine answered the last poll.",
+        "gauge",
+        _one(lambda v: 1.0 if v.snapshot.engine_up else 0.0),
+    ),
+    LiveMetric(
+        "sysinner_exporter_poll_duration_seconds",
+        "How long the last poll took.",
+        "gauge",
+        _one(lambda v: v.snapshot.duration_seconds),
+    ),
+    LiveMetric(
+        "sysinner_exporter_poll_phase_duration_seconds",
+        "How long each phase of the last poll took: list, inspect, stats (and process counts).",
+        "gauge",
+        lambda v: (({"phase": phase}, seconds) for phase, seconds in v.snapshot.phase_seconds),
+    ),
+    LiveMetric(
+        "sysinner_exporter_last_successful_poll_timestamp_seconds",
+        "When the last successful poll completed, unix seconds; 0 before the first.",
+        "gauge",
+        _one(lambda v: v.health.last_success_at),
+    ),
+    LiveMetric(
+        "sysinner_exporter_polls_total",
+        "Polls completed, failed ones included.",
+        "counter",
+        _one(lambda v: v.health.polls),
+    ),
+    LiveMetric(
+        "sysinner_exporter_errors_total",
+        "Poll errors by kind.",
+        "counter",
+        # Every kind, zeros included: a rate() needs the series before the first error.
+        lambda v: (({"kind": kind}, float(v.health.errors[kind])) for kind in ErrorKind),
+    ),
+    LiveMetric(
+        "sysinner_exporter_containers",
+        "Containers tracked by the last poll.",
+        "gauge",
+        _one(lambda v: len(v.snapshot.containers)),
+    ),
+    LiveMetric(
+        "sysinner_exporter_stats_source",
+        "Always 1; names the stats source in use.",
+        "gauge",
+        lambda v: (({"source": v.stats_source_name}, 1.0),),
+    ),
+    LiveMetric(
+        "sysinner_exporter_build_info",
+        "Always 1; the exporter's version.",
+        "info",
+        lambda v: (({"version": __version__, "python_version": platform.python_version()}, 1.0),),
+    ),
+)
 
 
 class RemediationView(Protocol):
@@ -317,65 +371,85 @@ class RemediationView(Protocol):
         ...
 
 
-class RemediationCollector(PromCollector):
-    """Renders remediation's decisions and quarantines; reads memory only."""
+REMEDIATION_METRICS: tuple[LiveMetric[RemediationView], ...] = (
+    LiveMetric(
+        "sysinner_exporter_remediation_actions_total",
+        "Alerts judged by remediation, by action and result (restarted, cooldown, ...).",
+        "counter",
+        lambda r: (
+            ({"action": action, "result": result}, float(count))
+            for (action, result), count in sorted(r.action_counts().items())
+        ),
+    ),
+    LiveMetric(
+        "sysinner_exporter_remediation_quarantined",
+        "Containers remediation will not restart until their window passes or an "
+        "operator clears them.",
+        "gauge",
+        _one(lambda r: r.quarantined_count()),
+    ),
+    # The state store failing is remediation's fault alone: these say so.
+    LiveMetric(
+        "sysinner_exporter_remediation_state_up",
+        "1 while remediation's state database works; 0 while alerts answer 503 and it is "
+        "reopened with a backoff (the log and /readyz say why).",
+        "gauge",
+        _one(lambda r: 1.0 if r.state_up() else 0.0),
+    ),
+    LiveMetric(
+        "sysinner_exporter_remediation_state_write_failures_total",
+        "Ledger writes that failed (another process' lock, a full disk, ...) and were owed "
+        "until the state database works again.",
+        "counter",
+        _one(lambda r: r.state_write_failures),
+    ),
+    LiveMetric(
+        "sysinner_exporter_remediation_state_owed_writes",
+        "Ledger writes waiting for the state database.",
+        "gauge",
+        _one(lambda r: r.owed_writes()),
+    ),
+    LiveMetric(
+        "sysinner_exporter_remediation_state_lost_total",
+        "Opens that found the state database empty or without its schema: every "
+        "quarantine, cooldown and dedupe memory it held was lost.",
+        "counter",
+        _one(lambda r: r.state_lost_count()),
+    ),
+)
 
-    def __init__(self, remediation: RemediationView) -> None:
-        self._remediation = remediation
+
+class TableCollector(Collector, Generic[V]):
+    """Renders a live table from a view at every scrape; reads memory only."""
+
+    def __init__(self, view: V, table: Sequence[LiveMetric[V]]) -> None:
+        self._view = view
+        self._table = tuple(table)
 
     def collect(self) -> Iterator[Metric]:
-        """Yield the actions counter and the quarantined gauge."""
-        actions = Metric(
-            "sysinner_exporter_remediation_actions",
-            "Alerts judged by remediation, by action and result (restarted, cooldown, ...).",
-            "counter",
-        )
-        for (action, result), count in sorted(self._remediation.action_counts().items()):
-            actions.add_sample(
-                "sysinner_exporter_remediation_actions_total",
-                {"action": action, "result": result},
-                float(count),
-            )
-        yield actions
-        yield _single(
-            "sysinner_exporter_remediation_quarantined",
-            "Containers remediation will not restart until their window passes or an "
-            "operator clears them.",
-            "gauge",
-            float(self._remediation.quarantined_count()),
-        )
-        # The state store failing is remediation's fault alone: these say so.
-        yield _single(
-            "sysinner_exporter_remediation_state_up",
-            "1 while remediation's state database works; 0 while alerts answer 503 and it is "
-            "reopened with a backoff (the log and /readyz say why).",
-            "gauge",
-            1.0 if self._remediation.state_up() else 0.0,
-        )
-        yield _single(
-            "sysinner_exporter_remediation_state_write_failures_total",
-            "Ledger writes that failed (another process' lock, a full disk, ...) and were owed "
-            "until the state database works again.",
-            "counter",
-            float(self._remediation.state_write_failures),
-        )
-        yield _single(
-            "sysinner_exporter_remediation_state_owed_writes",
-            "Ledger writes waiting for the state database.",
-            "gauge",
-            float(self._remediation.owed_writes()),
-        )
-        yield _single(
-            "sysinner_exporter_remediation_state_lost_total",
-            "Opens that found the state database empty or without its schema: every "
-            "quarantine, cooldown and dedupe memory it held was lost.",
-            "counter",
-            float(self._remediation.state_lost_count()),
-        )
+        """Yield one fresh family per row."""
+        for row in self._table:
+            yield row.collect(self._view)
+
+
+class ExporterHealthCollector(TableCollector[SnapshotView]):
+    """Renders the exporter's own health: up, poll timings, errors, build info."""
+
+    def __init__(
+        self, view: SnapshotView, table: Sequence[LiveMetric[SnapshotView]] = HEALTH_METRICS
+    ) -> None:
+        super().__init__(view, table)
+
+
+class RemediationCollector(TableCollector[RemediationView]):
+    """Renders remediation's decisions and quarantines."""
+
+    def __init__(self, remediation: RemediationView) -> None:
+        super().__init__(remediation, REMEDIATION_METRICS)
 
 
 def build_registry(
-    collector: Collector,
+    view: SnapshotView,
     *,
     remediation: RemediationView | None = None,
 ) -> CollectorRegistry:
@@ -385,7 +459,7 @@ def build_registry(
     from the metric table, once per snapshot.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterHealthCollector(collector))
+    registry.register(ExporterHealthCollector(view))
     if remediation is not None:
         registry.register(RemediationCollector(remediation))
     ProcessCollector(registry=registry)

@@ -254,7 +254,7 @@ class ContainerInfo:
     """A container as the driver sees it.
 
     A validated, slotted pydantic dataclass rather than a model: the
-    collector caches one per container, and a model's own dict and
+    poller caches one per container, and a model's own dict and
     fields-set doubled each (2.3 KiB against 1.2 KiB, most of it the
     strings). ``TypeAdapter`` and model fields serialize it like a model.
     """
@@ -293,7 +293,7 @@ class ContainerStats:
     ``cpu_system_usage`` and ``memory_inactive_file`` fields extend it so the
     working set and the user/system split can be exported too.
 
-    A slotted dataclass rather than a pydantic model: the collector holds one
+    A slotted dataclass rather than a pydantic model: the poller holds one
     per container, two generations during a poll, and a model's per-instance
     dict and fields-set cost three times the numbers themselves (1.7 KiB
     against 0.55 KiB). Drivers build it from numbers they have already parsed;

@@ -4,7 +4,7 @@ A container's processes are the pids in its cgroup's ``cgroup.procs`` (and
 in the cgroups below it, where a container nests its own): v1 the ``pids``
 hierarchy, else ``cpuacct`` or ``memory``; v2 the unified directory. The
 cgroup is found from the init pid's ``/proc/<pid>/cgroup`` exactly as the
-cgroup stats source finds it (:class:`~exporter.sources.cgroup.ContainerCgroup`),
+cgroup stats source finds it (:class:`~exporter.cgroupfs.ContainerCgroup`),
 so processes started by ``docker exec`` (put in the container's cgroup, not
 under its init) count too. A poll costs O(containers + their processes), not
 O(host processes); :class:`CgroupProcessCounter` remembers each directory.
@@ -24,58 +24,36 @@ Either way the host's processes must be visible (on the host, or ``pid: host``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 
-from exporter.sources.cgroup import CgroupNotLocated, ContainerCgroup, NotTheContainers
-
-#: The error numbers that mean "this process (or its cgroup) no longer exists".
-_GONE = (errno.ENOENT, errno.ESRCH)
-#: v1 hierarchies whose directory lists the container's processes, in order of preference.
-_V1_CONTROLLERS = ("pids", "cpuacct", "memory")
-_READ_SIZE = 32 * 1024
-
-
-class ProcessCounts(NamedTuple):
-    """How many processes, threads and open file descriptors a container has."""
-
-    processes: int
-    threads: int
-    fds: int
+from exporter.cgroupfs import (
+    GONE,
+    CgroupNotLocated,
+    ContainerCgroup,
+    NotTheContainers,
+    cgroup_pids,
+    namespace,
+    read_file,
+)
+from exporter.snapshot import ProcessCounts
 
 
 class _Unseen(Exception):
     """A process is there but not ours to read (no ptrace rights on its fd directory)."""
 
 
-def _read(path: str) -> bytes:
-    """Return a file's bytes: one read for a status file, more for a long cgroup.procs."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = os.read(fd, _READ_SIZE)
-        if len(data) == _READ_SIZE:
-            chunks = [data]
-            while chunk := os.read(fd, _READ_SIZE):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-        return data
-    finally:
-        os.close(fd)
-
-
 def _threads_and_fds(proc_root: str, pid: int) -> tuple[int, int] | None:
     """Return (threads, open fds) of ``pid``, or None if it has exited; _Unseen if not ours."""
     try:
-        status = _read(f"{proc_root}/{pid}/status")
+        status = read_file(f"{proc_root}/{pid}/status")
         start = status.index(b"\nThreads:") + 9
         threads = int(status[start : status.index(b"\n", start)])
         fds = len(os.listdir(f"{proc_root}/{pid}/fd"))
     except PermissionError as e:
         raise _Unseen(pid) from e
     except OSError as e:
-        if e.errno in _GONE:
+        if e.errno in GONE:
             return None  # exited since it was listed
         raise
     except ValueError:
@@ -94,61 +72,26 @@ def _total(proc_root: str, pids: Iterable[int]) -> ProcessCounts:
     return ProcessCounts(processes, threads, fds)
 
 
-def _procs_dir(cgroup: ContainerCgroup) -> str:
-    """Return the directory whose ``cgroup.procs`` lists the container's processes."""
-    for controller in _V1_CONTROLLERS:
-        if controller in cgroup.v1:
-            try:
-                return cgroup.v1_dir(controller)
-            except NotTheContainers:
-                raise
-            except CgroupNotLocated:
-                continue  # not mounted under cgroup_root: the next hierarchy lists them too
-    return cgroup.v2_dir()
-
-
-def _cgroup_pids(directory: str) -> set[int]:
-    """Return the pids in ``directory``'s ``cgroup.procs`` and in every cgroup below it."""
-    pids: set[int] = set()
-    pending = [directory]
-    while pending:
-        here = pending.pop()
-        try:
-            pids.update(int(pid) for pid in _read(f"{here}/cgroup.procs").split())
-            # A cgroup directory has 2 + (its child cgroups) links, as on most file
-            # systems: a stat (a third of a listing's CPU) says when there is none.
-            if os.stat(here).st_nlink != 2:
-                with os.scandir(here) as entries:
-                    pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-        except FileNotFoundError:
-            if here == directory:
-                raise
-            # A nested cgroup removed since it was listed (only an empty one can be).
-    # v2 lists a process outside the reader's pid namespace as 0.
-    pids.discard(0)
-    return pids
-
-
 def _locate(proc_root: str, cgroup_root: str, cid: str, pid: int) -> str | None:
     """Return the container's cgroup directory; None if its init is gone or not its own.
 
     Raises CgroupNotLocated or OSError when the cgroup files cannot be read.
     """
     try:
-        cgroup_text = _read(f"{proc_root}/{pid}/cgroup")
+        cgroup_text = read_file(f"{proc_root}/{pid}/cgroup")
     except OSError as e:
-        if e.errno in _GONE:
+        if e.errno in GONE:
             return None
         raise
     try:
-        return _procs_dir(ContainerCgroup(cgroup_root, cid, pid, cgroup_text))
+        return ContainerCgroup(cgroup_root, cid, pid, cgroup_text).procs_dir()
     except NotTheContainers:
         # The pid was reused: the ns scan would count a stranger's processes too.
         return None
 
 
 class CgroupProcessCounter:
-    """Counts processes, threads and fds per container; the collector calls it at every poll.
+    """Counts processes, threads and fds per container; the poller calls it at every poll.
 
     A container's cgroup directory is found once, from its init pid, and
     remembered: its path names the container's id, so it is the container's
@@ -201,11 +144,11 @@ class CgroupProcessCounter:
         if directory is not None:
             # The cgroup went (a restart may make another): ask the pid below.
             with contextlib.suppress(OSError):
-                return directory, _cgroup_pids(directory)
+                return directory, cgroup_pids(directory)
         directory = _locate(self._proc, self._cgroup, cid, pid)
         if directory is None:
             return None
-        return directory, _cgroup_pids(directory)
+        return directory, cgroup_pids(directory)
 
 
 def count_processes(
@@ -215,13 +158,6 @@ def count_processes(
     return CgroupProcessCounter(proc_root, cgroup_root)(init_pids)
 
 
-def _pid_namespace(proc_root: str, pid: int | str) -> str | None:
-    try:
-        return os.readlink(f"{proc_root}/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
 def count_processes_by_namespace(
     init_pids: Mapping[str, int], proc_root: str = "/proc"
 ) -> dict[str, ProcessCounts]:
@@ -229,10 +165,10 @@ def count_processes_by_namespace(
     proc_root = proc_root.rstrip("/") or "/"
     by_namespace: dict[str, str] = {}
     for cid, pid in init_pids.items():
-        ns = _pid_namespace(proc_root, pid) if pid > 0 else None
+        ns = namespace(proc_root, pid, "pid") if pid > 0 else None
         if ns is not None:
             by_namespace[ns] = cid
-    host_ns = _pid_namespace(proc_root, 1)
+    host_ns = namespace(proc_root, 1, "pid")
     # A container sharing the host's pid namespace would claim every process.
     if host_ns is not None:
         by_namespace.pop(host_ns, None)
@@ -241,7 +177,7 @@ def count_processes_by_namespace(
     members: dict[str, list[int]] = {cid: [] for cid in by_namespace.values()}
     for entry in os.listdir(proc_root):
         if entry.isdigit():
-            owner = by_namespace.get(_pid_namespace(proc_root, entry) or "")
+            owner = by_namespace.get(namespace(proc_root, entry, "pid") or "")
             if owner is not None:
                 members[owner].append(int(entry))
     counts: dict[str, ProcessCounts] = {}

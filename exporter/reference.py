@@ -3,29 +3,40 @@
 The README's "Metric reference" and "Settings" sections are this module's
 output, and tests fail when they differ. ``python -m exporter.reference
 --write`` rewrites both sections of README.md in place. The rows come from the exposition itself,
-rendered over a one-container snapshot built here and parsed back, so a
-family added to :mod:`exporter.metrics` shows up without anyone editing a list.
+rendered from the metric tables over a one-container snapshot built here and
+parsed back, so a row added to :mod:`exporter.metrics` shows up without anyone
+editing a list.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import Collector, ContainerSample, PollPhase, Snapshot
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.exposition import render_container_families
-from exporter.metrics import ExporterHealthCollector, RemediationCollector
+from exporter.metrics import (
+    CONTAINER_METRICS,
+    HEALTH_METRICS,
+    ContainerMetric,
+    ExporterHealthCollector,
+    LiveMetric,
+    RemediationCollector,
+)
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
-from exporter.naming import NamingScheme
-from exporter.processes import ProcessCounts
-from exporter.sources.base import DriverStatsSource
-from exporter.testing import FakeDriver
+from exporter.snapshot import (
+    ContainerSample,
+    HeldSnapshot,
+    PollPhase,
+    ProcessCounts,
+    Snapshot,
+    SnapshotView,
+)
 
 START = "<!-- metric-reference:start -->"
 END = "<!-- metric-reference:end -->"
@@ -62,7 +73,7 @@ def _example_snapshot() -> Snapshot:
         stats_source="docker",
         processes=ProcessCounts(1, 1, 1),
     )
-    phases = tuple((phase, 0.0) for phase in (PollPhase.LIST, PollPhase.INSPECT, PollPhase.STATS))
+    phases = tuple((phase, 0.0) for phase in PollPhase)
     return Snapshot(containers=(sample,), completed_at=1.0, phase_seconds=phases, engine_up=True)
 
 
@@ -79,16 +90,17 @@ def _docs(families: Iterable[Metric]) -> list[MetricDoc]:
     return docs
 
 
-def metric_docs() -> list[MetricDoc]:
-    """Return one row per family the exporter's own collectors yield, in exposition order."""
-    driver = FakeDriver()
-    collector = Collector(driver, DriverStatsSource(driver), naming=NamingScheme())
-    collector.snapshot = _example_snapshot()
-    text = b"".join(render_container_families(collector.snapshot)).decode()
+def metric_docs(
+    containers: Sequence[ContainerMetric] = CONTAINER_METRICS,
+    health: Sequence[LiveMetric[SnapshotView]] = HEALTH_METRICS,
+) -> list[MetricDoc]:
+    """Return one row per family the tables yield, in exposition order."""
+    view = HeldSnapshot(_example_snapshot())
+    text = b"".join(render_container_families(view.snapshot, table=containers)).decode()
     return _docs(
         [
             *text_string_to_metric_families(text),
-            *ExporterHealthCollector(collector).collect(),
+            *ExporterHealthCollector(view, health).collect(),
             *RemediationCollector(_NoRemediation()).collect(),
         ]
     )

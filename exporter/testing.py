@@ -3,7 +3,7 @@
 :class:`FakeDriver` keeps containers and images in dicts and honours the
 Driver Protocol's contract (idempotent stop/remove, NotFoundError,
 ConflictError on a taken name). Failures and delays can be injected per
-method to exercise the collector's and the API's error paths.
+method to exercise the poller's and the API's error paths.
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from exporter.collector import Collector
 from exporter.drivers.base import Driver
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.models import ContainerCreateOptions, ContainerInfo
 from exporter.naming import NamingScheme, container_name
+from exporter.poller import Poller
 from exporter.sources.base import DriverStatsSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +58,12 @@ def engine_answers() -> bool:
         return False
 
 
-def collector_on(driver: Driver, naming: NamingScheme | None = None, **options: Any) -> Collector:
-    """Return a Collector that reads stats through ``driver`` itself, counting no processes.
+def poller_on(driver: Driver, naming: NamingScheme | None = None, **options: Any) -> Poller:
+    """Return a Poller that reads stats through ``driver`` itself, counting no processes.
 
-    ``options`` go to the Collector as they are (``process_counter`` included).
+    ``options`` go to the Poller as they are (``process_counter`` included).
     """
-    return Collector(
+    return Poller(
         driver,
         DriverStatsSource(driver),
         naming=naming or NamingScheme(),

@@ -1,4 +1,4 @@
-"""The application factory: wires routes and runs the collector in the background."""
+"""The application factory: wires routes and runs the poller in the background."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from exporter.api import observability
 from exporter.api.auth import auth_middleware
 from exporter.api.errors import error_middleware
 from exporter.api.keys import (
-    COLLECTOR,
     DEPLOYER,
     DRIVER,
     MOUNT_POLICY,
     NAMING,
+    POLLER,
     REGISTRY,
     REMEDIATION,
     SETTINGS,
 )
 from exporter.api.routes import add_api_routes
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
+from exporter.poller import Poller
 from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
 
@@ -34,7 +34,7 @@ def create_app(
     *,
     settings: Settings,
     driver: Driver,
-    collector: Collector,
+    poller: Poller,
     registry: CollectorRegistry,
     poll_in_background: bool = True,
     api_token: str | None = None,
@@ -45,7 +45,7 @@ def create_app(
 ) -> web.Application:
     """Return the exporter's aiohttp application.
 
-    With ``poll_in_background`` the collector polls for the app's lifetime;
+    With ``poll_in_background`` the poller polls for the app's lifetime;
     tests turn it off to drive polls themselves. The driver is closed when
     the app shuts down. The ``/api`` routes need ``api_token`` (default:
     ``settings.api_token``); without one they answer 403. Replica deploys and
@@ -62,7 +62,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[DRIVER] = driver
-    app[COLLECTOR] = collector
+    app[POLLER] = poller
     app[REGISTRY] = registry
     app[NAMING] = settings.naming()
     # One policy for the API and the deployer: its lock makes each check-and-create atomic.
@@ -83,7 +83,7 @@ def create_app(
                 if deployer is not None:
                     await deployer.load_existing()
                 if poll_in_background:
-                    await stack.enter_async_context(collector.running())
+                    await stack.enter_async_context(poller.running())
                 yield
         finally:
             await driver.close()

@@ -5,17 +5,18 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
 from exporter.naming import NamingScheme
 from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
+from exporter.snapshot import SnapshotView
 
 SETTINGS = web.AppKey("settings", Settings)
 DRIVER = web.AppKey("driver", Driver)
-COLLECTOR = web.AppKey("collector", Collector)
+#: The latest poll, read-only; the poller itself is create_app's to run.
+POLLER = web.AppKey[SnapshotView]("poller")
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 # The lifecycle API and remediation (optional collaborators of create_app).

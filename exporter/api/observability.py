@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from exporter.api.keys import COLLECTOR, REGISTRY, REMEDIATION, SETTINGS
+from exporter.api.keys import POLLER, REGISTRY, REMEDIATION, SETTINGS
 from exporter.exposition import Exposition
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
     """Return whether the last poll succeeded recently enough, and why."""
-    collector = request.app[COLLECTOR]
+    poller = request.app[POLLER]
     settings = request.app[SETTINGS]
-    snapshot = collector.snapshot
+    snapshot = poller.snapshot
     age = time.time() - snapshot.completed_at if snapshot.completed_at else None
     # A poll may take up to its own timeouts on top of the interval.
-    fresh_within = 2 * collector.interval + 3 * settings.poll_timeout
+    fresh_within = 2 * poller.interval + 3 * settings.poll_timeout
     ready = snapshot.engine_up and age is not None and age <= fresh_within
     remediation = request.app.get(REMEDIATION)
     # Remediation's state store failing makes the exporter not ready (its alerts answer 503).
@@ -107,7 +107,7 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "last_poll_age_seconds": None if age is None else round(age, 3),
         "fresh_within_seconds": fresh_within,
         "containers": len(snapshot.containers),
-        "stats_source": collector.stats_source_name,
+        "stats_source": poller.stats_source_name,
         "error": snapshot.error,
         **({} if remediation is None else {"remediation_state_error": state_error}),
     }
@@ -120,8 +120,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, telemetry_path: str) -> None:
-    """Register the observability routes on ``app`` (its collector and registry set first)."""
-    app[EXPOSITION] = Exposition(app[COLLECTOR], app[REGISTRY], app[SETTINGS].collect_labels)
+    """Register the observability routes on ``app`` (its poller and registry set first)."""
+    app[EXPOSITION] = Exposition(app[POLLER], app[REGISTRY], app[SETTINGS].collect_labels)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -1,6 +1,6 @@
 """The Driver Protocol: what the rest of the exporter may ask of a container runtime.
 
-Who relies on it: the collector (``container_list``, ``container_inspect``,
+Who relies on it: the poller (``container_list``, ``container_inspect``,
 ``container_stats``), the lifecycle API (every call), replica deploys (``container_rename`` swaps
 a new revision in) and remediation
 (``container_inspect``, ``container_stop``, ``container_start``). None of them

@@ -133,7 +133,7 @@ def _shared(text: str) -> str:
 
     Each JSON answer makes its own copies; a host of thousands of containers
     of a few images would hold thousands of each, in the list's models and in
-    the collector's inspect cache.
+    the poller's inspect cache.
     """
     return sys.intern(text)
 

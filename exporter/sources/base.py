@@ -1,6 +1,6 @@
 """The StatsSource Protocol and the sources built only on the Driver.
 
-Who relies on it: the collector hands a source every running container of a
+Who relies on it: the poller hands a source every running container of a
 poll and takes back, per container id, a sample or the error that stopped
 it. A source that cannot read a container at all raises (or returns)
 :class:`~exporter.errors.StatsUnavailableError`, and

@@ -25,7 +25,7 @@ from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from exporter.state import StateStore
 from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from tests.conftest import poller_on
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -85,7 +85,7 @@ def build_app(
 ) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer]:
     """Return an app wired like ``serve`` wires it, on ``driver``."""
     naming = settings.naming()
-    collector = collector_on(driver, naming)
+    poller = poller_on(driver, naming)
     remediation = Remediator(
         driver,
         StateStore(settings.state_dir),
@@ -102,11 +102,11 @@ def build_app(
         # The fake engine's containers never exit by themselves: one look is enough.
         start_settle_seconds=0.0,
     )
-    registry = build_registry(collector, remediation=remediation)
+    registry = build_registry(poller, remediation=remediation)
     app = create_app(
         settings=settings,
         driver=driver,
-        collector=collector,
+        poller=poller,
         registry=registry,
         poll_in_background=False,
         api_token=api_token,

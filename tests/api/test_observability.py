@@ -13,12 +13,12 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api import create_app
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.errors import EngineUnreachableError
 from exporter.metrics import build_registry
+from exporter.poller import Poller
 from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from tests.conftest import poller_on
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -32,29 +32,29 @@ def driver() -> FakeDriver:
 
 
 @pytest.fixture
-def collector(driver: FakeDriver) -> Collector:
-    return collector_on(driver)
+def poller(driver: FakeDriver) -> Poller:
+    return poller_on(driver)
 
 
 @pytest.fixture
 async def client(
-    aiohttp_client: ClientFactory, driver: FakeDriver, collector: Collector
+    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
 ) -> TestClient[web.Request, web.Application]:
     settings = Settings(web_telemetry_path="/metrics")
     app = create_app(
         settings=settings,
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector),
+        poller=poller,
+        registry=build_registry(poller),
         poll_in_background=False,
     )
     return await aiohttp_client(app)
 
 
 async def test_metrics_serves_the_text_format(
-    client: TestClient[web.Request, web.Application], collector: Collector
+    client: TestClient[web.Request, web.Application], poller: Poller
 ) -> None:
-    await collector.poll_once()
+    await poller.poll_once()
     resp = await client.get("/metrics")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -66,9 +66,9 @@ async def test_metrics_serves_the_text_format(
 
 
 async def test_metrics_serves_openmetrics_when_asked(
-    client: TestClient[web.Request, web.Application], collector: Collector
+    client: TestClient[web.Request, web.Application], poller: Poller
 ) -> None:
-    await collector.poll_once()
+    await poller.poll_once()
     resp = await client.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     )
@@ -80,9 +80,9 @@ async def test_metrics_serves_openmetrics_when_asked(
 
 
 async def test_metrics_gzip_when_accepted(
-    client: TestClient[web.Request, web.Application], collector: Collector
+    client: TestClient[web.Request, web.Application], poller: Poller
 ) -> None:
-    await collector.poll_once()
+    await poller.poll_once()
     resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
     assert resp.status == 200
     assert resp.headers["Content-Encoding"] == "gzip"
@@ -109,11 +109,11 @@ async def test_metrics_gzip_when_accepted(
 )
 async def test_metrics_gzip_follows_the_q_values(
     client: TestClient[web.Request, web.Application],
-    collector: Collector,
+    poller: Poller,
     accept_encoding: str,
     gzipped: bool,
 ) -> None:
-    await collector.poll_once()
+    await poller.poll_once()
     resp = await client.get(
         "/metrics", headers={"Accept-Encoding": accept_encoding}, auto_decompress=False
     )
@@ -131,13 +131,13 @@ async def test_healthz_is_always_ok(client: TestClient[web.Request, web.Applicat
 
 
 async def test_readyz_follows_the_last_poll(
-    client: TestClient[web.Request, web.Application], collector: Collector, driver: FakeDriver
+    client: TestClient[web.Request, web.Application], poller: Poller, driver: FakeDriver
 ) -> None:
     before = await client.get("/readyz")
     assert before.status == 503
     assert (await before.json())["last_poll_age_seconds"] is None
 
-    await collector.poll_once()
+    await poller.poll_once()
     ready = await client.get("/readyz")
     doc = await ready.json()
     assert ready.status == 200
@@ -146,7 +146,7 @@ async def test_readyz_follows_the_last_poll(
     assert doc["stats_source"] == "fake"
 
     driver.fail("container_list", EngineUnreachableError("cannot connect to Docker Engine"))
-    await collector.poll_once()
+    await poller.poll_once()
     down = await client.get("/readyz")
     doc = await down.json()
     assert down.status == 503
@@ -158,25 +158,23 @@ async def test_readyz_follows_the_last_poll(
 
 
 async def test_readyz_turns_unready_when_the_last_poll_is_old(
-    client: TestClient[web.Request, web.Application], collector: Collector
+    client: TestClient[web.Request, web.Application], poller: Poller
 ) -> None:
-    await collector.poll_once()
-    collector.snapshot = replace(
-        collector.snapshot, completed_at=collector.snapshot.completed_at - 3600
-    )
+    await poller.poll_once()
+    poller.snapshot = replace(poller.snapshot, completed_at=poller.snapshot.completed_at - 3600)
     resp = await client.get("/readyz")
     assert resp.status == 503
     assert (await resp.json())["last_poll_age_seconds"] >= 3600
 
 
 async def test_custom_telemetry_path(
-    aiohttp_client: ClientFactory, driver: FakeDriver, collector: Collector
+    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
 ) -> None:
     app = create_app(
         settings=Settings(web_telemetry_path="/custom"),
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector),
+        poller=poller,
+        registry=build_registry(poller),
         poll_in_background=False,
     )
     client = await aiohttp_client(app)
@@ -185,16 +183,16 @@ async def test_custom_telemetry_path(
 
 
 async def test_app_shutdown_closes_the_driver(
-    aiohttp_client: ClientFactory, driver: FakeDriver, collector: Collector
+    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
 ) -> None:
     app = create_app(
         settings=Settings(poll_interval=0.2),
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector),
+        poller=poller,
+        registry=build_registry(poller),
     )
     client = await aiohttp_client(app)
-    await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
+    await asyncio.wait_for(poller.wait_next_poll(), timeout=5)
     assert (await client.get("/readyz")).status == 200
     await client.close()
     assert driver.closed

@@ -6,23 +6,23 @@ import asyncio
 
 import pytest
 
-from exporter.collector import Collector
 from exporter.errors import DriverTimeoutError, EngineUnreachableError, NotFoundError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.poller import Poller
 from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from tests.conftest import poller_on
 
 
-def _names(collector: Collector) -> set[str]:
-    return {s.info.name for s in collector.snapshot.containers}
+def _names(poller: Poller) -> set[str]:
+    return {s.info.name for s in poller.snapshot.containers}
 
 
 async def test_tracks_managed_containers_and_parses_app_and_replica() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-00ff")
     driver.add("redis")
-    collector = collector_on(driver)
-    snapshot = await collector.poll_once()
+    poller = poller_on(driver)
+    snapshot = await poller.poll_once()
     assert snapshot.engine_up
     assert [(s.info.name, s.app, s.replica) for s in snapshot.containers] == [
         ("app-abcdef12-00ff", "abcdef12", 255)
@@ -34,9 +34,9 @@ async def test_collect_all_includes_unmanaged_without_app() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.add("redis")
-    collector = collector_on(driver, include_unmanaged=True)
-    await collector.poll_once()
-    by_name = {s.info.name: s for s in collector.snapshot.containers}
+    poller = poller_on(driver, include_unmanaged=True)
+    await poller.poll_once()
+    by_name = {s.info.name: s for s in poller.snapshot.containers}
     assert set(by_name) == {"app-abcdef12-0001", "redis"}
     assert by_name["redis"].app is None
     assert by_name["redis"].replica is None
@@ -46,10 +46,10 @@ async def test_only_running_containers_are_asked_for_stats() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.add("app-abcdef12-0002", ContainerState.STOPPED)
-    collector = collector_on(driver)
-    await collector.poll_once()
+    poller = poller_on(driver)
+    await poller.poll_once()
     assert driver.calls["container_stats"] == 1
-    stopped = next(s for s in collector.snapshot.containers if s.replica == 2)
+    stopped = next(s for s in poller.snapshot.containers if s.replica == 2)
     assert stopped.stats is None
     assert stopped.info.state is ContainerState.STOPPED
 
@@ -66,10 +66,10 @@ async def test_container_gone_between_list_and_inspect_is_skipped_silently() -> 
         return await original(name_or_id)
 
     driver.container_inspect = inspect  # type: ignore[method-assign]
-    collector = collector_on(driver)
-    await collector.poll_once()
-    assert _names(collector) == {"app-abcdef12-0001"}
-    assert sum(collector.health.errors.values()) == 0
+    poller = poller_on(driver)
+    await poller.poll_once()
+    assert _names(poller) == {"app-abcdef12-0001"}
+    assert sum(poller.health.errors.values()) == 0
 
 
 async def test_container_gone_between_inspect_and_stats_is_skipped_silently() -> None:
@@ -83,35 +83,35 @@ async def test_container_gone_between_inspect_and_stats_is_skipped_silently() ->
         return ContainerStats(time=1.0, cpu_total_usage=5)
 
     driver.stats_factory = stats
-    collector = collector_on(driver)
-    await collector.poll_once()
-    samples = {s.info.id: s for s in collector.snapshot.containers}
+    poller = poller_on(driver)
+    await poller.poll_once()
+    samples = {s.info.id: s for s in poller.snapshot.containers}
     assert samples[keep.id].stats is not None
     assert samples[gone.id].stats is None
-    assert sum(collector.health.errors.values()) == 0
+    assert sum(poller.health.errors.values()) == 0
 
 
 async def test_stats_timeout_keeps_last_sample_for_one_more_poll_then_drops_it() -> None:
     driver = FakeDriver()
     c = driver.add("app-abcdef12-0001")
     driver.stats[c.id] = ContainerStats(time=1.0, cpu_total_usage=42)
-    collector = collector_on(driver)
-    await collector.poll_once()
+    poller = poller_on(driver)
+    await poller.poll_once()
     driver.fail("container_stats", DriverTimeoutError("slow"))
 
-    first = (await collector.poll_once()).containers[0]
+    first = (await poller.poll_once()).containers[0]
     assert first.stale
     assert first.stats is not None
     assert first.stats.cpu_total_usage == 42
-    assert collector.health.errors["stats_timeout"] == 1
+    assert poller.health.errors["stats_timeout"] == 1
 
-    second = (await collector.poll_once()).containers[0]
+    second = (await poller.poll_once()).containers[0]
     assert second.stats is None
     assert not second.stale
-    assert collector.health.errors["stats_timeout"] == 2
+    assert poller.health.errors["stats_timeout"] == 2
 
     driver.heal()
-    third = (await collector.poll_once()).containers[0]
+    third = (await poller.poll_once()).containers[0]
     assert third.stats is not None
     assert not third.stale
 
@@ -120,32 +120,32 @@ async def test_removed_container_drops_out_of_the_next_snapshot() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     c2 = driver.add("app-abcdef12-0002")
-    collector = collector_on(driver)
-    await collector.poll_once()
-    assert len(collector.snapshot.containers) == 2
+    poller = poller_on(driver)
+    await poller.poll_once()
+    assert len(poller.snapshot.containers) == 2
     await driver.container_remove(c2.id)
-    await collector.poll_once()
-    assert _names(collector) == {"app-abcdef12-0001"}
+    await poller.poll_once()
+    assert _names(poller) == {"app-abcdef12-0001"}
 
 
 async def test_engine_down_empties_the_snapshot_and_counts_the_error_then_recovers() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    collector = collector_on(driver)
-    await collector.poll_once()
+    poller = poller_on(driver)
+    await poller.poll_once()
     driver.fail("container_list", EngineUnreachableError("cannot connect"))
-    down = await collector.poll_once()
+    down = await poller.poll_once()
     assert not down.engine_up
     assert down.containers == ()
     assert down.error is not None
     assert "cannot connect" in down.error
-    assert collector.health.errors["list"] == 1
-    last_ok = collector.health.last_success_at
+    assert poller.health.errors["list"] == 1
+    last_ok = poller.health.last_success_at
     driver.heal()
-    up = await collector.poll_once()
+    up = await poller.poll_once()
     assert up.engine_up
     assert len(up.containers) == 1
-    assert collector.health.last_success_at >= last_ok
+    assert poller.health.last_success_at >= last_ok
 
 
 async def test_stats_calls_run_concurrently() -> None:
@@ -169,8 +169,8 @@ async def test_stats_calls_run_concurrently() -> None:
         return await original(name_or_id)
 
     driver.container_stats = stats  # type: ignore[method-assign]
-    collector = collector_on(driver)
-    snapshot = await collector.poll_once()
+    poller = poller_on(driver)
+    snapshot = await poller.poll_once()
     assert peak == 20
     assert all(s.stats is not None for s in snapshot.containers)
 
@@ -179,11 +179,11 @@ async def test_a_hanging_inspect_is_cut_by_the_call_timeout() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.delays["container_inspect"] = 30
-    collector = collector_on(driver, call_timeout=0.2)
-    snapshot = await asyncio.wait_for(collector.poll_once(), timeout=5)
+    poller = poller_on(driver, call_timeout=0.2)
+    snapshot = await asyncio.wait_for(poller.poll_once(), timeout=5)
     assert snapshot.engine_up
     assert snapshot.containers == ()
-    assert collector.health.errors["inspect"] == 1
+    assert poller.health.errors["inspect"] == 1
 
 
 class _HeldInspect:
@@ -217,9 +217,9 @@ async def test_a_late_inspect_leaves_out_only_its_container_and_lands_later() ->
     held = driver.add("app-abcdef12-0001")
     driver.add("app-abcdef12-0002")
     inspect = _HeldInspect(driver, held.id)
-    collector = collector_on(driver, interval=0.2, call_timeout=30)
+    poller = poller_on(driver, interval=0.2, call_timeout=30)
 
-    snapshot = await asyncio.wait_for(collector.poll_once(), timeout=5)
+    snapshot = await asyncio.wait_for(poller.poll_once(), timeout=5)
     # The poll ends at its soft deadline, far inside the 30 s call timeout,
     # and the time went to the inspect phase.
     assert snapshot.duration_seconds < 5
@@ -227,33 +227,33 @@ async def test_a_late_inspect_leaves_out_only_its_container_and_lands_later() ->
     assert list(phases) == ["list", "inspect", "stats"]
     assert phases["inspect"] >= 0.1
     assert phases["inspect"] > phases["list"] + phases["stats"]
-    assert _names(collector) == {"app-abcdef12-0002"}
-    assert collector.health.errors["inspect_late"] == 1
-    assert collector.health.errors["inspect"] == 0
+    assert _names(poller) == {"app-abcdef12-0002"}
+    assert poller.health.errors["inspect_late"] == 1
+    assert poller.health.errors["inspect"] == 0
 
     # Still held: the next poll leaves it out again and does not ask twice.
-    await asyncio.wait_for(collector.poll_once(), timeout=5)
+    await asyncio.wait_for(poller.poll_once(), timeout=5)
     assert inspect.asked.count(held.id) == 1
-    assert collector.health.errors["inspect_late"] == 2
+    assert poller.health.errors["inspect_late"] == 2
 
     inspect.release.set()
     await asyncio.wait_for(inspect.answered.wait(), timeout=5)
-    await collector.poll_once()
-    assert _names(collector) == {"app-abcdef12-0001", "app-abcdef12-0002"}
+    await poller.poll_once()
+    assert _names(poller) == {"app-abcdef12-0001", "app-abcdef12-0002"}
     # The answer that came in the background was cached: no new inspect.
     assert inspect.asked.count(held.id) == 1
-    await collector.aclose()
+    await poller.aclose()
 
 
 async def test_aclose_cancels_inspects_left_running() -> None:
     driver = FakeDriver()
     held = driver.add("app-abcdef12-0001")
     inspect = _HeldInspect(driver, held.id)
-    collector = collector_on(driver, interval=0.1, call_timeout=30)
-    await asyncio.wait_for(collector.poll_once(), timeout=5)
+    poller = poller_on(driver, interval=0.1, call_timeout=30)
+    await asyncio.wait_for(poller.poll_once(), timeout=5)
     assert inspect.asked == [held.id]
 
-    await collector.aclose()
+    await poller.aclose()
     assert inspect.cancelled
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
@@ -261,17 +261,17 @@ async def test_aclose_cancels_inspects_left_running() -> None:
 async def test_a_removed_container_whose_inspect_is_late_goes_at_the_next_poll() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    await (collector := collector_on(driver, interval=0.1, call_timeout=30)).poll_once()
+    await (poller := poller_on(driver, interval=0.1, call_timeout=30)).poll_once()
     leaving = driver.add("app-abcdef12-0002")
     inspect = _HeldInspect(driver, leaving.id)  # the engine holds it while removing it
-    await collector.poll_once()
-    assert _names(collector) == {"app-abcdef12-0001"}
+    await poller.poll_once()
+    assert _names(poller) == {"app-abcdef12-0001"}
 
     await driver.container_remove(leaving.id)
     inspect.release.set()
-    await collector.poll_once()
-    assert _names(collector) == {"app-abcdef12-0001"}
-    await collector.aclose()
+    await poller.poll_once()
+    assert _names(poller) == {"app-abcdef12-0001"}
+    await poller.aclose()
 
 
 async def test_a_bug_in_inspecting_is_logged_once_and_polling_goes_on(
@@ -288,15 +288,15 @@ async def test_a_bug_in_inspecting_is_logged_once_and_polling_goes_on(
         return await original(name_or_id)
 
     driver.container_inspect = inspect  # type: ignore[method-assign]
-    collector = collector_on(driver)
-    snapshot = await collector.poll_once()
+    poller = poller_on(driver)
+    snapshot = await poller.poll_once()
     assert snapshot.engine_up
     # The batch stopped at the bug: what it had inspected is kept, the rest left out.
-    assert _names(collector) <= {"app-abcdef12-0002"}
+    assert _names(poller) <= {"app-abcdef12-0002"}
     bugs = [r for r in caplog.records if "inspecting failed unexpectedly" in r.getMessage()]
     assert len(bugs) == 1
     assert bugs[0].exc_info is not None
-    await collector.aclose()
+    await poller.aclose()
 
 
 async def test_process_counts_come_from_the_counter_by_container_id() -> None:
@@ -308,8 +308,8 @@ async def test_process_counts_come_from_the_counter_by_container_id() -> None:
         seen.append(pids)
         return {cid: (2, 3, 4) for cid in pids}
 
-    collector = collector_on(driver, process_counter=counter)
-    snapshot = await collector.poll_once()
+    poller = poller_on(driver, process_counter=counter)
+    snapshot = await poller.poll_once()
     assert seen == [{c.id: c.pid}]
     assert snapshot.containers[0].processes == (2, 3, 4)
 
@@ -321,33 +321,33 @@ async def test_a_failing_process_counter_does_not_break_the_poll() -> None:
     def counter(pids: dict[str, int]) -> dict[str, tuple[int, int, int]]:
         raise PermissionError("no /proc")
 
-    collector = collector_on(driver, process_counter=counter)
-    snapshot = await collector.poll_once()
+    poller = poller_on(driver, process_counter=counter)
+    snapshot = await poller.poll_once()
     assert snapshot.engine_up
     assert snapshot.containers[0].processes is None
-    assert collector.health.errors["processes"] == 1
+    assert poller.health.errors["processes"] == 1
 
 
 async def test_background_polling_runs_on_the_interval_and_stops_cleanly() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    collector = collector_on(driver, interval=0.2)
-    async with collector.running():
-        await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
-        await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
-    polls = collector.health.polls
+    poller = poller_on(driver, interval=0.2)
+    async with poller.running():
+        await asyncio.wait_for(poller.wait_next_poll(), timeout=5)
+        await asyncio.wait_for(poller.wait_next_poll(), timeout=5)
+    polls = poller.health.polls
     assert polls >= 2
     await asyncio.sleep(0.3)  # long enough for a poll that should no longer happen
-    assert collector.health.polls == polls
+    assert poller.health.polls == polls
 
 
 async def test_unchanged_containers_are_not_inspected_again() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
     driver.add("app-abcdef12-0002")
-    collector = collector_on(driver)
-    await collector.poll_once()
-    await collector.poll_once()
+    poller = poller_on(driver)
+    await poller.poll_once()
+    await poller.poll_once()
     assert driver.calls["container_inspect"] == 2
     assert driver.calls["container_stats"] == 4
 
@@ -355,11 +355,11 @@ async def test_unchanged_containers_are_not_inspected_again() -> None:
 async def test_a_restart_is_seen_by_the_next_poll() -> None:
     driver = FakeDriver()
     c = driver.add("app-abcdef12-0001")
-    collector = collector_on(driver)
-    first = (await collector.poll_once()).containers[0].info
+    poller = poller_on(driver)
+    first = (await poller.poll_once()).containers[0].info
     await driver.container_stop(c.id)
     await driver.container_start(c.id)
-    second = (await collector.poll_once()).containers[0].info
+    second = (await poller.poll_once()).containers[0].info
     assert driver.calls["container_inspect"] == 2
     assert second.started > first.started
     assert second.pid != first.pid
@@ -368,19 +368,19 @@ async def test_a_restart_is_seen_by_the_next_poll() -> None:
 async def test_inspect_results_expire_after_the_max_age() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
-    collector = collector_on(driver, inspect_max_age=0.0)
-    await collector.poll_once()
-    await collector.poll_once()
+    poller = poller_on(driver, inspect_max_age=0.0)
+    await poller.poll_once()
+    await poller.poll_once()
     assert driver.calls["container_inspect"] == 2
 
 
 async def test_a_state_change_reaches_the_snapshot_without_waiting_for_expiry() -> None:
     driver = FakeDriver()
     c = driver.add("app-abcdef12-0001")
-    collector = collector_on(driver)
-    await collector.poll_once()
+    poller = poller_on(driver)
+    await poller.poll_once()
     await driver.container_stop(c.id)
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     assert snapshot.containers[0].info.state is ContainerState.STOPPED
     assert snapshot.containers[0].stats is None
 
@@ -396,7 +396,7 @@ async def test_a_container_stopped_between_inspect_and_stats_is_skipped_silently
         return info
 
     driver.container_inspect = inspect_then_stop  # type: ignore[method-assign]
-    collector = collector_on(driver)
-    snapshot = await collector.poll_once()
+    poller = poller_on(driver)
+    snapshot = await poller.poll_once()
     assert snapshot.containers[0].stats is None
-    assert sum(collector.health.errors.values()) == 0
+    assert sum(poller.health.errors.values()) == 0

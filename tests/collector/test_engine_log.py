@@ -7,20 +7,20 @@ import logging
 import pytest
 
 from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from tests.conftest import poller_on
 
 
 async def test_engine_down_and_back_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
     driver = FakeDriver()
-    collector = collector_on(driver, interval=0.01)
-    caplog.set_level(logging.INFO, logger="exporter.collector")
+    poller = poller_on(driver, interval=0.01)
+    caplog.set_level(logging.INFO, logger="exporter.poller")
     driver.fail("container_list")
-    async with collector.running():
+    async with poller.running():
         for _ in range(5):
-            await collector.wait_next_poll()
+            await poller.wait_next_poll()
         driver.heal()
         for _ in range(5):
-            await collector.wait_next_poll()
+            await poller.wait_next_poll()
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert messages == [
         ("ERROR", "engine unreachable: fake engine is down"),
@@ -30,9 +30,9 @@ async def test_engine_down_and_back_is_logged_once_each(caplog: pytest.LogCaptur
 
 async def test_an_engine_up_from_the_start_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
     driver = FakeDriver()
-    collector = collector_on(driver, interval=0.01)
-    caplog.set_level(logging.INFO, logger="exporter.collector")
-    async with collector.running():
+    poller = poller_on(driver, interval=0.01)
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    async with poller.running():
         for _ in range(3):
-            await collector.wait_next_poll()
+            await poller.wait_next_poll()
     assert caplog.records == []

@@ -14,20 +14,18 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
 from exporter import exposition
-from exporter.collector import Collector
 from exporter.exposition import Exposition, escape_label_value
+from exporter.snapshot import HeldSnapshot
 from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from tests.conftest import poller_on
 
 
 @pytest.fixture
-async def collector() -> Collector:
+async def view() -> HeldSnapshot:
     driver = FakeDriver()
     for i in range(5):
         driver.add(f"app-abcdef12-{i:04x}")
-    c = collector_on(driver)
-    await c.poll_once()
-    return c
+    return HeldSnapshot(await poller_on(driver).poll_once())
 
 
 @pytest.fixture
@@ -45,9 +43,9 @@ def _text(body: exposition.Body) -> str:
 
 
 def test_gzip_and_plain_bodies_hold_the_same_text(
-    collector: Collector, live: tuple[CollectorRegistry, Counter]
+    view: HeldSnapshot, live: tuple[CollectorRegistry, Counter]
 ) -> None:
-    exp = Exposition(collector, live[0])
+    exp = Exposition(view, live[0])
     plain = exp.body()
     zipped = exp.body(gzip=True)
     assert zipped.gzipped
@@ -64,7 +62,7 @@ async def test_families_compress_against_each_other() -> None:
     driver = FakeDriver()
     for i in range(50):
         driver.add(f"app-abcdef12-{i:04x}")
-    c = collector_on(driver)
+    c = poller_on(driver)
     await c.poll_once()
     exp = Exposition(c, CollectorRegistry())
     plain, zipped = exp.body(), exp.body(gzip=True)
@@ -73,7 +71,7 @@ async def test_families_compress_against_each_other() -> None:
 
 
 def test_container_block_is_rendered_once_per_snapshot_and_kind(
-    collector: Collector, live: tuple[CollectorRegistry, Counter], monkeypatch: pytest.MonkeyPatch
+    view: HeldSnapshot, live: tuple[CollectorRegistry, Counter], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     renders = 0
     original = exposition.render_container_families
@@ -84,7 +82,7 @@ def test_container_block_is_rendered_once_per_snapshot_and_kind(
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(exposition, "render_container_families", counting)
-    exp = Exposition(collector, live[0])
+    exp = Exposition(view, live[0])
     threads = [threading.Thread(target=exp.body, kwargs={"gzip": True}) for _ in range(8)]
     for t in threads:
         t.start()
@@ -98,16 +96,16 @@ def test_container_block_is_rendered_once_per_snapshot_and_kind(
     exp.body(openmetrics=True)
     exp.body(openmetrics=True, gzip=True)
     assert renders == 2
-    collector.snapshot = replace(collector.snapshot)
+    view.snapshot = replace(view.snapshot)
     exp.body(gzip=True)
     assert renders == 3
 
 
 def test_live_registry_part_is_fresh_at_every_scrape(
-    collector: Collector, live: tuple[CollectorRegistry, Counter]
+    view: HeldSnapshot, live: tuple[CollectorRegistry, Counter]
 ) -> None:
     registry, counter = live
-    exp = Exposition(collector, registry)
+    exp = Exposition(view, registry)
     assert "sysinner_test_live_total 0.0" in _text(exp.body(gzip=True))
     counter.inc(3)
     assert "sysinner_test_live_total 3.0" in _text(exp.body(gzip=True))
@@ -115,9 +113,9 @@ def test_live_registry_part_is_fresh_at_every_scrape(
 
 
 def test_openmetrics_body_is_valid_and_ends_with_eof(
-    collector: Collector, live: tuple[CollectorRegistry, Counter]
+    view: HeldSnapshot, live: tuple[CollectorRegistry, Counter]
 ) -> None:
-    exp = Exposition(collector, live[0])
+    exp = Exposition(view, live[0])
     body = exp.body(openmetrics=True, gzip=True)
     assert body.content_type.startswith("application/openmetrics-text")
     text = _text(body)
@@ -139,7 +137,7 @@ def test_label_values_are_escaped() -> None:
     ("chunk_containers", "inflate_piece"), [(1, 7), (2, 4096), (1000, 1 << 20)]
 )
 def test_plain_body_is_the_gzip_body_inflated(
-    collector: Collector,
+    view: HeldSnapshot,
     live: tuple[CollectorRegistry, Counter],
     monkeypatch: pytest.MonkeyPatch,
     openmetrics: bool,
@@ -150,7 +148,7 @@ def test_plain_body_is_the_gzip_body_inflated(
     # tiny pieces: a chunk inflates in many.
     monkeypatch.setattr(exposition, "CHUNK_CONTAINERS", chunk_containers)
     monkeypatch.setattr(exposition, "INFLATE_PIECE", inflate_piece)
-    exp = Exposition(collector, live[0])
+    exp = Exposition(view, live[0])
     zipped = exp.body(openmetrics=openmetrics, gzip=True)
     plain = exp.body(openmetrics=openmetrics)
     raw = b"".join(zipped.chunks)
@@ -160,23 +158,21 @@ def test_plain_body_is_the_gzip_body_inflated(
     assert len(plain) == len(b"".join(plain.chunks))
     live_part = (generate_openmetrics if openmetrics else generate_latest)(live[0])
     assert max(map(len, plain.chunks)) <= max(inflate_piece, len(live_part))
-    block = b"".join(
-        exposition.render_container_families(collector.snapshot, openmetrics=openmetrics)
-    )
+    block = b"".join(exposition.render_container_families(view.snapshot, openmetrics=openmetrics))
     assert b"".join(plain.chunks).startswith(block)
 
 
 def test_a_plain_scrape_of_a_new_snapshot_is_complete(
-    collector: Collector, live: tuple[CollectorRegistry, Counter]
+    view: HeldSnapshot, live: tuple[CollectorRegistry, Counter]
 ) -> None:
-    exp = Exposition(collector, live[0])
+    exp = Exposition(view, live[0])
     exp.body(gzip=True)
-    collector.snapshot = replace(collector.snapshot, completed_at=1_800_000_000.0)
+    view.snapshot = replace(view.snapshot, completed_at=1_800_000_000.0)
     body = exp.body()
     # Iterating twice inflates twice: the body is not used up by a first reader.
     assert b"".join(body.chunks) == b"".join(body.chunks)
     text = _text(body)
-    block = b"".join(exposition.render_container_families(collector.snapshot)).decode()
+    block = b"".join(exposition.render_container_families(view.snapshot)).decode()
     assert text.startswith(block)
     assert " 1800000000.0\n" in text
     assert text.endswith(generate_latest(live[0]).decode())
@@ -184,10 +180,10 @@ def test_a_plain_scrape_of_a_new_snapshot_is_complete(
 
 
 def test_gzip_trailer_counts_the_live_part(
-    collector: Collector, live: tuple[CollectorRegistry, Counter]
+    view: HeldSnapshot, live: tuple[CollectorRegistry, Counter]
 ) -> None:
     registry, counter = live
-    exp = Exposition(collector, registry)
+    exp = Exposition(view, registry)
     first = b"".join(exp.body(gzip=True).chunks)
     counter.inc(12345)
     second = b"".join(exp.body(gzip=True).chunks)
@@ -197,10 +193,10 @@ def test_gzip_trailer_counts_the_live_part(
 
 
 def test_no_chunk_spans_more_than_one_family(
-    collector: Collector, monkeypatch: pytest.MonkeyPatch
+    view: HeldSnapshot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(exposition, "CHUNK_CONTAINERS", 2)
-    for chunk in exposition.render_container_families(collector.snapshot):
+    for chunk in exposition.render_container_families(view.snapshot):
         lines = chunk.decode().splitlines()
         families = {line.split("{")[0] for line in lines if not line.startswith("#")}
         assert len(families) <= 1, families
@@ -210,14 +206,14 @@ def test_no_chunk_spans_more_than_one_family(
 
 
 def test_scrapes_hold_no_more_than_a_few_chunks_of_text(
-    collector: Collector, live: tuple[CollectorRegistry, Counter]
+    view: HeldSnapshot, live: tuple[CollectorRegistry, Counter]
 ) -> None:
-    sample = collector.snapshot.containers[0]
-    collector.snapshot = replace(
-        collector.snapshot,
+    sample = view.snapshot.containers[0]
+    view.snapshot = replace(
+        view.snapshot,
         containers=tuple(replace(sample, replica=i) for i in range(3000)),
     )
-    exp = Exposition(collector, live[0])
+    exp = Exposition(view, live[0])
     tracemalloc.start()
     try:
         exp.body(gzip=True)

@@ -11,14 +11,26 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
 from exporter import exposition
-from exporter.collector import Collector, ContainerSample, Snapshot
 from exporter.exposition import render_container_families
-from exporter.metrics import CONTAINER_METRICS, ExporterHealthCollector
+from exporter.metrics import (
+    CONTAINER_METRICS,
+    HEALTH_METRICS,
+    ContainerMetric,
+    ExporterHealthCollector,
+    LiveMetric,
+)
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import sanitize_label_name
-from exporter.processes import ProcessCounts
-from exporter.testing import FakeDriver
-from tests.conftest import collector_on
+from exporter.reference import MetricDoc, metric_docs
+from exporter.snapshot import (
+    ContainerSample,
+    ErrorKind,
+    HeldSnapshot,
+    PollPhase,
+    ProcessCounts,
+    Snapshot,
+    SnapshotView,
+)
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "metrics.prom"
 T0 = 1_700_000_000.0
@@ -102,13 +114,6 @@ def _snapshot() -> Snapshot:
     )
 
 
-def _collector(snapshot: Snapshot) -> Collector:
-    driver = FakeDriver()
-    collector = collector_on(driver)
-    collector.snapshot = snapshot
-    return collector
-
-
 def _render(snapshot: Snapshot, allow: tuple[str, ...] = ()) -> str:
     return b"".join(render_container_families(snapshot, allow)).decode()
 
@@ -153,7 +158,8 @@ def test_every_table_row_is_exported_for_a_container_with_stats_and_limits() -> 
         "replica": "255",
     }
     for spec in CONTAINER_METRICS:
-        assert registry.get_sample_value(spec.name, labels) is not None, spec.name
+        own = {**labels, "state": "running"} if spec.kind == "state" else labels
+        assert registry.get_sample_value(spec.name, own) is not None, spec.name
     assert registry.get_sample_value("container_cpu_usage_seconds_total", labels) == 1.5
     assert registry.get_sample_value("container_memory_working_set_bytes", labels) == 9_437_184
     assert registry.get_sample_value("container_spec_cpu_quota", labels) == 50_000
@@ -254,24 +260,28 @@ def test_stale_flag_marks_reused_samples() -> None:
 
 
 def test_health_collector_reports_engine_down_and_errors() -> None:
-    collector = _collector(Snapshot(completed_at=T0, engine_up=False, error="down"))
-    collector.health.errors["list"] += 2
-    collector.health.polls = 3
+    view = HeldSnapshot(Snapshot(completed_at=T0, engine_up=False, error="down"))
+    view.stats_source_name = "cgroup+docker"
+    view.health.errors[ErrorKind.LIST] += 2
+    view.health.polls = 3
     registry = CollectorRegistry()
-    registry.register(ExporterHealthCollector(collector))
+    registry.register(ExporterHealthCollector(view))
     assert registry.get_sample_value("sysinner_exporter_up") == 0
     assert registry.get_sample_value("sysinner_exporter_errors_total", {"kind": "list"}) == 2
     assert registry.get_sample_value("sysinner_exporter_errors_total", {"kind": "stats"}) == 0
     assert registry.get_sample_value("sysinner_exporter_polls_total") == 3
     assert registry.get_sample_value("sysinner_exporter_containers") == 0
-    assert registry.get_sample_value("sysinner_exporter_stats_source", {"source": "fake"}) == 1
+    assert (
+        registry.get_sample_value("sysinner_exporter_stats_source", {"source": "cgroup+docker"})
+        == 1
+    )
 
 
 def test_health_collector_reports_each_phase_of_the_last_poll() -> None:
-    phases = (("list", 0.25), ("inspect", 1.5), ("stats", 0.75))
-    collector = _collector(Snapshot(completed_at=T0, engine_up=True, phase_seconds=phases))
+    phases = ((PollPhase.LIST, 0.25), (PollPhase.INSPECT, 1.5), (PollPhase.STATS, 0.75))
+    view = HeldSnapshot(Snapshot(completed_at=T0, engine_up=True, phase_seconds=phases))
     registry = CollectorRegistry()
-    registry.register(ExporterHealthCollector(collector))
+    registry.register(ExporterHealthCollector(view))
     for phase, seconds in phases:
         assert (
             registry.get_sample_value(
@@ -306,3 +316,62 @@ def test_container_families_parse_identically_in_both_formats() -> None:
     assert plain == parsed
     assert "# TYPE container_cpu_usage_seconds counter" in om
     assert "# TYPE container_cpu_usage_seconds_total counter" in text
+
+
+def test_a_row_added_to_the_tables_reaches_the_exposition_and_the_reference() -> None:
+    # Adding a metric is adding a row: nothing else names it.
+    widgets = ContainerMetric(
+        "container_test_widgets", "Widgets per container.", "gauge", lambda s: s.info.pid + 1
+    )
+    ticks: LiveMetric[SnapshotView] = LiveMetric(
+        "sysinner_exporter_test_ticks_total",
+        "Ticks so far.",
+        "counter",
+        lambda v: (({}, float(v.health.polls * 2)),),
+    )
+    containers, health = (*CONTAINER_METRICS, widgets), (*HEALTH_METRICS, ticks)
+
+    allow = ("team", "com.example/tier")
+    text = b"".join(render_container_families(_snapshot(), allow, table=containers)).decode()
+    golden = GOLDEN.read_text()
+    assert text.startswith(golden)
+    added = text[len(golden) :]
+    assert added.startswith(
+        "# HELP container_test_widgets Widgets per container.\n"
+        "# TYPE container_test_widgets gauge\n"
+    )
+    assert (
+        _Parsed(added).get_sample_value(
+            "container_test_widgets",
+            {"name": "app-deadbeef-0002", "id": "c" * 64, "image": "local/busybox:latest"}
+            | {"app": "deadbeef", "replica": "2"},
+        )
+        == 1
+    )  # the stopped container: pid 0
+
+    view = HeldSnapshot(_snapshot())
+    view.health.polls = 4
+    registry = CollectorRegistry()
+    registry.register(ExporterHealthCollector(view, health))
+    assert registry.get_sample_value("sysinner_exporter_test_ticks_total") == 8
+
+    docs = {d.name: d for d in metric_docs(containers, health)}
+    assert docs["container_test_widgets"] == MetricDoc(
+        "container_test_widgets",
+        "gauge",
+        "Widgets per container.",
+        ("name", "id", "image", "app", "replica"),
+    )
+    assert docs["sysinner_exporter_test_ticks_total"] == MetricDoc(
+        "sysinner_exporter_test_ticks_total", "counter", "Ticks so far.", ()
+    )
+    assert not {"container_test_widgets", "sysinner_exporter_test_ticks_total"} & {
+        d.name for d in metric_docs()
+    }
+
+
+def test_a_container_row_has_a_getter_exactly_when_it_is_of_kind_value() -> None:
+    with pytest.raises(ValueError, match="getter"):
+        ContainerMetric("container_test_nothing", "No getter.", "gauge")
+    with pytest.raises(ValueError, match="getter"):
+        ContainerMetric("container_test_both", "Both.", "gauge", lambda s: 1, kind="state")

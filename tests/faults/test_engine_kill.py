@@ -19,12 +19,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.__main__ import build_collector, build_driver
+from exporter.__main__ import build_driver, build_poller
 from exporter.api import create_app
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.metrics import build_registry
 from exporter.naming import container_name
+from exporter.poller import Poller
 from tests.conftest import free_port, new_app_id, wait_for
 from tests.faults.private_engine import PrivateEngine
 from tests.faults.support import (
@@ -86,7 +86,7 @@ def _seen(result: ScrapeResult) -> Seen | None:
 class Twin:
     """The exporter's app in this process, so that its asyncio tasks can be counted."""
 
-    collector: Collector
+    poller: Poller
     url: str
 
 
@@ -102,15 +102,15 @@ async def twin(
         web_listen_address=f"127.0.0.1:{port}",
     )
     driver = build_driver(settings)
-    collector = build_collector(settings, driver)
+    poller = build_poller(settings, driver)
     app = create_app(
-        settings=settings, driver=driver, collector=collector, registry=build_registry(collector)
+        settings=settings, driver=driver, poller=poller, registry=build_registry(poller)
     )
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield Twin(collector, f"http://127.0.0.1:{port}")
+        yield Twin(poller, f"http://127.0.0.1:{port}")
     finally:
         await runner.cleanup()
 
@@ -144,7 +144,7 @@ def _exporter_tasks(current: asyncio.Task[object] | None) -> Counter[str]:
 
 async def _settle(twin: Twin) -> Counter[str]:
     """Return the twin's tasks right after one of its polls completed (none in flight)."""
-    await asyncio.wait_for(twin.collector.wait_next_poll(), timeout=INTERVAL * 10)
+    await asyncio.wait_for(twin.poller.wait_next_poll(), timeout=INTERVAL * 10)
     return _exporter_tasks(asyncio.current_task())
 
 

@@ -31,7 +31,7 @@ from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.metrics import build_registry
 from tests.api.harness import AUTH, TOKEN, Clock, build_app, webhook
 from tests.api.harness import settings_for as make_settings
-from tests.conftest import collector_on, free_port
+from tests.conftest import free_port, poller_on
 from tests.faults.hostile import (
     HOSTILE_NAMES,
     MANAGED,
@@ -240,12 +240,12 @@ async def test_hostile_names_reach_the_engine_only_as_one_quoted_read(tmp_path: 
     runner = await serve(engine, str(socket_path))
     settings = make_settings(tmp_path)
     driver = DockerDriver(DockerEndpoint.parse(f"unix://{socket_path}"), timeout=5)
-    collector = collector_on(driver, settings.naming())
+    poller = poller_on(driver, settings.naming())
     app = create_app(
         settings=settings,
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector),
+        poller=poller,
+        registry=build_registry(poller),
         poll_in_background=False,
     )
     app_runner = web.AppRunner(app)

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.api.keys import COLLECTOR
+from exporter.api.keys import POLLER
 from tests.api.harness import TOKEN, Clock, build_app, settings_for
 from tests.conftest import wait_for
 from tests.faults.hostile import MANAGED, RecordingDriver
@@ -349,7 +349,7 @@ async def test_a_scraper_that_stops_reading_is_dropped_at_the_write_timeout(
     # socket buffers hold, so the answer cannot be written in full unread.
     for i in range(3000):
         target.driver.add(f"app-abcdef12-{i:04x}")
-    await target.app[COLLECTOR].poll_once()
+    await target.app[POLLER].poll_once()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", target.port))

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.faults
 INTERVAL = 0.5
 #: The per-call deadline (--poll.timeout): the stats source's calls are cut here.
 CALL_TIMEOUT = 1.0
-#: The collector bounds the whole stats read of a poll by twice the call deadline.
+#: The poller bounds the whole stats read of a poll by twice the call deadline.
 POLL_DEADLINE = 2 * CALL_TIMEOUT
 
 

@@ -219,7 +219,7 @@ async def test_without_the_socket_group_the_exporter_serves_and_says_why(
     assert status == 503
     assert "Permission denied" in json.loads(ready)["error"], ready
     assert (
-        "ERROR exporter.collector: engine unreachable: cannot connect to Docker Engine via "
+        "ERROR exporter.poller: engine unreachable: cannot connect to Docker Engine via "
         "unix:///var/run/docker.sock: [Errno 13] Permission denied"
     ) in running.logs()
     # /healthz reflects the process, not the engine: the container still turns healthy.

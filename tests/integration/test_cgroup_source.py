@@ -13,11 +13,11 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from exporter.collector import Collector
 from exporter.drivers.docker import DockerDriver
 from exporter.errors import NotFoundError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme, container_name
+from exporter.poller import Poller
 from exporter.sources.base import SourcedStats, StatsResult
 from exporter.sources.cgroup import CgroupStatsSource
 from tests.conftest import TEST_IMAGE, ContainerFactory, new_app_id, wait_for
@@ -251,11 +251,11 @@ async def test_container_killed_during_a_poll_is_no_error_and_leaves_no_series(
 ) -> None:
     first, second, survivor = [await make_container() for _ in range(3)]
     source = KillBeforeRead(CgroupStatsSource(), lambda cid: sdk.containers.get(cid).kill())
-    collector = Collector(driver, source, naming=NamingScheme(), process_counter=None)
+    poller = Poller(driver, source, naming=NamingScheme(), process_counter=None)
 
     # Killed in the very first poll: after inspect, before the read.
     source.victims = [first]
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     assert isinstance(source.results[first.id], NotFoundError)
     rows = {s.info.id: s for s in snapshot.containers}
     assert rows[first.id].stats is None
@@ -266,7 +266,7 @@ async def test_container_killed_during_a_poll_is_no_error_and_leaves_no_series(
 
     # Killed after a poll that read it: never fresh numbers for a dead container.
     source.victims = [second]
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     assert isinstance(source.results[second.id], NotFoundError)
     rows = {s.info.id: s for s in snapshot.containers}
     assert rows[second.id].stats is None or rows[second.id].stale
@@ -274,11 +274,11 @@ async def test_container_killed_during_a_poll_is_no_error_and_leaves_no_series(
     assert not rows[survivor.id].stale
 
     # The next poll sees both stopped: no stats series for either.
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     rows = {s.info.id: s for s in snapshot.containers}
     for dead in (first, second):
         assert rows[dead.id].info.state is ContainerState.STOPPED
         assert rows[dead.id].stats is None
         assert not rows[dead.id].stale
     assert rows[survivor.id].stats is not None
-    assert sum(collector.health.errors.values()) == 0, collector.health.errors
+    assert sum(poller.health.errors.values()) == 0, poller.health.errors

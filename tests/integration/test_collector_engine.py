@@ -1,4 +1,4 @@
-"""The collector and /metrics on the real engine, checked against the engine's own stats."""
+"""The poller and /metrics on the real engine, checked against the engine's own stats."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api import create_app
-from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.metrics import build_registry
+from exporter.poller import Poller
 from exporter.processes import count_processes
-from tests.conftest import ContainerFactory, collector_on, new_app_id, require, wait_for
+from tests.conftest import ContainerFactory, new_app_id, poller_on, require, wait_for
 from tests.socket_proxy import UnixSocketProxy
 
 pytestmark = pytest.mark.engine
@@ -37,22 +37,22 @@ BURN_THEN_IDLE = [
 ]
 
 
-def _collector(driver: DockerDriver, interval: float = 10.0) -> Collector:
-    return collector_on(driver, interval=interval, process_counter=count_processes)
+def _poller(driver: DockerDriver, interval: float = 10.0) -> Poller:
+    return poller_on(driver, interval=interval, process_counter=count_processes)
 
 
 async def _serve(
     aiohttp_client: ClientFactory, driver: DockerDriver, *, background: bool, interval: float = 10.0
-) -> tuple[Client, Collector]:
-    collector = _collector(driver, interval)
+) -> tuple[Client, Poller]:
+    poller = _poller(driver, interval)
     app = create_app(
         settings=Settings(poll_interval=interval, poll_timeout=5),
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector),
+        poller=poller,
+        registry=build_registry(poller),
         poll_in_background=background,
     )
-    return await aiohttp_client(app), collector
+    return await aiohttp_client(app), poller
 
 
 async def _families(client: Client) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -77,8 +77,8 @@ async def test_metrics_has_managed_series_with_labels_and_unmanaged_is_left_out(
     app_id = new_app_id()
     managed = [await make_container(name=f"app-{app_id}-{r:04x}") for r in (1, 2, 0xFF)]
     unmanaged = await make_container(name=f"sysinner-test-{new_app_id()}")
-    client, collector = await _serve(aiohttp_client, own_driver, background=False)
-    await collector.poll_once()
+    client, poller = await _serve(aiohttp_client, own_driver, background=False)
+    await poller.poll_once()
     families = await _families(client)
 
     cpu = {labels["name"]: labels for labels, _ in families["container_cpu_usage_seconds_total"]}
@@ -128,8 +128,8 @@ async def test_cpu_and_memory_match_the_engines_own_stats(
         return settled
 
     await wait_for(cpu_settled, timeout=60, what="the burn to finish", every=0.5)
-    client, collector = await _serve(aiohttp_client, own_driver, background=False)
-    await collector.poll_once()
+    client, poller = await _serve(aiohttp_client, own_driver, background=False)
+    await poller.poll_once()
     engine = await asyncio.to_thread(container.stats, stream=False, one_shot=True)
     families = await _families(client)
 
@@ -150,8 +150,8 @@ async def test_a_removed_container_is_gone_after_one_poll(
 ) -> None:
     keep = await make_container()
     doomed = await make_container()
-    client, collector = await _serve(aiohttp_client, own_driver, background=False)
-    await collector.poll_once()
+    client, poller = await _serve(aiohttp_client, own_driver, background=False)
+    await poller.poll_once()
     names = {lab["name"] for lab, _ in (await _families(client))["container_last_seen"]}
     assert {keep.name, doomed.name} <= names
 
@@ -160,7 +160,7 @@ async def test_a_removed_container_is_gone_after_one_poll(
         await helper.container_remove(doomed.id)
     finally:
         await helper.close()
-    await collector.poll_once()
+    await poller.poll_once()
     text = await (await client.get("/metrics")).text()
     assert doomed.id not in text
     assert keep.id in text
@@ -176,8 +176,8 @@ async def test_exposition_passes_promtool_check_metrics(
     require(promtool is not None, "promtool (Debian package prometheus)")
     assert promtool is not None
     await make_container(labels={"team": "core"})
-    client, collector = await _serve(aiohttp_client, own_driver, background=False)
-    await collector.poll_once()
+    client, poller = await _serve(aiohttp_client, own_driver, background=False)
+    await poller.poll_once()
     body = await (await client.get("/metrics")).read()
     assert b"container_cpu_usage_seconds_total{" in body
     proc = await asyncio.create_subprocess_exec(
@@ -199,7 +199,7 @@ async def test_engine_gone_while_serving_then_back_recovers_without_restart(
     await proxy.start()
     driver = DockerDriver(DockerEndpoint.parse(f"unix://{proxy.path}"), timeout=3, stats_timeout=3)
     interval = 0.5
-    client, collector = await _serve(aiohttp_client, driver, background=True, interval=interval)
+    client, poller = await _serve(aiohttp_client, driver, background=True, interval=interval)
     try:
 
         async def ready() -> bool:
@@ -218,13 +218,13 @@ async def test_engine_gone_while_serving_then_back_recovers_without_restart(
         assert (await client.get("/readyz")).status == 503
         assert (await client.get("/healthz")).status == 200
 
-        polls_before = collector.health.polls
+        polls_before = poller.health.polls
         await proxy.start()
         # Recovery within one interval: the next poll after the engine is back succeeds.
         await wait_for(ready, timeout=interval + 6, what="recovery after the engine came back")
-        assert collector.health.polls <= polls_before + 2
+        assert poller.health.polls <= polls_before + 2
         text = await (await client.get("/metrics")).text()
         assert "sysinner_exporter_up 1.0" in text
-        assert collector.health.errors["list"] >= 1
+        assert poller.health.errors["list"] >= 1
     finally:
         await proxy.stop()

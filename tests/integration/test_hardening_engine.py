@@ -26,7 +26,7 @@ from exporter.metrics import build_registry
 from exporter.models import ContainerCreateOptions
 from exporter.vpc import VPC_LABEL, read_routes
 from tests.api.harness import ClientFactory
-from tests.conftest import IDLE_CMD, TEST_IMAGE, collector_on, new_app_id, wait_for
+from tests.conftest import IDLE_CMD, TEST_IMAGE, new_app_id, poller_on, wait_for
 from tests.faults.support import record, scaled_int
 
 pytestmark = pytest.mark.engine
@@ -101,12 +101,12 @@ async def make_api(
         vpc_pool=s.api_vpc_subnet_pool,
         vpc_max_networks=s.api_vpc_max_networks,
     )
-    collector = collector_on(driver, s.naming(), interval=s.poll_interval)
+    poller = poller_on(driver, s.naming(), interval=s.poll_interval)
     app = create_app(
         settings=s,
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector),
+        poller=poller,
+        registry=build_registry(poller),
         poll_in_background=True,
     )
     api = Api(await aiohttp_client(app), driver, [])

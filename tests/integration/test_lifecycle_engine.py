@@ -31,9 +31,9 @@ from tests.conftest import (
     IDLE_CMD,
     TEST_IMAGE,
     ContainerFactory,
-    collector_on,
     free_port,
     new_app_id,
+    poller_on,
     wait_for,
 )
 
@@ -74,7 +74,7 @@ async def api(
     )
     naming = settings.naming()
     driver = DockerDriver(stop_grace=3)
-    collector = collector_on(driver, naming)
+    poller = poller_on(driver, naming)
     remediation = Remediator(
         driver, StateStore(settings.state_dir), naming, RemediationPolicy.from_settings(settings)
     )
@@ -87,8 +87,8 @@ async def api(
     app = create_app(
         settings=settings,
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector, remediation=remediation),
+        poller=poller,
+        registry=build_registry(poller, remediation=remediation),
         poll_in_background=False,
         deployer=deployer,
         remediation=remediation,

@@ -32,7 +32,7 @@ from exporter.paths import SYSINNER_DIR
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, collector_on, new_app_id, wait_for
+from tests.conftest import TEST_IMAGE, new_app_id, poller_on, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -118,12 +118,12 @@ async def attack(
         host_prefix=settings.host_prefix,
         mount_policy=policy,
     )
-    collector = collector_on(driver, naming)
+    poller = poller_on(driver, naming)
     app = create_app(
         settings=settings,
         driver=driver,
-        collector=collector,
-        registry=build_registry(collector),
+        poller=poller,
+        registry=build_registry(poller),
         poll_in_background=False,
         deployer=deployer,
         mount_policy=policy,

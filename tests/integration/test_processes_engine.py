@@ -8,12 +8,8 @@ import docker
 import pytest
 
 from exporter import processes
-from exporter.processes import (
-    CgroupProcessCounter,
-    ProcessCounts,
-    count_processes,
-    count_processes_by_namespace,
-)
+from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
+from exporter.snapshot import ProcessCounts
 from tests.conftest import ContainerFactory, wait_for
 
 pytestmark = pytest.mark.engine

@@ -33,7 +33,7 @@ from exporter.paths import PodPaths
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, collector_on, new_app_id
+from tests.conftest import TEST_IMAGE, new_app_id, poller_on
 from tests.integration.test_lifecycle_engine import ININIT, docker_cli, remove
 
 pytestmark = pytest.mark.engine
@@ -89,12 +89,12 @@ def start(settings: Settings, aiohttp_client: ClientFactory) -> Start:
             pod_base=settings.pod_base_dir,
             host_prefix=settings.host_prefix,
         )
-        collector = collector_on(driver, naming)
+        poller = poller_on(driver, naming)
         app = create_app(
             settings=settings,
             driver=driver,
-            collector=collector,
-            registry=build_registry(collector),
+            poller=poller,
+            registry=build_registry(poller),
             poll_in_background=False,
             deployer=deployer,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.metrics import CONTAINER_METRICS
+from exporter.metrics import CONTAINER_METRICS, HEALTH_METRICS
 from exporter.reference import END, START, metric_docs, metric_reference_markdown, readme_section
 from tests.monitoring.monitoring import README
 
@@ -27,8 +27,11 @@ def test_reference_lists_every_table_row_once_with_its_labels() -> None:
     for spec in CONTAINER_METRICS:
         doc = by_name[spec.name]
         assert (doc.type, doc.help) == (spec.type, spec.help)
-        assert doc.labels == ("name", "id", "image", "app", "replica")
+        extra = ("state",) if spec.kind == "state" else ()
+        assert doc.labels == ("name", "id", "image", "app", "replica", *extra)
     assert by_name["sysinner_container_state"].labels[-1] == "state"
+    for row in HEALTH_METRICS:
+        assert (by_name[row.name].type, by_name[row.name].help) == (row.type, row.help)
     assert by_name["sysinner_exporter_errors_total"].labels == ("kind",)
     for doc in docs:
         assert (doc.type == "counter") == doc.name.endswith("_total"), doc.name

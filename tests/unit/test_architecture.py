@@ -1,8 +1,11 @@
 """The package's dependency direction, checked on the import statements themselves.
 
-Leaves import nothing of ours but other leaves; drivers import only leaves;
-nothing but the entry point names the concrete Docker driver; only the api
-package (and the simulated engine outside the package) imports aiohttp.web.
+Leaves import nothing of ours but other leaves (what a poll produces and the
+kernel's cgroup files among them); drivers import only leaves; the
+renderers read a snapshot view and never import the poller; the process
+counter never imports a stats source; nothing but the entry point names the
+concrete Docker driver; only the api package (and the simulated engine
+outside the package) imports aiohttp.web.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ LEAVES = {
     "concurrency",
     "safefs",
     "vpc",
+    "snapshot",
+    "cgroupfs",
 }
+RENDERERS = ("exporter.exposition", "exporter.metrics")
 
 
 def _module(path: Path) -> str:
@@ -65,6 +71,19 @@ def test_drivers_import_only_leaves_and_each_other() -> None:
         for i in _ours(imports):
             top = i.split(".")[1] if i.count(".") else ""
             assert top in LEAVES or i.startswith("exporter.drivers"), f"{module} imports {i}"
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_renderers_never_import_the_poller(renderer: str) -> None:
+    # They render a SnapshotView; who polls is not theirs to know.
+    assert not {i for i in MODULES[renderer] if i.startswith("exporter.poller")}
+
+
+def test_the_process_counter_never_imports_a_stats_source() -> None:
+    # Both read the kernel's cgroup files through exporter.cgroupfs.
+    imported = _ours(MODULES["exporter.processes"])
+    assert not {i for i in imported if i.startswith("exporter.sources")}
+    assert "exporter.cgroupfs" in imported
 
 
 def test_only_the_entry_point_names_the_concrete_driver() -> None:

@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 import pytest
 
 from exporter import __main__ as entry
-from exporter.collector import Collector
+from exporter import cgroupfs
+from exporter.cgroupfs import container_cgroup_path
 from exporter.config import Settings, StatsSourceKind
 from exporter.drivers.docker import DockerDriver
 from exporter.drivers.docker_json import stats_from_engine
 from exporter.errors import ConfigError, NotFoundError, StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
+from exporter.poller import Poller
 from exporter.sources import cgroup as cgroup_module
 from exporter.sources.base import (
     DriverStatsSource,
@@ -30,11 +32,7 @@ from exporter.sources.base import (
     SourcedStats,
     StatsResult,
 )
-from exporter.sources.cgroup import (
-    CgroupStatsSource,
-    cgroup_files_readable,
-    container_cgroup_path,
-)
+from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
 from exporter.testing import FakeDriver
 from tests.cgroup_data import (
     DATA,
@@ -320,8 +318,8 @@ async def test_container_that_exited_between_list_and_read_is_not_found(tmp_path
 
 
 def _fail_reads_of(suffix: str, code: int) -> Callable[[int], bytes]:
-    """Return a stand-in for _pread_all that fails on held files whose path ends in ``suffix``."""
-    real = cgroup_module._pread_all
+    """Return a stand-in for pread_all that fails on held files whose path ends in ``suffix``."""
+    real = cgroupfs.pread_all
 
     def pread_all(fd: int) -> bytes:
         if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
@@ -339,7 +337,7 @@ async def test_exit_after_a_good_read_is_not_found(
     c = info(V1_ID, V1_PID)
     sample((await src.read_many([c]))[V1_ID])
     assert src.held_files == 8
-    monkeypatch.setattr(cgroup_module, "_pread_all", _fail_reads_of(f"{V1_PID}/cgroup", ESRCH))
+    monkeypatch.setattr(cgroupfs, "pread_all", _fail_reads_of(f"{V1_PID}/cgroup", ESRCH))
     error((await src.read_many([c]))[V1_ID], NotFoundError)
     assert src.held_files == 0
 
@@ -356,7 +354,7 @@ async def test_cgroup_removed_under_a_held_file(
     src = source(root)
     c = info(V1_ID, V1_PID)
     sample((await src.read_many([c]))[V1_ID])
-    monkeypatch.setattr(cgroup_module, "_pread_all", _fail_reads_of("memory.stat", ENODEV))
+    monkeypatch.setattr(cgroupfs, "pread_all", _fail_reads_of("memory.stat", ENODEV))
     if not pid_dir_left:
         shutil.rmtree(root / "proc" / str(V1_PID))
     error((await src.read_many([c]))[V1_ID], expected or StatsUnavailableError)
@@ -421,25 +419,25 @@ async def test_a_budget_holds_some_containers_and_reads_the_rest_by_path(tmp_pat
     src.close()
 
 
-async def test_collector_skips_a_vanished_container_silently(tmp_path: Path) -> None:
+async def test_poller_skips_a_vanished_container_silently(tmp_path: Path) -> None:
     root = tree(tmp_path, "v2")
     fake = FakeDriver()
     alive = fake.add("app-0123abcd-0001", id=V2_HOSTNET_ID, pid=V2_HOSTNET_PID)
     gone = fake.add("app-0123abcd-0002", id=V2_SYSTEMD_ID, pid=V2_SYSTEMD_PID)
     shutil.rmtree(root / "proc" / str(V2_SYSTEMD_PID))
-    collector = Collector(
+    poller = Poller(
         fake,
         source(root),
         naming=NamingScheme(),
         process_counter=None,
     )
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     by_id = {s.info.id: s for s in snapshot.containers}
     assert by_id[alive.id].stats is not None
     assert by_id[alive.id].stats_source == "cgroup"
     assert by_id[gone.id].stats is None
     assert not by_id[gone.id].stale
-    assert sum(collector.health.errors.values()) == 0
+    assert sum(poller.health.errors.values()) == 0
     assert fake.calls["container_stats"] == 0
 
 

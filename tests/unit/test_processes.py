@@ -18,15 +18,11 @@ from pathlib import Path
 import pytest
 
 from exporter import __main__ as entry
-from exporter import processes
+from exporter import cgroupfs, processes
 from exporter.config import Settings
 from exporter.naming import NamingScheme
-from exporter.processes import (
-    CgroupProcessCounter,
-    ProcessCounts,
-    count_processes,
-    count_processes_by_namespace,
-)
+from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
+from exporter.snapshot import ProcessCounts
 from exporter.testing import FakeDriver
 from tests.cgroup_data import (
     DATA,
@@ -289,7 +285,7 @@ def test_a_counter_looks_again_when_a_remembered_cgroup_goes(v1: Tree) -> None:
 def test_a_cgroup_procs_longer_than_one_read_is_read_whole(tmp_path: Path) -> None:
     many = list(range(100_000, 112_000))  # 84 KiB
     (tmp_path / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in many))
-    assert processes._cgroup_pids(str(tmp_path)) == set(many)
+    assert cgroupfs.cgroup_pids(str(tmp_path)) == set(many)
 
 
 def test_the_namespace_scan_leaves_out_a_container_in_the_hosts_namespace(v1: Tree) -> None:
@@ -308,10 +304,10 @@ async def test_the_entry_point_counts_under_its_proc_and_cgroup_roots(tmp_path: 
     t.process(c.pid, threads=1, fds=2)
     t.process(c.pid + 1, threads=4, fds=6)
     settings = Settings(stats_source="docker", proc_root=t.proc, cgroup_root=t.cgroup)
-    collector = entry.build_collector(settings, driver)  # type: ignore[arg-type]
-    snapshot = await collector.poll_once()
+    poller = entry.build_poller(settings, driver)  # type: ignore[arg-type]
+    snapshot = await poller.poll_once()
     assert snapshot.containers[0].processes == ProcessCounts(2, 5, 8)
     t.process(c.pid + 2, threads=1, fds=1)
     t.procs(f"docker/{c.id}", c.pid, c.pid + 1, c.pid + 2)
-    snapshot = await collector.poll_once()
+    snapshot = await poller.poll_once()
     assert snapshot.containers[0].processes == ProcessCounts(3, 6, 9)

@@ -3,7 +3,7 @@
 A poll lists the containers, inspects the tracked ones (pid, start time,
 limits) and reads the stats of the running ones, all concurrently and each
 call under its own deadline. Exposition never waits on any of this: it
-renders whatever :attr:`Collector.snapshot` holds.
+renders whatever :attr:`Poller.snapshot` holds.
 
 Inspect results are reused across polls while the container's list entry is
 unchanged: the engine's status text ("Up 3 hours") changes on every restart,
@@ -28,16 +28,23 @@ import dataclasses
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
 from exporter.errors import ConflictError, DriverError, DriverTimeoutError, NotFoundError
-from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.models import ContainerInfo, ContainerState
 from exporter.naming import NamingScheme
-from exporter.processes import ProcessCounts, count_processes
+from exporter.processes import count_processes
+from exporter.snapshot import (
+    ContainerSample,
+    ErrorKind,
+    PollHealth,
+    PollPhase,
+    ProcessCounts,
+    Snapshot,
+)
 from exporter.sources.base import SourcedStats, StatsSource
 
 log = logging.getLogger(__name__)
@@ -46,60 +53,6 @@ log = logging.getLogger(__name__)
 STALE_POLLS_KEPT = 1
 #: Re-inspect an unchanged container at least this often (seconds, before jitter).
 INSPECT_MAX_AGE = 300.0
-
-
-class ErrorKind:
-    """The kinds of poll error, as they appear in ``sysinner_exporter_errors_total``."""
-
-    LIST = "list"
-    INSPECT = "inspect"
-    INSPECT_LATE = "inspect_late"
-    STATS = "stats"
-    STATS_TIMEOUT = "stats_timeout"
-    PROCESSES = "processes"
-
-
-class PollPhase:
-    """The phases of a poll, as they appear in ``sysinner_exporter_poll_phase_duration_seconds``."""
-
-    LIST = "list"
-    INSPECT = "inspect"
-    STATS = "stats"  # process counts are read alongside
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSample:
-    """One tracked container as the latest poll saw it."""
-
-    info: ContainerInfo
-    app: str | None
-    replica: int | None
-    stats: ContainerStats | None = None
-    stats_source: str | None = None
-    stale: bool = False
-    processes: ProcessCounts | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The outcome of one poll: what was seen, when, and whether the engine answered."""
-
-    containers: tuple[ContainerSample, ...] = ()
-    completed_at: float = 0.0
-    duration_seconds: float = 0.0
-    #: (phase, seconds) of each phase the poll went through, in order.
-    phase_seconds: tuple[tuple[str, float], ...] = ()
-    engine_up: bool = False
-    error: str | None = None
-
-
-@dataclass
-class PollHealth:
-    """Counters about polling itself, cumulative over the process's life."""
-
-    polls: int = 0
-    last_success_at: float = 0.0
-    errors: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +72,7 @@ class _Listed:
 ProcessCounter = Callable[[dict[str, int]], dict[str, ProcessCounts]]
 
 
-class Collector:
+class Poller:
     """Polls a Driver and a StatsSource on an interval and keeps the latest Snapshot."""
 
     def __init__(
@@ -196,7 +149,7 @@ class Collector:
         if misses:
             batch = asyncio.create_task(
                 map_bounded(self._inspect_into_cache, misses, self._concurrency),
-                name="collector-inspect",
+                name="poller-inspect",
             )
             self._background.add(batch)
             batch.add_done_callback(self._settled)
@@ -407,7 +360,7 @@ class Collector:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run :meth:`run` in a background task for the duration of the block."""
-        task = asyncio.create_task(self.run(), name="collector-poll")
+        task = asyncio.create_task(self.run(), name="poller-run")
         try:
             yield
         finally:

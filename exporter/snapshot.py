@@ -1,0 +1,115 @@
+"""What a poll produces, and the read-only view of it that renderers and health take.
+
+A leaf: the poller writes these, :mod:`exporter.exposition`,
+:mod:`exporter.metrics` and the API's health routes read them through
+:class:`SnapshotView`, and none of them needs to know who polls.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+from exporter.models import ContainerInfo, ContainerStats
+
+
+class ErrorKind(StrEnum):
+    """The kinds of poll error, as they appear in ``sysinner_exporter_errors_total``."""
+
+    LIST = "list"
+    INSPECT = "inspect"
+    INSPECT_LATE = "inspect_late"
+    STATS = "stats"
+    STATS_TIMEOUT = "stats_timeout"
+    PROCESSES = "processes"
+
+
+class PollPhase(StrEnum):
+    """The phases of a poll, as they appear in ``sysinner_exporter_poll_phase_duration_seconds``."""
+
+    LIST = "list"
+    INSPECT = "inspect"
+    STATS = "stats"  # process counts are read alongside
+
+
+class ProcessCounts(NamedTuple):
+    """How many processes, threads and open file descriptors a container has."""
+
+    processes: int
+    threads: int
+    fds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSample:
+    """One tracked container as the latest poll saw it."""
+
+    info: ContainerInfo
+    app: str | None
+    replica: int | None
+    stats: ContainerStats | None = None
+    stats_source: str | None = None
+    stale: bool = False
+    processes: ProcessCounts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The outcome of one poll: what was seen, when, and whether the engine answered."""
+
+    containers: tuple[ContainerSample, ...] = ()
+    completed_at: float = 0.0
+    duration_seconds: float = 0.0
+    #: (phase, seconds) of each phase the poll went through, in order.
+    phase_seconds: tuple[tuple[PollPhase, float], ...] = ()
+    engine_up: bool = False
+    error: str | None = None
+
+
+@dataclass
+class PollHealth:
+    """Counters about polling itself, cumulative over the process's life."""
+
+    polls: int = 0
+    last_success_at: float = 0.0
+    errors: Counter[ErrorKind] = field(default_factory=Counter)
+
+
+class SnapshotView(Protocol):
+    """The latest poll, read-only: what the renderers and the health routes rely on.
+
+    :class:`~exporter.poller.Poller` provides it; :class:`HeldSnapshot` is one
+    that holds what it is given (the README's reference, tests, benches).
+    """
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """Return the latest snapshot."""
+        ...
+
+    @property
+    def health(self) -> PollHealth:
+        """Return the counters about polling so far."""
+        ...
+
+    @property
+    def stats_source_name(self) -> str:
+        """Return the name of the stats source in use."""
+        ...
+
+    @property
+    def interval(self) -> float:
+        """Return the seconds between two polls."""
+        ...
+
+
+@dataclass
+class HeldSnapshot:
+    """A :class:`SnapshotView` of a snapshot given to it, with no poller behind it."""
+
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    health: PollHealth = field(default_factory=PollHealth)
+    stats_source_name: str = "docker"
+    interval: float = 10.0
