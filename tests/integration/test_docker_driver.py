@@ -36,8 +36,11 @@ from tests.conftest import (
     require,
     wait_for,
 )
+from tests.cpu_burn import TICK_NS, burn_own_cpu
 
 MiB = 1024 * 1024
+#: CPU the stats test's worker burns, in clock ticks of 10 ms.
+BURN_TICKS = 10
 
 
 def fresh_name(n: int = 1) -> str:
@@ -397,7 +400,8 @@ async def test_stats_count_cpu_block_io_and_network(
         ]
     )
     assert receiver.ip
-    # The worker writes 4 MiB past the page cache, burns CPU, and sends 1 MiB to the
+    # The worker writes 4 MiB past the page cache, burns BURN_TICKS of CPU (a figure
+    # reached, not a fixed loop whose cost differs by machine), and sends 1 MiB to the
     # receiver. Block I/O lists stay empty on cgroup v1 until some container has a
     # throttle, and the model has no throttle option: the SDK makes this one.
     script = (
@@ -405,7 +409,7 @@ async def test_stats_count_cpu_block_io_and_network(
         "(until dd if=/dev/zero bs=1024 count=1024 2>/dev/null | nc $PEER 5000; "
         "do sleep 1; done) & "
         "dd if=/dev/zero of=/tmp/blob bs=1M count=4 oflag=direct; "
-        "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done; "
+        f"{burn_own_cpu(BURN_TICKS)}; "
         "while :; do sleep 1 & wait $!; done"
     )
     worker = fresh_name(9)
@@ -425,7 +429,7 @@ async def test_stats_count_cpu_block_io_and_network(
             s = await driver.container_stats(worker)
             last.update(dataclasses.asdict(s))
             return (
-                s.cpu_total_usage > 50_000_000
+                s.cpu_total_usage > (BURN_TICKS - 1) * TICK_NS
                 and s.blk_write_bytes >= 4 * MiB
                 and s.blk_write_ops >= 4
                 and s.net_tx_bytes > 1 * MiB
