@@ -185,7 +185,7 @@ async def test_create_applies_every_option(
 
 @pytest.mark.engine
 async def test_lifecycle_round_trip_is_idempotent(
-    driver: DockerDriver, make_container: ContainerFactory
+    driver: DockerDriver, make_container: ContainerFactory, sdk: docker.DockerClient
 ) -> None:
     name = fresh_name()
     created = await make_container(name=name, start=False)
@@ -203,9 +203,11 @@ async def test_lifecycle_round_trip_is_idempotent(
     assert running.pid > 0
     assert running.id == created.id
 
-    t0 = time.monotonic()
     await driver.container_stop(name)
-    assert time.monotonic() - t0 < 3, "IDLE_CMD exits on SIGTERM: no grace wait"
+    # IDLE_CMD exits 0 on SIGTERM: the stop ended with it, not with the SIGKILL (137)
+    # the engine sends once the grace period is over. The exit code says so on any
+    # machine; a stopwatch around the call would only say how fast this one is.
+    assert sdk.api.inspect_container(name)["State"]["ExitCode"] == 0
     await driver.container_stop(name)  # already stopped: success
     stopped = await driver.container_inspect(name)
     assert stopped.state is ContainerState.STOPPED
