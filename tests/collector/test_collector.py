@@ -337,7 +337,10 @@ async def test_background_polling_runs_on_the_interval_and_stops_cleanly() -> No
         await asyncio.wait_for(collector.wait_next_poll(), timeout=5)
     polls = collector.health.polls
     assert polls >= 2
-    await asyncio.sleep(0.3)  # long enough for a poll that should no longer happen
+    # Stopped, not merely quiet for a while: no task is left that could poll again.
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    for _ in range(10):
+        await asyncio.sleep(0)  # let anything still scheduled run
     assert collector.health.polls == polls
 
 
