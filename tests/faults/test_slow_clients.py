@@ -378,8 +378,12 @@ async def test_a_client_gone_mid_body_is_no_error_and_nothing_is_done(
 
 
 async def test_a_scraper_that_stops_reading_is_dropped_at_the_write_timeout(
-    target: Target, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+    target: Target,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="exporter.api.observability")
     # Thousands of containers make a plain body of megabytes, more than the
     # socket buffers hold, so the answer cannot be written in full unread.
     for i in range(3000):
@@ -419,4 +423,9 @@ async def test_a_scraper_that_stops_reading_is_dropped_at_the_write_timeout(
         body_bytes=len(text),
         closed_after_s=round(waited, 3),
     )
-    assert WRITE_TIMEOUT <= waited < WRITE_TIMEOUT + SLACK
+    # Not sooner than the setting, and by the write timeout itself (its log line), not
+    # some other hang-up. How much later than the setting is the render of 3,000
+    # containers on this machine plus the other scrape; the wait above bounds it.
+    assert waited >= WRITE_TIMEOUT
+    dropped_lines = [r for r in caplog.records if "did not read /metrics within" in r.getMessage()]
+    assert len(dropped_lines) == 1, caplog.text
