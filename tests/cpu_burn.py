@@ -16,10 +16,13 @@ def burn_own_cpu(ticks: int) -> str:
     """Return sh that busy-loops until its own utime + stime reach ``ticks`` clock ticks.
 
     Fields 14 and 15 of /proc/$$/stat are the shell's user and system time
-    in ticks; the inner loop is short so the check runs often.
+    in ticks; the inner loop is short so the check runs often. The file is
+    read with the shell's own ``read``: a ``cat`` per check would fork
+    hundreds of processes, whose kernel memory the cgroup is charged and
+    then refunded for a while after, so memory figures would not settle.
     """
     return (
         "while :; do i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done;"
-        " set -- $(cat /proc/$$/stat);"
+        " read -r stat < /proc/$$/stat; set -- $stat;"
         f" [ $((${{14}} + ${{15}})) -ge {ticks} ] && break; done"
     )
