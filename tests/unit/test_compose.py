@@ -9,6 +9,7 @@ Debian, `docker-compose config` and `promtool check config`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -61,7 +62,8 @@ def test_every_local_file_the_compose_file_names_exists(compose: dict[str, Any])
     named: set[Path] = set()
     for name, service in compose["services"].items():
         if "build" in service:
-            context = ROOT / service["build"]
+            build = service["build"]
+            context = ROOT / (build["context"] if isinstance(build, dict) else build)
             named.add(context / "Dockerfile")
         for source, _ in mounts(service).values():
             path = local_source(source)
@@ -80,6 +82,24 @@ def test_every_local_file_the_compose_file_names_exists(compose: dict[str, Any])
         "deploy/grafana/provisioning",
     ):
         assert ROOT / required in named, required
+
+
+def test_the_exporter_image_is_the_one_make_image_builds_offline(compose: dict[str, Any]) -> None:
+    exporter = compose["services"]["exporter"]
+    make_vars = dict(
+        re.findall(
+            r"^(IMAGE|IMAGE_BASE|WHEELHOUSE) \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M
+        )
+    )
+    assert exporter["image"] == make_vars["IMAGE"]
+    assert exporter["pull_policy"] == "never"
+    build = exporter["build"]
+    assert build["network"] == "none"
+    assert build["args"]["BASE_IMAGE"] == make_vars["IMAGE_BASE"]
+    assert build["args"]["WHEELHOUSE"] == make_vars["WHEELHOUSE"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"ARG BASE_IMAGE={make_vars['IMAGE_BASE']}" in dockerfile
+    assert "python:3.11-slim" not in dockerfile.split("ARG BASE_IMAGE")[1]
 
 
 def test_the_operator_made_secret_is_never_committed() -> None:
