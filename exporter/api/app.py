@@ -22,12 +22,14 @@ from exporter.api.keys import (
     SETTINGS,
 )
 from exporter.api.routes import add_api_routes
+from exporter.api.webauth import add_web_config
 from exporter.collector import Collector
 from exporter.config import Settings
 from exporter.confinement import DOCKER_SOCKETS, MountPolicy
 from exporter.drivers.base import Driver
 from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
+from exporter.webconfig import WebConfigWatcher
 
 
 def create_app(
@@ -41,6 +43,7 @@ def create_app(
     deployer: ReplicaDeployer | None = None,
     remediation: Remediator | None = None,
     protected_paths: Sequence[str] = (),
+    web_config: WebConfigWatcher | None = None,
 ) -> web.Application:
     """Return the exporter's aiohttp application.
 
@@ -50,7 +53,8 @@ def create_app(
     ``settings.api_token``); without one they answer 403. Replica deploys and
     remediation answer 503 unless their collaborators are given; the app
     opens and closes the remediation's state store. ``protected_paths`` are
-    files no bind mount may expose (the engine socket, secrets).
+    files no bind mount may expose (the engine socket, secrets). ``web_config``
+    adds its basic auth (every route but ``/api``) and headers.
     """
     if api_token is None and settings.api_token is not None:
         api_token = settings.api_token.get_secret_value()
@@ -72,6 +76,8 @@ def create_app(
             *([str(settings.api_token_file)] if settings.api_token_file else []),
         ],
     )
+    if web_config is not None:
+        add_web_config(app, web_config)
     if deployer is not None:
         app[DEPLOYER] = deployer
     if remediation is not None:
