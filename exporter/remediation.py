@@ -284,7 +284,10 @@ class Remediator:
         async with self._lock_for(name):
             was = await self.store.transaction(lambda ledger: ledger.clear_quarantine(name, now))
             self._quarantined.pop(name, None)
-        log.warning("remediation: quarantine of %s cleared by an operator", name)
+        if was:
+            log.warning("remediation: quarantine of %s cleared by an operator", name)
+        else:
+            log.info("remediation: %s was not quarantined; its restart budget starts afresh", name)
         return was
 
     # -- one alert -------------------------------------------------------

@@ -122,9 +122,9 @@ def test_exporter_gets_the_socket_its_group_and_the_read_only_host_trees(
     ]
     assert exporter["pid"] == "host"
     env = exporter["environment"]
-    assert volumes[env["EXPORTER_PROC_ROOT"]] == ("/proc", "ro")
-    assert volumes[env["EXPORTER_CGROUP_ROOT"]] == ("/sys/fs/cgroup", "ro")
-    token_file = env["EXPORTER_API_TOKEN_FILE"]
+    assert volumes[env["SYSINNER_EXPORTER_PROC_ROOT"]] == ("/proc", "ro")
+    assert volumes[env["SYSINNER_EXPORTER_CGROUP_ROOT"]] == ("/sys/fs/cgroup", "ro")
+    token_file = env["SYSINNER_EXPORTER_API_TOKEN_FILE"]
     assert local_source(volumes[token_file][0]) in OPERATOR_MADE
     state = volumes[str(Settings.model_fields["state_dir"].default)]
     assert state[0] in compose["volumes"], "the state dir is a named volume"
@@ -146,7 +146,9 @@ def test_prometheus_scrapes_the_exporter_and_loads_the_rules(compose: dict[str, 
     assert 'job="sysinner-exporter"' in (ROOT / "alerts/rules.yml").read_text()
     targets = jobs["sysinner-exporter"]["static_configs"][0]["targets"]
     assert targets == [f"127.0.0.1:{DEFAULT_PORT}"], "the exporter listens on the default port"
-    assert "EXPORTER_WEB_LISTEN_ADDRESS" not in compose["services"]["exporter"]["environment"]
+    # Movable where docker-compose runs (the newcomer test does), the default port otherwise.
+    listen = compose["services"]["exporter"]["environment"]["SYSINNER_EXPORTER_WEB_LISTEN_ADDRESS"]
+    assert listen == f"${{SYSINNER_EXPORTER_WEB_LISTEN_ADDRESS:-0.0.0.0:{DEFAULT_PORT}}}"
     for rule_file in config["rule_files"]:
         source = local_source(volumes[rule_file][0])
         assert source == ROOT / "alerts/rules.yml"
@@ -174,7 +176,9 @@ def test_alertmanager_reaches_the_exporter_webhook_with_the_token(
     assert all(s["network_mode"] == "host" for s in compose["services"].values())
     assert (url.hostname, url.port) == ("127.0.0.1", DEFAULT_PORT)
     credentials = webhook["http_config"]["authorization"]["credentials_file"]
-    exporter_token = compose["services"]["exporter"]["environment"]["EXPORTER_API_TOKEN_FILE"]
+    exporter_token = compose["services"]["exporter"]["environment"][
+        "SYSINNER_EXPORTER_API_TOKEN_FILE"
+    ]
     exporter_volumes = mounts(compose["services"]["exporter"])
     assert volumes[credentials][0] == exporter_volumes[exporter_token][0], "one token, both ends"
 
