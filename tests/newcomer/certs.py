@@ -12,6 +12,7 @@ class Pki:
     """Files of a test CA, a server certificate for 127.0.0.1 and a client certificate."""
 
     ca_cert: Path
+    ca_key: Path
     server_cert: Path
     server_key: Path
     client_cert: Path
@@ -33,6 +34,15 @@ def _issue(directory: Path, name: str, subject: str, ca: tuple[Path, Path], ext:
              "-extfile", str(extfile))  # fmt: skip
 
 
+def issue_server_certificate(ca_cert: Path, ca_key: Path, directory: Path) -> tuple[Path, Path]:
+    """Issue a server certificate for 127.0.0.1, ::1 and localhost; return (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _issue(directory, "server", "/CN=127.0.0.1", (ca_cert, ca_key),
+           "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
+           "extendedKeyUsage=serverAuth\n")  # fmt: skip
+    return directory / "server.crt", directory / "server.key"
+
+
 def make_pki(directory: Path) -> Pki:
     """Make a CA, a server certificate (127.0.0.1, ::1, localhost) and a client one."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -40,13 +50,12 @@ def make_pki(directory: Path) -> Pki:
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-keyout", str(ca_key), "-out", str(ca_cert), "-days", "2",
              "-subj", "/CN=sysinner-exporter test CA")  # fmt: skip
-    _issue(directory, "server", "/CN=127.0.0.1", (ca_cert, ca_key),
-           "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
-           "extendedKeyUsage=serverAuth\n")  # fmt: skip
+    issue_server_certificate(ca_cert, ca_key, directory)
     _issue(directory, "client", "/CN=prometheus", (ca_cert, ca_key),
            "extendedKeyUsage=clientAuth\n")  # fmt: skip
     return Pki(
         ca_cert,
+        ca_key,
         directory / "server.crt",
         directory / "server.key",
         directory / "client.crt",
