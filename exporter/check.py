@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from exporter.config import Settings, deprecated_variables, flag_name
 from exporter.drivers.base import Driver
-from exporter.errors import DriverTimeoutError, ExporterError
+from exporter.errors import DriverTimeoutError, ExporterError, NotFoundError
 from exporter.listeners import ListenError, bind, hint, shown
-from exporter.models import ContainerState
+from exporter.models import ContainerInfo, ContainerState
 from exporter.sources.base import SourcedStats, StatsSource
 from exporter.webconfig import WebConfigWatcher
 
@@ -118,29 +118,50 @@ def check_stats_source(
     return Finding("stats source", True, f"{source.name} ({why})"), source
 
 
+async def _inspect_running(driver: Driver, ids: Sequence[str]) -> list[ContainerInfo]:
+    """Return the inspects of ``ids`` still running (one may go between list and inspect)."""
+    found = []
+    for cid in ids:
+        try:
+            info = await driver.container_inspect(cid)
+        except NotFoundError:
+            continue
+        if info.state is ContainerState.RUNNING:
+            found.append(info)
+    return found
+
+
 async def check_stats_read(
-    driver: Driver, source: StatsSource, within: float = ENGINE_TIMEOUT * 3
+    driver: Driver,
+    source: StatsSource,
+    exported: Callable[[str], bool] = lambda name: True,
+    within: float = ENGINE_TIMEOUT * 3,
 ) -> Finding:
-    """Return where one read of (up to STATS_SAMPLE) running containers' stats came from."""
+    """Return where one read of (up to STATS_SAMPLE) exported containers' stats came from."""
     try:
         async with asyncio.timeout(within):
             listed = await driver.container_list()
-            running = [c for c in listed if c.state is ContainerState.RUNNING][:STATS_SAMPLE]
+            running = [
+                c.id for c in listed if c.state is ContainerState.RUNNING and exported(c.name)
+            ][:STATS_SAMPLE]
             # The list answer has no pids; the poll inspects, and so does this.
-            inspected = [await driver.container_inspect(c.id) for c in running]
+            inspected = await _inspect_running(driver, running)
             results = await source.read_many(inspected)
     except (TimeoutError, ExporterError) as e:
         return Finding("stats read", False, f"could not read stats: {e or 'timed out'}")
-    if not inspected:
+    # A container that stopped or went meanwhile is skipped, as a poll skips it.
+    results = {k: r for k, r in results.items() if not isinstance(r, NotFoundError)}
+    if not results:
         return Finding("stats read", True, "no running container to read")
+    failures = [r for r in results.values() if not isinstance(r, SourcedStats)]
     by_source = Counter(
         r.source if isinstance(r, SourcedStats) else "nowhere" for r in results.values()
     )
-    detail = f"{len(inspected)} running container{'s' * (len(inspected) > 1)}: " + ", ".join(
+    detail = f"{len(results)} running container{'s' * (len(results) > 1)}: " + ", ".join(
         f"{n} from {_SOURCE_WORDS.get(name, name)}" for name, n in sorted(by_source.items())
     )
-    if by_source.get("nowhere"):
-        return Finding("stats read", False, detail, "see serve's log for each failure")
+    if failures:
+        return Finding("stats read", False, detail, f"the first failure: {failures[0]}")
     if "cgroup" in source.name and not by_source.get("cgroup"):
         # What serve logs as a warning at its first poll.
         return Finding(
@@ -235,7 +256,12 @@ async def run_checks(
     source_finding, source = check_stats_source(build_stats_source)
     findings = [engine, source_finding]
     if engine.ok and source is not None:
-        findings.append(await check_stats_read(driver, source))
+        naming = settings.naming()
+
+        def exported(name: str) -> bool:
+            return settings.collect_all or naming.parse(name) is not None
+
+        findings.append(await check_stats_read(driver, source, exported))
     findings.append(check_web_config(web_config_check))
     findings.extend(check_port(host, port) for host, port in settings.listen_addresses())
     findings.append(check_settings(settings))
