@@ -117,7 +117,8 @@ def render_container_families(
         ),
         (
             "sysinner_container_state",
-            "1 for the container's current state (running, stopped, starting), 0 for the others.",
+            "1 for the container's current state (running, stopped, starting, created), "
+            "0 for the others.",
             _state_lines,
         ),
         (

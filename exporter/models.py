@@ -56,6 +56,8 @@ class ContainerState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     STARTING = "starting"
+    #: Created and never started: not on its way up, unlike ``starting`` (restarting).
+    CREATED = "created"
 
 
 class _Input(BaseModel):
@@ -238,15 +240,13 @@ class ContainerCreateOptions(_Input):
         return self
 
 
+# A validated, slotted pydantic dataclass rather than a model: the poller
+# caches one per container, and a model's own dict and fields-set doubled each
+# (2.3 KiB against 1.2 KiB, most of it the strings). ``TypeAdapter`` and model
+# fields serialize it like a model. Its docstring is the API schema's text.
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerInfo:
-    """A container as the driver sees it.
-
-    A validated, slotted pydantic dataclass rather than a model: the
-    collector caches one per container, and a model's own dict and
-    fields-set doubled each (2.3 KiB against 1.2 KiB, most of it the
-    strings). ``TypeAdapter`` and model fields serialize it like a model.
-    """
+    """A container as the engine's inspect answer describes it."""
 
     id: str
     name: str
