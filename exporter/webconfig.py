@@ -34,6 +34,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import ssl
 import tempfile
 import threading
@@ -90,6 +91,9 @@ _HEADERS = {
     "X-XSS-Protection",
     "Strict-Transport-Security",
 }
+
+#: A bcrypt hash as htpasswd -B (2y) and the bcrypt libraries (2a, 2b) write it.
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
 #: Successful bcrypt checks kept, as the toolkit caches them: bcrypt is slow on purpose.
 AUTH_CACHE_SIZE = 1024
@@ -262,7 +266,7 @@ def parse_web_config(text: str, base: Path) -> WebConfig:
     tls = _tls(tls_doc, base) if tls_doc else None
     users: dict[str, bytes] = {}
     for user, hashed in _mapping(doc.get("basic_auth_users"), "basic_auth_users").items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
             raise WebConfigError(f"basic_auth_users.{user}: expected a bcrypt hash ($2y$...)")
         users[user] = hashed.encode()
     http = _mapping(doc.get("http_server_config"), "http_server_config")

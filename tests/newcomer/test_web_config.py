@@ -82,6 +82,7 @@ def write_config(path: Path, pki: Pki) -> Path:
         ({"tls_server_config": {"client_allowed_sans": ["a"]}}, "client_allowed_sans"),
         ({"rate_limit": {"interval": "1s", "burst": 2}}, "rate_limit"),
         ({"basic_auth_users": {"alice": "plain-text"}}, "basic_auth_users.alice"),
+        ({"basic_auth_users": {"bob": "$2y$10$tooshort"}}, "basic_auth_users.bob"),
         ({"tls_server_config": {"cert_file": "x"}}, "tls_server_config"),
         ({"tls_server_confg": {}}, "tls_server_confg: unknown key"),
         ({"http_server_config": {"headers": {"X-Evil": "1"}}}, "X-Evil"),
@@ -139,6 +140,16 @@ def test_successful_bcrypt_checks_are_cached_within_a_bound(
     assert watcher.check_basic(basic("nobody", "p0")["Authorization"]) is None
     assert watcher.check_basic("Basic !!!not-base64") is None
     assert watcher.check_basic("Bearer u0:p0") is None
+
+
+def test_htpasswd_hashes_are_taken(tmp_path: Path) -> None:
+    # The exporter-toolkit's own example: `htpasswd -nBC 10 "" | tr -d ':\n'` writes $2y$.
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"basic_auth_users": {"alice": hashed}}))
+    watcher = WebConfigWatcher(path)
+    assert watcher.check_basic(basic("alice", "pw")["Authorization"]) == "alice"
+    assert watcher.check_basic(basic("alice", "wrong")["Authorization"]) is None
 
 
 def test_a_file_that_no_longer_loads_keeps_the_previous_config(tmp_path: Path) -> None:
