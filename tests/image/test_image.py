@@ -265,8 +265,9 @@ async def test_image_runs_as_docker_compose_yml_runs_it(
     check = running.exec("sysinner-exporter", "check", "--web.listen-address=127.0.0.1:0")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "--proc.root=/host/proc" in check.stdout
+    # "stats source  ok    cgroup+docker (why)": the source is the word after the status.
     source = next(
-        line.split()[-1] for line in check.stdout.splitlines() if line.startswith("stats source")
+        line.split()[3] for line in check.stdout.splitlines() if line.startswith("stats source")
     )
     # The source `check` predicts is the one serving.
     assert value_for(body, "sysinner_exporter_stats_source", source=source) == 1.0
