@@ -271,6 +271,7 @@ async def _check(settings: Settings) -> int:
             driver.endpoint.host,
             functools.partial(choose_stats_source, settings, driver),
             web_config_check=functools.partial(load_web_config, settings),
+            read_token=functools.partial(read_api_token, settings),
         )
     finally:
         await driver.close()

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from exporter.config import Settings, deprecated_variables, flag_name
+from exporter.config import Settings, deprecated_variables, env_name, flag_name
 from exporter.drivers.base import Driver
 from exporter.errors import DriverTimeoutError, ExporterError, NotFoundError
 from exporter.listeners import ListenError, bind, hint, shown
@@ -161,7 +161,12 @@ async def check_stats_read(
         f"{n} from {_SOURCE_WORDS.get(name, name)}" for name, n in sorted(by_source.items())
     )
     if failures:
-        return Finding("stats read", False, detail, f"the first failure: {failures[0]}")
+        # As a poll: a container whose read fails (often one stopping right now) is a
+        # warning in serve's log; only when no read succeeds is something wrong here.
+        every = len(failures) == len(results)
+        return Finding(
+            "stats read", not every, detail, f"the first failure: {failures[0]}", warn=not every
+        )
     if "cgroup" in source.name and not by_source.get("cgroup"):
         # What serve logs as a warning at its first poll.
         return Finding(
@@ -185,6 +190,25 @@ def check_web_config(load: Callable[[], WebConfigWatcher | None]) -> Finding:
     if watcher is None:
         return Finding("web config", True, "none: plain HTTP, no basic auth")
     return Finding("web config", True, f"{watcher.path}: {watcher.current().describe()}")
+
+
+def check_api(settings: Settings, read_token: Callable[[], str | None]) -> Finding:
+    """Return whether serve would turn the lifecycle API on, as its start-up line says."""
+    try:
+        token = read_token()
+    except ExporterError as e:
+        return Finding("api", False, str(e))
+    if not token:
+        return Finding(
+            "api",
+            True,
+            f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
+        )
+    return Finding(
+        "api",
+        True,
+        f"on (state in {settings.state_dir}, pods in {settings.pod_base_dir})",
+    )
 
 
 def _answering_exporter(host: str, port: int) -> bool:
@@ -250,6 +274,7 @@ async def run_checks(
     where: str,
     build_stats_source: Callable[[], tuple[StatsSource, str]],
     web_config_check: Callable[[], WebConfigWatcher | None] = lambda: None,
+    read_token: Callable[[], str | None] = lambda: None,
 ) -> list[Finding]:
     """Return every finding, in the order they are printed."""
     engine = await check_engine(driver, where)
@@ -262,6 +287,7 @@ async def run_checks(
             return settings.collect_all or naming.parse(name) is not None
 
         findings.append(await check_stats_read(driver, source, exported))
+    findings.append(check_api(settings, read_token))
     findings.append(check_web_config(web_config_check))
     findings.extend(check_port(host, port) for host, port in settings.listen_addresses())
     findings.append(check_settings(settings))

@@ -209,3 +209,18 @@ async def test_check_says_what_serve_logs_when_proc_is_not_the_hosts(
     assert f"under {proc}," in warning["msg"]
     body = (await asyncio.to_thread(get, f"http://127.0.0.1:{port}/metrics")).body.decode()
     assert 'sysinner_exporter_stats_source{source="cgroup+docker"} 1.0' in body
+
+
+def test_check_and_serve_say_the_same_about_an_empty_token_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("\n")
+    argv = [f"--api.token-file={token}", f"--web.listen-address=127.0.0.1:{free_port()}"]
+    check = run("check", *argv)
+    assert check.returncode == 1
+    expected = f"--api.token-file: {token} is empty"
+    assert f"api           FAIL  {expected}\n" in check.stdout, check.stdout
+    serve = run("serve", *argv)
+    assert serve.returncode == 2
+    errors = [parse_logfmt(x) for x in serve.stderr.splitlines()]
+    assert [r["msg"] for r in errors if r["level"] == "error"] == [expected]
+    assert not any(r["msg"].startswith("serving on") for r in errors)
