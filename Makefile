@@ -83,16 +83,20 @@ IMAGE ?= sysinner-exporter:latest
 TEST_IMAGE ?= sysinner-exporter:test
 IMAGE_BASE ?= local/python-base:bookworm
 WHEELHOUSE ?= .cache/wheelhouse
+IMAGE_LOCK ?= /tmp/sysinner-exporter-image.lock
+VERSION = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 
 image: $(STAMP) engine
 	scripts/build-base-image.sh $(IMAGE_BASE)
 	scripts/build-wheelhouse.sh $(IMAGE_BASE) $(WHEELHOUSE)
-	docker build --network=none --force-rm \
-		--build-arg BASE_IMAGE=$(IMAGE_BASE) --build-arg WHEELHOUSE=$(WHEELHOUSE) \
-		--build-arg VERSION=$$($(PY) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])') \
-		-t $(IMAGE) -t $(TEST_IMAGE) .
-	docker image prune --force --filter label=io.sysinner.exporter.stage=build >/dev/null
-	docker image prune --force --filter label=org.opencontainers.image.title=sysinner-exporter >/dev/null
+	@# One build at a time on this engine: a prune of leftovers would delete the
+	@# untagged layers of a build still running from another checkout.
+	flock $(IMAGE_LOCK) sh -c '\
+		docker build --network=none --force-rm \
+		  --build-arg BASE_IMAGE=$(IMAGE_BASE) --build-arg WHEELHOUSE=$(WHEELHOUSE) \
+		  --build-arg VERSION=$(VERSION) -t $(IMAGE) -t $(TEST_IMAGE) . \
+		&& docker image prune --force --filter label=io.sysinner.exporter.stage=build >/dev/null \
+		&& docker image prune --force --filter label=org.opencontainers.image.title=sysinner-exporter >/dev/null'
 
 test-image: image
 	SYSINNER_TEST_IMAGE=$(TEST_IMAGE) $(PY) -m pytest -m image tests/image
