@@ -20,7 +20,8 @@ After that, as the toolkit re-reads its file on every request, the
 :class:`WebConfigWatcher` looks at the file (and the certificate files it
 names) at every TLS handshake and every request and reloads what changed;
 SIGHUP reloads at once. A file that no longer loads keeps the previous
-configuration in force and is logged once per change. Keys the toolkit
+configuration in force and is logged once per change; so does a change of
+client_auth_type or TLS versions, which only a new listener could apply. Keys the toolkit
 knows but Python's ``ssl`` cannot honour (``cipher_suites``,
 ``curve_preferences``, ``client_allowed_sans``, ``RequestClientCert``...)
 are refused by name rather than silently ignored.
@@ -361,10 +362,7 @@ class WebConfigWatcher:
             self._files, self._seen = files, seen
             try:
                 config = load_web_config(self._path)
-                if (config.tls is None) != (self._context is None):
-                    raise WebConfigError(
-                        "tls_server_config was added or removed: that takes a restart"
-                    )
+                self._same_listener(config)
                 context = config.tls.ssl_context() if config.tls else None
             except WebConfigError as e:
                 log.error("web config not reloaded, the previous one stays in force: %s", e)
@@ -374,6 +372,26 @@ class WebConfigWatcher:
             self.reloads += 1
             log.info("web config reloaded from %s: %s", self._path, config.describe())
             return True
+
+    def _same_listener(self, config: WebConfig) -> None:
+        """Raise WebConfigError for a change only a new listener can make.
+
+        A connection's TLS versions and client certificate policy are set when
+        it is accepted, from the listener's context; the per-handshake swap
+        brings certificates, keys and the client CA, not those. Taking such a
+        change silently would leave, say, a tightened client_auth_type unenforced.
+        """
+        if (config.tls is None) != (self._context is None):
+            raise WebConfigError("tls_server_config was added or removed: that takes a restart")
+        old, new = self._config.tls, config.tls
+        if old is not None and new is not None:
+            for name, before, after in (
+                ("client_auth_type", old.client_auth, new.client_auth),
+                ("min_version", old.min_version, new.min_version),
+                ("max_version", old.max_version, new.max_version),
+            ):
+                if before != after:
+                    raise WebConfigError(f"tls_server_config.{name} changed: that takes a restart")
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """Return the listeners' context: it hands each handshake the context in force."""

@@ -337,6 +337,17 @@ def test_new_certificates_and_users_take_effect_without_a_restart(
     record = exporter.wait_log(lambda r: r["msg"].startswith("web config not reloaded"), 10)
     assert record["level"] == "error"
 
+    # A client auth policy is fixed when a connection is accepted: a change is refused
+    # (and said), never taken silently while the old policy goes on being enforced.
+    loose = yaml.safe_load(original)
+    loose["tls_server_config"]["client_auth_type"] = "VerifyClientCertIfGiven"
+    config.write_text(yaml.safe_dump(loose))
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        get(base + "/healthz", context=client_context(pki, with_cert=False), headers=good)
+    exporter.wait_log(
+        lambda r: r["msg"].endswith("client_auth_type changed: that takes a restart"), 10
+    )
+
     # A new user: on change, and SIGHUP reloads at once too.
     doc = yaml.safe_load(original)
     doc["basic_auth_users"]["second"] = bcrypt.hashpw(b"pw2", bcrypt.gensalt(rounds=4)).decode()
