@@ -358,3 +358,13 @@ def test_new_certificates_and_users_take_effect_without_a_restart(
     answer = get(base + "/", context=context, headers=basic("second", "pw2"))
     assert answer.status == 200
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+    # Another client CA: the clients it signed get in, the old ones no longer.
+    other = make_pki(tmp_path / "other-ca")
+    doc["tls_server_config"]["client_ca_file"] = str(other.ca_cert)
+    config.write_text(yaml.safe_dump(doc))
+    newcomer = ssl.create_default_context(cafile=str(pki.ca_cert))
+    newcomer.load_cert_chain(other.client_cert, other.client_key)
+    assert get(base + "/healthz", context=newcomer, headers=good).status == 200
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        get(base + "/healthz", context=context, headers=good)
