@@ -22,12 +22,14 @@ from exporter.api.keys import (
     SETTINGS,
 )
 from exporter.api.routes import add_api_routes
+from exporter.api.webauth import add_web_config
 from exporter.config import Settings
 from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
 from exporter.poller import Poller
 from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
+from exporter.webconfig import WebConfigWatcher
 
 
 def create_app(
@@ -42,6 +44,7 @@ def create_app(
     remediation: Remediator | None = None,
     protected_paths: Sequence[str] = (),
     mount_policy: MountPolicy | None = None,
+    web_config: WebConfigWatcher | None = None,
 ) -> web.Application:
     """Return the exporter's aiohttp application.
 
@@ -53,6 +56,7 @@ def create_app(
     opens and closes the remediation's state store. ``protected_paths`` are
     files no bind mount may expose (the engine socket, secrets); a given
     ``mount_policy`` (the deployer's own) replaces the one built from them.
+    ``web_config`` adds its basic auth (every route but ``/api``) and headers.
     """
     if api_token is None and settings.api_token is not None:
         api_token = settings.api_token.get_secret_value()
@@ -67,6 +71,8 @@ def create_app(
     app[NAMING] = settings.naming()
     # One policy for the API and the deployer: its lock makes each check-and-create atomic.
     app[MOUNT_POLICY] = mount_policy or MountPolicy.from_settings(settings, protected_paths)
+    if web_config is not None:
+        add_web_config(app, web_config)
     if deployer is not None:
         app[DEPLOYER] = deployer
     if remediation is not None:

@@ -194,7 +194,7 @@ async def test_lifecycle_round_trip_is_idempotent(
 ) -> None:
     name = fresh_name()
     created = await make_container(name=name, start=False)
-    assert created.state is ContainerState.STARTING
+    assert created.state is ContainerState.CREATED
     assert (created.pid, created.started) == (0, 0)
 
     # A never-started container has no sample (the engine answers zeros at Go's zero time).
