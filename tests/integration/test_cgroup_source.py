@@ -144,7 +144,9 @@ async def test_cgroup_source_agrees_with_engine_after_cpu_disk_and_network_work(
     worker_sdk = sdk_container(
         "dd if=/dev/zero of=/tmp/f bs=1M count=20 oflag=direct 2>/dev/null; "
         "dd if=/tmp/f of=/dev/null bs=1M iflag=direct 2>/dev/null; "
-        "dd if=/dev/zero of=/tmp/cached bs=1M count=4 2>/dev/null; "
+        # Page cache the kernel cannot take back (tmpfs, no swap): a written
+        # file's cache may be reclaimed or written back while the test waits.
+        "dd if=/dev/zero of=/dev/shm/cached bs=1M count=4 2>/dev/null; "
         f"{burn_own_cpu(BURN_TICKS)}; "
         f"until {fetches}; do sleep 0.2; done; {IDLE}",
         device_write_bps=[{"Path": root_device(), "Rate": 100 * MIB}],
