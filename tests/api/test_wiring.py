@@ -14,9 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exporter.__main__ import read_api_token
 from exporter.config import Settings
 from exporter.errors import ConfigError
+from exporter.wiring import read_api_token
 from tests.conftest import ROOT, free_port, wait_for
 
 

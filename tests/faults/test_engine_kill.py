@@ -19,12 +19,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.__main__ import build_driver, build_poller
 from exporter.api import create_app
 from exporter.config import Settings
 from exporter.metrics import build_registry
 from exporter.naming import container_name
 from exporter.poller import Poller
+from exporter.wiring import build_driver, build_poller
 from tests.conftest import free_port, new_app_id, wait_for
 from tests.faults.private_engine import PrivateEngine
 from tests.faults.support import (
