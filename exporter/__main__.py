@@ -17,22 +17,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from exporter import __version__, logs
-from exporter.api import create_app, server
+from exporter.api import server
 from exporter.check import render, run_checks
 from exporter.config import Settings, env_name, flag_name, shown_default
-from exporter.confinement import MountPolicy
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
 from exporter.metrics import build_registry
 from exporter.poller import Poller
-from exporter.wiring import (
-    build_deployer,
-    build_driver,
-    build_poller,
-    build_remediation,
-    build_stats_source,
-    read_api_token,
-)
+from exporter.wiring import build_driver, build_poller, build_stats_source, wire
 
 log = logging.getLogger("exporter")
 
@@ -146,26 +138,8 @@ async def _check(settings: Settings) -> int:
 
 def _serve(settings: Settings) -> int:
     driver = build_driver(settings)
-    poller = build_poller(settings, driver)
-    token = read_api_token(settings)
-    # Without a token the API is off: no state dir is needed, none is touched.
-    remediation = build_remediation(settings, driver) if token else None
-    protected = [driver.endpoint.socket_path] if driver.endpoint.socket_path else []
-    # One policy for API creates and replica deploys: one lock over both.
-    policy = MountPolicy.from_settings(settings, protected)
-    deployer = build_deployer(settings, driver, policy) if token else None
-    registry = build_registry(poller, remediation=remediation)
-    app = create_app(
-        settings=settings,
-        driver=driver,
-        poller=poller,
-        registry=registry,
-        api_token=token,
-        deployer=deployer,
-        remediation=remediation,
-        protected_paths=protected,
-        mount_policy=policy,
-    )
+    wired = wire(settings, driver=driver)
+    token = wired.api_token
     host, port = settings.listen()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info(
@@ -186,7 +160,7 @@ def _serve(settings: Settings) -> int:
     )
     asyncio.run(
         server.serve(
-            app,
+            wired.app,
             host,
             port,
             max_connections=settings.web_max_connections,

@@ -1,22 +1,33 @@
-"""Settings -> the driver, stats source, poller, remediation, deployer and app.
+"""Settings -> the driver, stats source, poller, remediation, deployer, mount policy and app.
 
 The one place, with the entry point that hands it settings, that names the
-concrete driver. ``__main__``, the tests and the benches all wire through it.
+concrete driver. ``__main__``, the tests and the benches all wire through
+it; what a test changes (a fake driver, a clock it moves by hand, polls it
+drives itself) is a parameter of :func:`wire`, not a copy of it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from aiohttp import web
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.api import create_app
 from exporter.config import Settings, StatsSourceKind, flag_name
 from exporter.confinement import MountPolicy
+from exporter.drivers.base import Driver
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
+from exporter.metrics import build_registry
 from exporter.poller import Poller
 from exporter.processes import CgroupProcessCounter
 from exporter.remediation import RemediationPolicy, Remediator
-from exporter.replica_deploy import ReplicaDeployer
+from exporter.replica_deploy import START_SETTLE_SECONDS, ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from exporter.sources.base import DriverStatsSource, FallbackStatsSource, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
@@ -41,7 +52,7 @@ def build_driver(settings: Settings) -> DockerDriver:
     )
 
 
-def build_stats_source(settings: Settings, driver: DockerDriver) -> StatsSource:
+def build_stats_source(settings: Settings, driver: Driver) -> StatsSource:
     """Return the stats source the settings ask for; ConfigError if a forced one cannot read.
 
     ``auto`` reads the kernel's cgroup files when they are readable and asks
@@ -75,7 +86,7 @@ def build_stats_source(settings: Settings, driver: DockerDriver) -> StatsSource:
     return source
 
 
-def build_poller(settings: Settings, driver: DockerDriver) -> Poller:
+def build_poller(settings: Settings, driver: Driver) -> Poller:
     """Return a poller wired to ``driver`` as the settings say."""
     return Poller(
         driver,
@@ -109,7 +120,9 @@ def read_api_token(settings: Settings) -> str | None:
     return None
 
 
-def build_remediation(settings: Settings, driver: DockerDriver) -> Remediator:
+def build_remediation(
+    settings: Settings, driver: Driver, clock: Callable[[], float] = time.time
+) -> Remediator:
     """Return remediation over ``driver`` with its state under the state dir."""
     state_dir = settings.state_dir
     try:
@@ -123,11 +136,17 @@ def build_remediation(settings: Settings, driver: DockerDriver) -> Remediator:
         StateStore(state_dir),
         settings.naming(),
         RemediationPolicy.from_settings(settings),
+        clock=clock,
     )
 
 
 def build_deployer(
-    settings: Settings, driver: DockerDriver, mount_policy: MountPolicy
+    settings: Settings,
+    driver: Driver,
+    mount_policy: MountPolicy,
+    *,
+    arch: str | None = None,
+    start_settle_seconds: float = START_SETTLE_SECONDS,
 ) -> ReplicaDeployer:
     """Return the replica deployer laying pods out under the pod base dir."""
     return ReplicaDeployer(
@@ -135,5 +154,77 @@ def build_deployer(
         AppReplicaInstanceList(settings.naming()),
         pod_base=settings.pod_base_dir,
         host_prefix=settings.host_prefix,
+        arch=arch,
+        start_settle_seconds=start_settle_seconds,
         mount_policy=mount_policy,
     )
+
+
+def build_mount_policy(settings: Settings, driver: Driver) -> MountPolicy:
+    """Return the one mount policy of API creates and replica deploys (one lock over both).
+
+    The settings' protected paths (the state file, the token file, the usual
+    engine sockets) and the socket this driver talks to are never mounted.
+    """
+    socket = driver.endpoint.socket_path if isinstance(driver, DockerDriver) else None
+    return MountPolicy.from_settings(settings, [socket] if socket else [])
+
+
+@dataclass(frozen=True)
+class Wired:
+    """What :func:`wire` built: the app, and the parts behind it for tests and benches."""
+
+    app: web.Application
+    driver: Driver
+    poller: Poller
+    registry: CollectorRegistry
+    mount_policy: MountPolicy
+    #: The API's bearer token, read once (None: the API is off).
+    api_token: str | None
+    #: None when the API is off: no state dir is needed, none is touched.
+    remediation: Remediator | None
+    deployer: ReplicaDeployer | None
+
+
+def wire(
+    settings: Settings,
+    *,
+    driver: Driver | None = None,
+    clock: Callable[[], float] = time.time,
+    poll_in_background: bool = True,
+    arch: str | None = None,
+    start_settle_seconds: float = START_SETTLE_SECONDS,
+) -> Wired:
+    """Return the exporter ``serve`` runs, wired from ``settings``; ConfigError names the flag.
+
+    ``driver`` defaults to the Docker driver of DOCKER_HOST; ``clock`` is
+    remediation's; without ``poll_in_background`` the caller drives polls
+    itself. ``arch`` (default: this host's) and ``start_settle_seconds`` are
+    the deployer's. The app closes the driver when it shuts down.
+    """
+    driver = driver if driver is not None else build_driver(settings)
+    poller = build_poller(settings, driver)
+    token = read_api_token(settings)
+    # Without a token the API is off: no state dir is needed, none is touched.
+    remediation = build_remediation(settings, driver, clock) if token else None
+    policy = build_mount_policy(settings, driver)
+    deployer = (
+        build_deployer(
+            settings, driver, policy, arch=arch, start_settle_seconds=start_settle_seconds
+        )
+        if token
+        else None
+    )
+    registry = build_registry(poller, remediation=remediation)
+    app = create_app(
+        settings=settings,
+        driver=driver,
+        poller=poller,
+        registry=registry,
+        api_token=token,
+        mount_policy=policy,
+        poll_in_background=poll_in_background,
+        deployer=deployer,
+        remediation=remediation,
+    )
+    return Wired(app, driver, poller, registry, policy, token, remediation, deployer)

@@ -303,7 +303,7 @@ async def test_the_entry_point_counts_under_its_proc_and_cgroup_roots(tmp_path: 
     t.process(c.pid, threads=1, fds=2)
     t.process(c.pid + 1, threads=4, fds=6)
     settings = Settings(stats_source="docker", proc_root=t.proc, cgroup_root=t.cgroup)
-    poller = wiring.build_poller(settings, driver)  # type: ignore[arg-type]
+    poller = wiring.build_poller(settings, driver)
     snapshot = await poller.poll_once()
     assert snapshot.containers[0].processes == ProcessCounts(2, 5, 8)
     t.process(c.pid + 2, threads=1, fds=1)
