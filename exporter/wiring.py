@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
@@ -179,11 +179,11 @@ class Wired:
     poller: Poller
     registry: CollectorRegistry
     mount_policy: MountPolicy
-    #: The API's bearer token, read once (None: the API is off).
-    api_token: str | None
+    #: The API's bearer token, read once (None: the API is off); never in a repr.
+    api_token: str | None = field(repr=False)
     #: None when the API is off: no state dir is needed, none is touched.
-    remediation: Remediator | None
-    deployer: ReplicaDeployer | None
+    remediation: Remediator | None = None
+    deployer: ReplicaDeployer | None = None
 
 
 def wire(

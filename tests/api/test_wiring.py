@@ -57,6 +57,7 @@ def test_the_token_is_read_once_and_the_api_parts_follow_it(tmp_path: Path) -> N
     )
     wired = wire(settings, driver=FakeDriver(), poll_in_background=False)
     assert wired.api_token == "from-the-file"
+    assert "from-the-file" not in repr(wired)
     assert wired.remediation is not None
     assert wired.remediation.store.path == tmp_path / "state" / StateStore.FILENAME
     assert wired.deployer is not None
