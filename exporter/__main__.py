@@ -1,7 +1,8 @@
 """Entry point: flags and environment -> settings -> the wiring (``exporter.wiring``) -> run.
 
-Nothing imports this module: what builds the driver, poller and app lives in
-``exporter.wiring``, for the tests and benches to use as this does.
+Nothing imports this module but the command line's own tests: what builds the
+driver, poller and app lives in ``exporter.wiring``, for the tests and benches
+to use as this does.
 """
 
 from __future__ import annotations
