@@ -1,24 +1,24 @@
 # sysinner-exporter: a Prometheus exporter for Docker hosts running sysinner-style apps.
 #
-#   docker build -t sysinner-exporter .
+#   make image        # builds sysinner-exporter:latest offline, base and wheels included
 #   docker run -d --name sysinner-exporter -p 8733:8733 \
 #       -v /var/run/docker.sock:/var/run/docker.sock:ro \
 #       --group-add "$(stat -c %g /var/run/docker.sock)" \
-#       sysinner-exporter
+#       sysinner-exporter:latest
 #
 # The exporter runs as uid 10001, not root. It reaches the engine through the
 # socket's group: --group-add passes the host's gid of the socket (often the
 # `docker` group, whose number differs from host to host, hence not baked in).
 #
-# Build arguments:
+# Build arguments (`make image` passes all of them):
 #   BASE_IMAGE  any glibc image with python3 (3.11+) and its venv module; the
-#               default is the official slim image. scripts/build-base-image.sh
-#               makes a Debian one with no registry at all.
+#               default is the Debian one scripts/build-base-image.sh makes with
+#               no registry at all (`make image` makes it first).
 #   WHEELHOUSE  a directory in the build context holding every wheel needed
 #               (scripts/build-wheelhouse.sh); when set, pip uses no index.
 #   VERSION     the version label; `make image` passes pyproject's.
 #   SOURCE      the source label: where this repository is published.
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=local/python-base:bookworm
 
 FROM ${BASE_IMAGE} AS build
 ARG WHEELHOUSE=
@@ -59,10 +59,13 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
 EXPOSE 8733
-# Slim images have no curl: Python's urllib asks /healthz. The address follows
-# EXPORTER_WEB_LISTEN_ADDRESS (a wildcard host means loopback); an address
+# The base has no curl: Python's urllib asks /healthz. The address follows
+# SYSINNER_EXPORTER_WEB_LISTEN_ADDRESS (or the deprecated EXPORTER_ one; the
+# first of a comma-separated list; a wildcard host means loopback); an address
 # given with --web.listen-address instead is not seen here, so set the variable.
+# With --web.config.file (TLS or basic auth) this plain request fails: give
+# such a container a HEALTHCHECK of its own (or --no-healthcheck).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request as u; h, _, p = (os.environ.get('EXPORTER_WEB_LISTEN_ADDRESS') or ':8733').rpartition(':'); h = h.strip('[]'); h = {'': '127.0.0.1', '0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); h = f'[{h}]' if ':' in h else h; u.urlopen(f'http://{h}:{p}/healthz', timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request as u; e = os.environ.get; h, _, p = (e('SYSINNER_EXPORTER_WEB_LISTEN_ADDRESS') or e('EXPORTER_WEB_LISTEN_ADDRESS') or ':8733').split(',')[0].strip().rpartition(':'); h = h.strip('[]'); h = {'': '127.0.0.1', '0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); h = f'[{h}]' if ':' in h else h; u.urlopen(f'http://{h}:{p}/healthz', timeout=4)"]
 ENTRYPOINT ["sysinner-exporter"]
 CMD ["serve"]

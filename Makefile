@@ -11,14 +11,15 @@ SYSTEM_PACKAGES := prometheus prometheus-alertmanager docker-registry docker-com
 .PHONY: help venv system-deps engine engine-stop lint test test-unit run bench clean image test-image soak
 
 help:
-	@echo "make run         run the exporter against the local engine (starts the bundled one if none answers)"
+	@echo "make run         run the exporter against the local engine (starts the bundled one if none answers);"
+	@echo "                 flags go in ARGS: make run ARGS=\"--web.listen-address=127.0.0.1:9733\""
 	@echo "make test        install everything, start the engine, build the image, lint, type-check and run every test"
 	@echo "make test-unit   the tests that need neither engine nor promtool"
 	@echo "make bench       benchmarks against docker stats and the simulated engine"
-	@echo "make soak        tests/faults at soak size (SOAK=1: minutes, not seconds; ~20 min)"
+	@echo "make soak        tests/faults at soak size (SOAK=1: minutes, not seconds; about 12 min)"
 	@echo "make engine      install and start the bundled Docker engine"
 	@echo "make engine-stop stop the engine this project started"
-	@echo "make image       build the container image $(IMAGE) offline (Debian base via mmdebstrap)"
+	@echo "make image       build the container image $(IMAGE) (and $(TEST_IMAGE)) offline (Debian base via mmdebstrap)"
 	@echo "make test-image  build the image and test it on the engine (tests marked image)"
 
 $(STAMP): pyproject.toml
@@ -61,8 +62,10 @@ test-unit: $(STAMP)
 soak: $(STAMP) system-deps engine
 	SOAK=1 $(PY) -m pytest -m faults tests/faults
 
+# Flags pass through ARGS: make run ARGS="--web.listen-address=127.0.0.1:9733 --log.level=debug".
+ARGS ?=
 run: $(STAMP) engine
-	$(VENV)/bin/sysinner-exporter serve
+	$(VENV)/bin/sysinner-exporter serve $(ARGS)
 
 bench: $(STAMP) engine
 	$(PY) -m bench
@@ -73,20 +76,27 @@ clean:
 # The container image, built with no registry: a Debian base made by
 # mmdebstrap (cached), wheels fetched on the host (the build itself runs with
 # --network=none), then the Dockerfile. Only this build's dangling leftovers
-# are pruned afterwards; the base and $(IMAGE) stay.
-IMAGE ?= sysinner-exporter:test
+# are pruned afterwards; the base and $(IMAGE) stay. The README, the
+# Dockerfile and docker-compose.yml all name $(IMAGE); the tests use the
+# same build under $(TEST_IMAGE).
+IMAGE ?= sysinner-exporter:latest
+TEST_IMAGE ?= sysinner-exporter:test
 IMAGE_BASE ?= local/python-base:bookworm
 WHEELHOUSE ?= .cache/wheelhouse
+IMAGE_LOCK ?= /tmp/sysinner-exporter-image.lock
+VERSION = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 
 image: $(STAMP) engine
 	scripts/build-base-image.sh $(IMAGE_BASE)
 	scripts/build-wheelhouse.sh $(IMAGE_BASE) $(WHEELHOUSE)
-	docker build --network=none --force-rm \
-		--build-arg BASE_IMAGE=$(IMAGE_BASE) --build-arg WHEELHOUSE=$(WHEELHOUSE) \
-		--build-arg VERSION=$$($(PY) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])') \
-		-t $(IMAGE) .
-	docker image prune --force --filter label=io.sysinner.exporter.stage=build >/dev/null
-	docker image prune --force --filter label=org.opencontainers.image.title=sysinner-exporter >/dev/null
+	@# One build at a time on this engine: a prune of leftovers would delete the
+	@# untagged layers of a build still running from another checkout.
+	flock $(IMAGE_LOCK) sh -c '\
+		docker build --network=none --force-rm \
+		  --build-arg BASE_IMAGE=$(IMAGE_BASE) --build-arg WHEELHOUSE=$(WHEELHOUSE) \
+		  --build-arg VERSION=$(VERSION) -t $(IMAGE) -t $(TEST_IMAGE) . \
+		&& docker image prune --force --filter label=io.sysinner.exporter.stage=build >/dev/null \
+		&& docker image prune --force --filter label=org.opencontainers.image.title=sysinner-exporter >/dev/null'
 
 test-image: image
-	SYSINNER_TEST_IMAGE=$(IMAGE) $(PY) -m pytest -m image tests/image
+	SYSINNER_TEST_IMAGE=$(TEST_IMAGE) $(PY) -m pytest -m image tests/image

@@ -11,21 +11,32 @@ import argparse
 import asyncio
 import functools
 import logging
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from aiohttp import web
 from pydantic import ValidationError
 
 from exporter import __version__, logs
 from exporter.api import server
 from exporter.check import render, run_checks
-from exporter.config import Settings, env_name, flag_name, shown_default
+from exporter.config import (
+    Settings,
+    deprecated_variables,
+    env_name,
+    flag_name,
+    shown_default,
+)
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
+from exporter.listeners import ListenError, bind_all, shown
 from exporter.metrics import build_registry
 from exporter.poller import Poller
-from exporter.wiring import build_driver, build_poller, build_stats_source, wire
+from exporter.webconfig import WebConfigError, WebConfigWatcher
+from exporter.wiring import build_driver, build_poller, choose_stats_source, read_api_token, wire
 
 log = logging.getLogger("exporter")
 
@@ -47,7 +58,9 @@ COMMANDS = {
 def _settings_flags() -> argparse.ArgumentParser:
     """Return a parent parser with one flag per settings field."""
     flags = argparse.ArgumentParser(add_help=False)
-    group = flags.add_argument_group("settings (each also read from its EXPORTER_* variable)")
+    group = flags.add_argument_group(
+        "settings (each also read from its SYSINNER_EXPORTER_* variable)"
+    )
     for field, info in Settings.model_fields.items():
         kwargs: dict[str, Any] = {
             "dest": field,
@@ -60,6 +73,9 @@ def _settings_flags() -> argparse.ArgumentParser:
             # --collect.all / --no-collect.all: a flag that took an optional
             # value would swallow the command after it ("--collect.all once").
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif field == "web_listen_address":
+            # Repeatable, as the exporter-toolkit's: one listener per address.
+            kwargs["action"] = "append"
         group.add_argument(flag_name(field), **kwargs)
     return flags
 
@@ -110,11 +126,13 @@ async def _once(settings: Settings) -> int:
     try:
         poller = build_poller(settings, driver)
         snapshot = await poller.poll_once()
+        if not snapshot.engine_up:
+            # An exposition of a poll that reached no engine would read as "no
+            # containers here": print nothing, say why, exit 1.
+            log.error("engine unreachable, nothing printed: %s", snapshot.error)
+            return 1
         exposition = Exposition(poller, build_registry(poller), settings.collect_labels)
         sys.stdout.buffer.write(b"".join(exposition.body().chunks))
-        if not snapshot.engine_up:
-            log.error("engine unreachable: %s", snapshot.error)
-            return 1
         return 0
     finally:
         if poller is not None:
@@ -129,7 +147,9 @@ async def _check(settings: Settings) -> int:
             settings,
             driver,
             driver.endpoint.host,
-            functools.partial(build_stats_source, settings, driver),
+            functools.partial(choose_stats_source, settings, driver),
+            web_config_check=functools.partial(load_web_config, settings),
+            read_token=functools.partial(read_api_token, settings),
         )
     finally:
         await driver.close()
@@ -137,38 +157,92 @@ async def _check(settings: Settings) -> int:
     return 0 if all(f.ok for f in findings) else 1
 
 
+def load_web_config(settings: Settings) -> WebConfigWatcher | None:
+    """Return the watcher of ``--web.config.file`` (None without one); ConfigError names it."""
+    if settings.web_config_file is None:
+        return None
+    try:
+        return WebConfigWatcher(settings.web_config_file)
+    except WebConfigError as e:
+        raise ConfigError(f"{flag_name('web_config_file')}: {e}") from e
+
+
 def _serve(settings: Settings) -> int:
-    driver = build_driver(settings)
-    wired = wire(settings, driver=driver)
-    token = wired.api_token
-    host, port = settings.listen()
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    log.info(
-        "serving on %s:%d; scrape http://%s:%d%s (engine %s, poll every %gs)",
-        host,
-        port,
-        shown,
-        port,
-        settings.web_telemetry_path,
-        driver.endpoint.host,
-        settings.poll_interval,
-    )
-    log.info(
-        "lifecycle API %s",
-        f"on (state in {settings.state_dir}, pods in {settings.pod_base_dir})"
-        if token
-        else f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
-    )
-    asyncio.run(
-        server.serve(
-            wired.app,
-            host,
-            port,
-            max_connections=settings.web_max_connections,
-            access_log=logging.getLogger("aiohttp.access"),
-            keepalive_timeout=KEEPALIVE_TIMEOUT,
+    # Bind first: a port in use is one line and exit 1 before anything is built or logged.
+    sockets = bind_all(settings.listen_addresses())
+    try:
+        web_config = load_web_config(settings)
+        driver = build_driver(settings)
+        wired = wire(settings, driver=driver, web_config=web_config)
+        app, token = wired.app, wired.api_token
+        log.info(
+            "engine %s, poll every %gs; lifecycle API %s",
+            driver.endpoint.host,
+            settings.poll_interval,
+            f"on (state in {settings.state_dir}, pods in {settings.pod_base_dir})"
+            if token
+            else f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
         )
+        return asyncio.run(_run_server(app, sockets, settings, web_config))
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _run_server(
+    app: web.Application,
+    sockets: list[socket.socket],
+    settings: Settings,
+    web_config: WebConfigWatcher | None,
+) -> int:
+    """Serve ``app`` on the bound ``sockets`` until SIGTERM or SIGINT; SIGHUP reloads."""
+    runner = server.GuardedAppRunner(
+        app,
+        max_connections=settings.web_max_connections,
+        handle_signals=False,
+        access_log=logging.getLogger("aiohttp.access"),
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
     )
+    await runner.setup()
+    ssl_context = web_config.ssl_context() if web_config is not None else None
+    scheme = "https" if ssl_context is not None else "http"
+    try:
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        if web_config is not None:
+            log.info("web config %s: %s", web_config.path, web_config.current().describe())
+        for sock in sockets:
+            host, port = sock.getsockname()[:2]
+            reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+            log.info(
+                "serving on %s; scrape %s://%s%s",
+                shown(host, port),
+                scheme,
+                shown(reachable, port),
+                settings.web_telemetry_path,
+            )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        received: list[str] = []
+
+        def on_stop(sig: signal.Signals) -> None:
+            received.append(sig.name)
+            stop.set()
+
+        def on_hup() -> None:
+            if web_config is None:
+                log.info("SIGHUP: no %s to reload", flag_name("web_config_file"))
+            else:
+                web_config.reload()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        await stop.wait()
+        log.info("%s received: stopping", received[0])
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
     return 0
 
 
@@ -183,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sysinner-exporter: {e}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format.value)
+    for old, new in deprecated_variables():
+        log.warning("%s is deprecated: it is still read, but rename it %s", old, new)
     try:
         if command == "once":
             return asyncio.run(_once(settings))
@@ -192,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         log.error("%s", e)
         return 2
+    except ListenError as e:
+        log.error("%s", e)
+        return 1
     except OSError as e:
         log.error("cannot serve: %s", e)
         return 1

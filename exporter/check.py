@@ -1,8 +1,12 @@
 """``sysinner-exporter check``: could this exporter start here and do its job? In a few lines.
 
 Each check yields one :class:`Finding`; the command prints them and exits 0
-when every one is fine. Invalid settings never get this far: they stop the
-command line with exit 2 and the flag and variable named.
+when none fails (a warning, such as stats that will come from the engine
+because the host's /proc is not mounted, is printed and still exits 0).
+It says what ``serve`` would log: the stats source and why, where one read of
+the running containers' stats came from, the web config, every listen
+address. Invalid settings never get this far: they stop the command line
+with exit 2 and the flag and variable named.
 """
 
 from __future__ import annotations
@@ -11,17 +15,22 @@ import asyncio
 import errno
 import os
 import secrets
-import socket
+import ssl
+import urllib.error
+import urllib.request
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from exporter import safefs
-from exporter.config import Settings, flag_name
+from exporter.config import Settings, deprecated_variables, env_name, flag_name
 from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
 from exporter.errors import DriverError, DriverTimeoutError, ExporterError, NotFoundError
-from exporter.models import ContainerCreateOptions, MountBind
-from exporter.sources.base import StatsSource
+from exporter.listeners import ListenError, bind, hint, shown
+from exporter.models import ContainerCreateOptions, ContainerInfo, ContainerState, MountBind
+from exporter.sources.base import SourcedStats, StatsSource
+from exporter.webconfig import WebConfigWatcher
 
 #: A healthy engine answers a ping in milliseconds; a check must not hang on a sick one.
 ENGINE_TIMEOUT = 3.0
@@ -35,6 +44,19 @@ _ENGINE_HINTS = {
     "into the container (-v /var/run/docker.sock:/var/run/docker.sock)?",
     errno.ECONNREFUSED: "nothing listens there: the engine is stopped (a stale socket file?)",
 }
+#: The same for an engine reached over tcp://, where there is no socket file.
+_TCP_ENGINE_HINTS = {
+    errno.ECONNREFUSED: "nothing listens at that host and port: is dockerd running with "
+    "-H tcp://..., and does DOCKER_HOST name its address?",
+    errno.EHOSTUNREACH: "no route to that host: check DOCKER_HOST",
+    errno.ENETUNREACH: "no route to that host: check DOCKER_HOST",
+}
+
+#: How a stats sample's source is said ("nowhere": the read failed).
+_SOURCE_WORDS = {"cgroup": "the kernel's cgroup files", "docker": "the engine"}
+
+#: Running containers whose stats ``check`` reads once, as a poll would.
+STATS_SAMPLE = 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +67,8 @@ class Finding:
     ok: bool
     detail: str
     hint: str = ""
+    #: Fine but worth a look (serve logs it as a warning); printed with its hint.
+    warn: bool = False
 
 
 def _errno_of(error: BaseException) -> int | None:
@@ -74,16 +98,19 @@ async def check_engine(driver: Driver, where: str, within: float = ENGINE_TIMEOU
         return Finding("engine", False, str(e), "the engine is overloaded or hung")
     except ExporterError as e:
         code = _errno_of(e)
-        return Finding("engine", False, str(e), _ENGINE_HINTS.get(code or 0, ""))
+        hints = _TCP_ENGINE_HINTS if where.startswith("tcp://") else _ENGINE_HINTS
+        return Finding("engine", False, str(e), hints.get(code or 0, ""))
     return Finding(
         "engine", True, f"Docker Engine {info.version}, API {info.api_version}, at {where}"
     )
 
 
-def check_stats_source(build: Callable[[], StatsSource]) -> Finding:
-    """Return which stats source the settings would use, or why none can be built."""
+def check_stats_source(
+    build: Callable[[], tuple[StatsSource, str]],
+) -> tuple[Finding, StatsSource | None]:
+    """Return which stats source the settings would use and why (as serve logs it), or why not."""
     try:
-        source = build()
+        source, why = build()
     except (ExporterError, OSError) as e:
         return Finding(
             "stats source",
@@ -91,30 +118,138 @@ def check_stats_source(build: Callable[[], StatsSource]) -> Finding:
             str(e),
             f"check {flag_name('proc_root')} / {flag_name('cgroup_root')} and the read-only "
             "mounts of /proc and /sys/fs/cgroup, or use --stats.source=docker",
+        ), None
+    return Finding("stats source", True, f"{source.name} ({why})"), source
+
+
+async def _inspect_running(driver: Driver, ids: Sequence[str]) -> list[ContainerInfo]:
+    """Return the inspects of ``ids`` still running (one may go between list and inspect)."""
+    found = []
+    for cid in ids:
+        try:
+            info = await driver.container_inspect(cid)
+        except NotFoundError:
+            continue
+        if info.state is ContainerState.RUNNING:
+            found.append(info)
+    return found
+
+
+async def check_stats_read(
+    driver: Driver,
+    source: StatsSource,
+    exported: Callable[[str], bool] = lambda name: True,
+    within: float = ENGINE_TIMEOUT * 3,
+) -> Finding:
+    """Return where one read of (up to STATS_SAMPLE) exported containers' stats came from."""
+    try:
+        async with asyncio.timeout(within):
+            listed = await driver.container_list()
+            running = [
+                c.id for c in listed if c.state is ContainerState.RUNNING and exported(c.name)
+            ][:STATS_SAMPLE]
+            # The list answer has no pids; the poll inspects, and so does this.
+            inspected = await _inspect_running(driver, running)
+            results = await source.read_many(inspected)
+    except (TimeoutError, ExporterError) as e:
+        return Finding("stats read", False, f"could not read stats: {e or 'timed out'}")
+    # A container that stopped or went meanwhile is skipped, as a poll skips it.
+    results = {k: r for k, r in results.items() if not isinstance(r, NotFoundError)}
+    if not results:
+        return Finding("stats read", True, "no running container to read")
+    failures = [r for r in results.values() if not isinstance(r, SourcedStats)]
+    by_source = Counter(
+        r.source if isinstance(r, SourcedStats) else "nowhere" for r in results.values()
+    )
+    detail = f"{len(results)} running container{'s' * (len(results) > 1)}: " + ", ".join(
+        f"{n} from {_SOURCE_WORDS.get(name, name)}" for name, n in sorted(by_source.items())
+    )
+    if failures:
+        # As a poll: a container whose read fails (often one stopping right now) is a
+        # warning in serve's log; only when no read succeeds is something wrong here.
+        every = len(failures) == len(results)
+        return Finding(
+            "stats read", not every, detail, f"the first failure: {failures[0]}", warn=not every
         )
-    return Finding("stats source", True, source.name)
+    if "cgroup" in source.name and not by_source.get("cgroup"):
+        # What serve logs as a warning at its first poll.
+        return Finding(
+            "stats read",
+            True,
+            detail,
+            "no container's pid is under the proc root: not the host's /proc. In a "
+            "container add --pid=host and -v /proc:/host/proc:ro with "
+            f"{flag_name('proc_root')}=/host/proc to read stats from the kernel",
+            warn=True,
+        )
+    return Finding("stats read", True, detail)
+
+
+def check_web_config(load: Callable[[], WebConfigWatcher | None]) -> Finding:
+    """Return what --web.config.file turns on, or why it does not load."""
+    try:
+        watcher = load()
+    except ExporterError as e:
+        return Finding("web config", False, str(e))
+    if watcher is None:
+        return Finding("web config", True, "none: plain HTTP, no basic auth")
+    return Finding("web config", True, f"{watcher.path}: {watcher.current().describe()}")
+
+
+def check_api(settings: Settings, read_token: Callable[[], str | None]) -> Finding:
+    """Return whether serve would turn the lifecycle API on, as its start-up line says."""
+    try:
+        token = read_token()
+    except ExporterError as e:
+        return Finding("api", False, str(e))
+    if not token:
+        return Finding(
+            "api",
+            True,
+            f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
+        )
+    return Finding(
+        "api",
+        True,
+        f"on (state in {settings.state_dir}, pods in {settings.pod_base_dir})",
+    )
+
+
+def _answering_exporter(host: str, port: int) -> bool:
+    """Return whether a sysinner-exporter answers on ``host:port`` (http or https)."""
+    reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # only to recognise it, nothing is sent
+    for scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(
+                f"{scheme}://{shown(reachable, port)}/",
+                timeout=2,
+                context=insecure if scheme == "https" else None,
+            ) as answer:
+                return b"sysinner-exporter" in answer.read(4096)
+        except urllib.error.HTTPError as e:
+            # Basic auth in front of the landing page: the realm still names it.
+            return 'realm="sysinner-exporter"' in e.headers.get("WWW-Authenticate", "")
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def check_port(host: str, port: int) -> Finding:
-    """Return whether ``host:port`` can be bound now (as the server would, reusing TIME_WAIT)."""
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """Return whether ``host:port`` can be bound now, or is a running exporter's own."""
+    where = shown(host, port)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(address)
-    except OSError as e:
-        hints = {
-            errno.EADDRINUSE: "another process listens there (perhaps a running exporter: "
-            f"`ss -ltnp`); pick another port with {flag_name('web_listen_address')}",
-            errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
-            errno.EADDRNOTAVAIL: "no interface of this host has that address",
-        }
-        hint = hints.get(e.errno or 0, "")
-        return Finding("listen port", False, f"cannot bind {shown}: {e.strerror or e}", hint)
-    return Finding("listen port", True, f"{shown} is free")
+        bind(host, port, listen=False).close()
+    except ListenError as e:
+        if e.errno == errno.EADDRINUSE and _answering_exporter(host, port):
+            # `docker exec ... check` beside the exporter it checks: that is its port.
+            return Finding("listen port", True, f"{where} is served by a running sysinner-exporter")
+        reason = errno.errorcode.get(e.errno or 0, "")
+        text = {"EADDRINUSE": "Address already in use"}.get(reason, str(e))
+        return Finding("listen port", False, f"cannot bind {where}: {text}", hint(e.errno, port))
+    return Finding("listen port", True, f"{where} is free")
 
 
 #: An image no engine has: a probe create is refused for it after the mounts are validated.
@@ -204,27 +339,48 @@ async def check_host_paths(
 def check_settings(settings: Settings) -> Finding:
     """Return the settings that differ from the defaults (secrets masked)."""
     given = sorted(settings.model_fields_set)
+    old = deprecated_variables()
     if not given:
         return Finding("settings", True, "all defaults")
-    shown = ", ".join(f"{flag_name(f)}={getattr(settings, f)!s}" for f in given)
-    return Finding("settings", True, f"valid; set by flag or environment: {shown}")
+    values = ", ".join(f"{flag_name(f)}={_shown_value(getattr(settings, f))}" for f in given)
+    detail = f"valid; set by flag or environment: {values}"
+    if old:
+        renames = ", ".join(f"{a} -> {b}" for a, b in old)
+        return Finding("settings", True, detail, f"deprecated variables: {renames}", warn=True)
+    return Finding("settings", True, detail)
+
+
+def _shown_value(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 async def run_checks(
     settings: Settings,
     driver: Driver,
     where: str,
-    build_stats_source: Callable[[], StatsSource],
+    build_stats_source: Callable[[], tuple[StatsSource, str]],
+    web_config_check: Callable[[], WebConfigWatcher | None] = lambda: None,
+    read_token: Callable[[], str | None] = lambda: None,
 ) -> list[Finding]:
     """Return every finding, in the order they are printed."""
-    host, port = settings.listen()
-    return [
-        await check_engine(driver, where),
-        check_stats_source(build_stats_source),
-        check_port(host, port),
-        await check_host_paths(settings, driver),
-        check_settings(settings),
-    ]
+    engine = await check_engine(driver, where)
+    source_finding, source = check_stats_source(build_stats_source)
+    findings = [engine, source_finding]
+    if engine.ok and source is not None:
+        naming = settings.naming()
+
+        def exported(name: str) -> bool:
+            return settings.collect_all or naming.parse(name) is not None
+
+        findings.append(await check_stats_read(driver, source, exported))
+    findings.append(check_api(settings, read_token))
+    findings.append(check_web_config(web_config_check))
+    findings.extend(check_port(host, port) for host, port in settings.listen_addresses())
+    findings.append(await check_host_paths(settings, driver))
+    findings.append(check_settings(settings))
+    return findings
 
 
 def render(findings: Sequence[Finding]) -> str:
@@ -232,9 +388,14 @@ def render(findings: Sequence[Finding]) -> str:
     width = max(len(f.what) for f in findings) + 2
     lines = []
     for f in findings:
-        lines.append(f"{f.what:<{width}}{'ok' if f.ok else 'FAIL':<6}{f.detail}")
-        if f.hint and not f.ok:
+        status = "FAIL" if not f.ok else "warn" if f.warn else "ok"
+        lines.append(f"{f.what:<{width}}{status:<6}{f.detail}")
+        if f.hint and (f.warn or not f.ok):
             lines.append(f"{'':<{width + 6}}hint: {f.hint}")
     problems = sum(not f.ok for f in findings)
-    lines.append("all good" if not problems else f"{problems} problem{'s' if problems > 1 else ''}")
+    warnings = sum(f.ok and f.warn for f in findings)
+    verdict = f"{problems} problem{'s' if problems > 1 else ''}" if problems else "all good"
+    if warnings:
+        verdict += f", {warnings} warning{'s' if warnings > 1 else ''}"
+    lines.append(verdict)
     return "\n".join(lines) + "\n"

@@ -1,35 +1,60 @@
-"""Settings: environment variables ``EXPORTER_*``, Prometheus-style flags, defaults.
+"""Settings: environment variables ``SYSINNER_EXPORTER_*``, Prometheus-style flags, defaults.
 
 Flags win over the environment, which wins over defaults. Each flag is the
 field's name with the first ``_`` made a ``.`` and the rest ``-``
 (``web_listen_address`` -> ``--web.listen-address``), and each variable is
-``EXPORTER_`` + the upper-cased field name. The engine is found as the
-docker CLI finds it: ``DOCKER_HOST`` and friends, not an ``EXPORTER_`` name.
+``SYSINNER_EXPORTER_`` + the upper-cased field name. The old ``EXPORTER_``
+names (a prefix other exporters' images use too) are still read, below the
+new ones, and deprecated: :func:`deprecated_variables` names them for the log.
+The engine is found as the docker CLI finds it: ``DOCKER_HOST`` and friends.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme, sanitize_label_name
 from exporter.vpc import parse_pool
+
+#: The prefix of every setting's environment variable.
+ENV_PREFIX = "SYSINNER_EXPORTER_"
+#: The old prefix, still read (below ENV_PREFIX) and deprecated.
+LEGACY_ENV_PREFIX = "EXPORTER_"
 
 #: Outside 9100-9999 (the exporters' range) and used by no well-known exporter.
 DEFAULT_PORT = 8733
 
 
 class LogFormat(StrEnum):
-    """How log lines are written."""
+    """How log lines are written: logfmt (``plain`` is its old name) or JSON."""
 
-    PLAIN = "plain"
+    LOGFMT = "logfmt"
     JSON = "json"
+
+
+#: Log level names a person may type, as the exporter-toolkit's promslog takes them.
+LOG_LEVELS = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+}
 
 
 class StatsSourceKind(StrEnum):
@@ -61,11 +86,31 @@ class Settings(BaseSettings):
     """Every setting of sysinner-exporter, validated at start-up."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EXPORTER_", extra="forbid", case_sensitive=False, frozen=True
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, frozen=True
     )
 
-    web_listen_address: str = Field(
-        default=f"0.0.0.0:{DEFAULT_PORT}", description="address to serve HTTP on"
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read flags, then SYSINNER_EXPORTER_*, then the deprecated EXPORTER_*."""
+        legacy = EnvSettingsSource(settings_cls, env_prefix=LEGACY_ENV_PREFIX)
+        return init_settings, env_settings, legacy, dotenv_settings, file_secret_settings
+
+    # NoDecode: several addresses are the flag repeated, or "a,b" in the environment.
+    web_listen_address: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [f"0.0.0.0:{DEFAULT_PORT}"],
+        description="address to serve HTTP on; repeat the flag (or comma-separate) for several",
+    )
+    web_config_file: Path | None = Field(
+        default=None,
+        description="exporter-toolkit web config (YAML): TLS and basic auth for every route, "
+        "re-read when it changes or on SIGHUP",
     )
     web_telemetry_path: str = Field(default="/metrics", description="path of the metrics")
     web_read_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
@@ -83,8 +128,10 @@ class Settings(BaseSettings):
         description="open HTTP connections at most; one more is closed at once, so idle or "
         "slow clients cannot use up the process's file descriptors",
     )
-    log_level: str = Field(default="info", description="debug, info, warning or error")
-    log_format: LogFormat = Field(default=LogFormat.PLAIN, description="plain or json")
+    log_level: str = Field(default="info", description="debug, info, warn (warning) or error")
+    log_format: LogFormat = Field(
+        default=LogFormat.LOGFMT, description="logfmt (plain is an alias) or json"
+    )
 
     poll_interval: Annotated[float, Field(ge=0.2, le=3600)] = Field(
         default=10.0, description="seconds between polls of the engine"
@@ -197,11 +244,24 @@ class Settings(BaseSettings):
         default=False, description="decide and record, but never restart anything"
     )
 
-    @field_validator("web_listen_address")
+    @field_validator("web_listen_address", mode="before")
     @classmethod
-    def _listen_address(cls, v: str) -> str:
-        split_listen_address(v)
+    def _listen_addresses(cls, v: object) -> object:
+        # One address (a variable, the model) or several (flags repeated, "a,b").
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            v = [a.strip() for item in v for a in str(item).split(",") if a.strip()]
+            if not v:
+                raise ValueError("at least one address is needed")
+            for address in v:
+                split_listen_address(address)
         return v
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _plain_is_logfmt(cls, v: object) -> object:
+        return LogFormat.LOGFMT if isinstance(v, str) and v.lower() == "plain" else v
 
     @field_validator("web_telemetry_path")
     @classmethod
@@ -213,9 +273,9 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, v: str) -> str:
-        level = v.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError(f"{v!r} is not one of debug, info, warning, error")
+        level = LOG_LEVELS.get(v.lower())
+        if level is None:
+            raise ValueError(f"{v!r} is not one of debug, info, warn, error")
         return level
 
     @field_validator(
@@ -277,23 +337,48 @@ class Settings(BaseSettings):
         return NamingScheme(self.naming_pattern, self.naming_template, self.naming_replica_base)
 
     def listen(self) -> tuple[str, int]:
-        """Return the (host, port) to serve on."""
-        return split_listen_address(self.web_listen_address)
+        """Return the first (host, port) to serve on."""
+        return split_listen_address(self.web_listen_address[0])
+
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """Return every (host, port) to serve on, in the order given."""
+        return [split_listen_address(a) for a in self.web_listen_address]
 
     def mount_prefixes(self) -> list[Path]:
         """Return the host dirs the API lets bind mounts come from (default: the pod base)."""
         return list(self.api_mount_prefixes) or [self.pod_base_dir]
 
 
+#: Flags spelled as the exporter-toolkit spells them, not by the rule.
+_FLAG_EXCEPTIONS = {"web_config_file": "--web.config.file"}
+
+
 def flag_name(field: str) -> str:
     """Return the Prometheus-style flag of a settings field (``--web.listen-address``)."""
+    if field in _FLAG_EXCEPTIONS:
+        return _FLAG_EXCEPTIONS[field]
     head, _, rest = field.partition("_")
     return f"--{head}.{rest.replace('_', '-')}" if rest else f"--{head}"
 
 
 def env_name(field: str) -> str:
     """Return the environment variable of a settings field."""
-    return f"EXPORTER_{field.upper()}"
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def legacy_env_name(field: str) -> str:
+    """Return the deprecated ``EXPORTER_*`` variable of a settings field."""
+    return f"{LEGACY_ENV_PREFIX}{field.upper()}"
+
+
+def deprecated_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Return (old, new) for each deprecated ``EXPORTER_*`` variable set in ``environ``."""
+    names = {k.upper() for k in (os.environ if environ is None else environ)}
+    return [
+        (legacy_env_name(f), env_name(f))
+        for f in Settings.model_fields
+        if legacy_env_name(f) in names
+    ]
 
 
 def shown_default(field: str) -> str:

@@ -217,7 +217,8 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
     ),
     ContainerMetric(
         "sysinner_container_state",
-        "1 for the container's current state (running, stopped, starting), 0 for the others.",
+        "1 for the container's current state (running, stopped, starting, created), "
+        "0 for the others.",
         "gauge",
         kind="state",
     ),

@@ -76,6 +76,8 @@ class ContainerState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     STARTING = "starting"
+    #: Created and never started: not on its way up, unlike ``starting`` (restarting).
+    CREATED = "created"
 
 
 class _Input(BaseModel):
@@ -249,15 +251,19 @@ class ContainerCreateOptions(_Input):
         return self
 
 
+# A validated, slotted pydantic dataclass rather than a model: the poller
+# caches one per container, and a model's own dict and fields-set doubled each
+# (2.3 KiB against 1.2 KiB, most of it the strings). ``TypeAdapter`` and model
+# fields serialize it like a model. Its docstring is the API schema's text.
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerInfo:
-    """A container as the driver sees it.
+    """A container as the engine's inspect answer describes it."""
 
-    A validated, slotted pydantic dataclass rather than a model: the
-    poller caches one per container, and a model's own dict and
-    fields-set doubled each (2.3 KiB against 1.2 KiB, most of it the
-    strings). ``TypeAdapter`` and model fields serialize it like a model.
-    """
+    # A validated, slotted pydantic dataclass rather than a model: the poller
+    # caches one per container, and a model's own dict and fields-set doubled
+    # each (2.3 KiB against 1.2 KiB, most of it the strings). TypeAdapter and
+    # model fields serialize it like a model. (A comment, not the docstring:
+    # the docstring is the OpenAPI schema's description.)
 
     id: str
     name: str

@@ -519,7 +519,10 @@ class Remediator:
                 self._state_failed(e, f"clearing the quarantine of {name}")
                 raise
             self._quarantined.pop(name, None)
-        log.warning("remediation: quarantine of %s cleared by an operator", name)
+        if was:
+            log.warning("remediation: quarantine of %s cleared by an operator", name)
+        else:
+            log.info("remediation: %s was not quarantined; its restart budget starts afresh", name)
         return was
 
     def held(self) -> dict[str, float]:

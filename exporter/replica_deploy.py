@@ -38,7 +38,7 @@ import os
 import platform
 import posixpath
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -118,6 +118,20 @@ def _refused(paths: PodPaths, e: safefs.UnsafePathError) -> Forbidden:
     return Forbidden(f"pod dir {paths.container_pod_dir()}: refused, {e}")
 
 
+@contextlib.contextmanager
+def _pod_dir(paths: PodPaths, *, create: bool) -> Iterator[int]:
+    """Yield an fd of the pod dir, walked from the pod base; refused unless the exporter owns it.
+
+    Only the exporter makes pod dirs and no container mounts one (the mount
+    policy's antichain), so a pod dir of another owner was made behind its back.
+    """
+    with safefs.walked(
+        paths.pod_base, [paths.container_name], create=create, create_root=create
+    ) as pod:
+        safefs.require_owner(pod, os.geteuid(), paths.container_pod_dir())
+        yield pod
+
+
 def prepare_pod_dir(paths: PodPaths, sources: HostSourcePaths, arch: str) -> None:
     """Make the pod dir, its home with the init dirs and its sysinner dir; copy ininit, inagent.
 
@@ -127,9 +141,7 @@ def prepare_pod_dir(paths: PodPaths, sources: HostSourcePaths, arch: str) -> Non
     Forbidden when the pod dir, its home or its sysinner dir is not a plain dir.
     """
     try:
-        with safefs.walked(
-            paths.pod_base, [paths.container_name], create=True, create_root=True
-        ) as pod:
+        with _pod_dir(paths, create=True) as pod:
             home = safefs.open_dir(pod, ["home"], create=True)
             try:
                 _make_init_dirs(paths, home)
@@ -163,9 +175,7 @@ def write_app_instance(paths: PodPaths, data: bytes) -> None:
     rewrite its own copy at will.
     """
     try:
-        with safefs.walked(
-            paths.pod_base, [paths.container_name], create=True, create_root=True
-        ) as pod:
+        with _pod_dir(paths, create=True) as pod:
             sysinner = safefs.open_dir(pod, ["sysinner"], create=True)
             try:
                 safefs.write_file(sysinner, "app_instance.json", data)
@@ -183,7 +193,7 @@ def read_app_instance(paths: PodPaths) -> bytes | None:
     (posting its replica deploys it again in the new layout).
     """
     try:
-        with safefs.walked(paths.pod_base, [paths.container_name]) as pod:
+        with _pod_dir(paths, create=False) as pod:
             return safefs.read_file(pod, "app_instance.json", MAX_INSTANCE_BYTES)
     except FileNotFoundError:
         return None

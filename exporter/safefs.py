@@ -158,6 +158,13 @@ def open_leaf(dir_fd: int, name: str, *, create_dir: bool = False) -> tuple[int,
     return fd, False
 
 
+def require_owner(fd: int, uid: int, shown: str) -> None:
+    """Refuse (UnsafePathError) the object ``fd`` holds unless ``uid`` owns it."""
+    owner = os.fstat(fd).st_uid
+    if owner != uid:
+        raise UnsafePathError(f"{shown}: owned by uid {owner}, not by the exporter (uid {uid})")
+
+
 def chown_fd(fd: int, uid: int, gid: int) -> None:
     """Change the owner of the object ``fd`` holds (-1 leaves one unchanged)."""
     try:

@@ -154,7 +154,7 @@ class FakeDriver:
             raise NotFoundError(404, f"No such image: {opts.image}")
         return self.add(
             opts.name,
-            ContainerState.STARTING,
+            ContainerState.CREATED,
             image=opts.image,
             labels=opts.labels,
             cpu_limit=opts.cpu_limit,

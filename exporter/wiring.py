@@ -32,6 +32,7 @@ from exporter.replicas import AppReplicaInstanceList
 from exporter.sources.base import DriverStatsSource, FallbackStatsSource, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
 from exporter.state import StateStore
+from exporter.webconfig import WebConfigWatcher
 
 log = logging.getLogger("exporter")
 
@@ -53,7 +54,14 @@ def build_driver(settings: Settings) -> DockerDriver:
 
 
 def build_stats_source(settings: Settings, driver: Driver) -> StatsSource:
-    """Return the stats source the settings ask for; ConfigError if a forced one cannot read.
+    """Return the stats source the settings ask for, and log it; ConfigError as below."""
+    source, why = choose_stats_source(settings, driver)
+    log.info("stats source: %s (%s)", source.name, why)
+    return source
+
+
+def choose_stats_source(settings: Settings, driver: Driver) -> tuple[StatsSource, str]:
+    """Return the stats source the settings ask for and why; ConfigError if a forced one cannot.
 
     ``auto`` reads the kernel's cgroup files when they are readable and asks
     the engine for each container they cannot answer; otherwise the engine.
@@ -76,14 +84,14 @@ def build_stats_source(settings: Settings, driver: Driver) -> StatsSource:
         why = f"{flag_name('stats_source')}=cgroup"
     elif readable:
         source = FallbackStatsSource(
-            CgroupStatsSource(settings.proc_root, settings.cgroup_root), engine
+            CgroupStatsSource(settings.proc_root, settings.cgroup_root, fallback="the engine"),
+            engine,
         )
         why = f"cgroup files readable under {settings.cgroup_root}; the engine for the rest"
     else:
         source = engine
         why = f"{settings.proc_root}/self/cgroup or {settings.cgroup_root} not readable"
-    log.info("stats source: %s (%s)", source.name, why)
-    return source
+    return source, why
 
 
 def build_poller(settings: Settings, driver: Driver) -> Poller:
@@ -194,13 +202,15 @@ def wire(
     poll_in_background: bool = True,
     arch: str | None = None,
     start_settle_seconds: float = START_SETTLE_SECONDS,
+    web_config: WebConfigWatcher | None = None,
 ) -> Wired:
     """Return the exporter ``serve`` runs, wired from ``settings``; ConfigError names the flag.
 
     ``driver`` defaults to the Docker driver of DOCKER_HOST; ``clock`` is
     remediation's; without ``poll_in_background`` the caller drives polls
     itself. ``arch`` (default: this host's) and ``start_settle_seconds`` are
-    the deployer's. The app closes the driver when it shuts down.
+    the deployer's; ``web_config`` (``--web.config.file``) the app's. The app
+    closes the driver when it shuts down.
     """
     driver = driver if driver is not None else build_driver(settings)
     poller = build_poller(settings, driver)
@@ -226,5 +236,6 @@ def wire(
         poll_in_background=poll_in_background,
         deployer=deployer,
         remediation=remediation,
+        web_config=web_config,
     )
     return Wired(app, driver, poller, registry, policy, token, remediation, deployer)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from exporter.drivers.base import Driver
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
@@ -32,6 +33,13 @@ TEST_IMAGE = "local/busybox:latest"
 #: busybox sh as PID 1 ignores SIGTERM; this loop exits on it, so stops are fast.
 IDLE_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Hypothesis fails an example that runs past 200 ms, and a run whose data
+# takes long to generate: both time this machine, not the code under test.
+settings.register_profile(
+    "any-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("any-machine")
 
 
 def require(condition: bool, what: str) -> None:

@@ -22,12 +22,14 @@ from exporter.api.keys import (
     SETTINGS,
 )
 from exporter.api.routes import add_api_routes
+from exporter.api.webauth import add_web_config
 from exporter.config import Settings
 from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
 from exporter.poller import Poller
 from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
+from exporter.webconfig import WebConfigWatcher
 
 
 def create_app(
@@ -41,6 +43,7 @@ def create_app(
     poll_in_background: bool = True,
     deployer: ReplicaDeployer | None = None,
     remediation: Remediator | None = None,
+    web_config: WebConfigWatcher | None = None,
 ) -> web.Application:
     """Return the exporter's aiohttp application (``exporter.wiring.wire`` builds its parts).
 
@@ -51,6 +54,7 @@ def create_app(
     answer 503 unless their collaborators are given; the app opens and closes
     the remediation's state store. ``mount_policy`` is the deployer's own:
     one lock makes each check-and-create of the API and deploys atomic.
+    ``web_config`` adds its basic auth (every route but ``/api``) and headers.
     """
     app = web.Application(
         client_max_size=settings.api_max_body_bytes,
@@ -62,6 +66,8 @@ def create_app(
     app[REGISTRY] = registry
     app[NAMING] = settings.naming()
     app[MOUNT_POLICY] = mount_policy
+    if web_config is not None:
+        add_web_config(app, web_config)
     if deployer is not None:
         app[DEPLOYER] = deployer
     if remediation is not None:

@@ -25,7 +25,7 @@ TURN_ON = (
 )
 
 
-def _is_api(request: web.Request) -> bool:
+def is_api(request: web.Request) -> bool:
     """Return True for any path under /api, routed or not."""
     path = request.path
     if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
@@ -53,7 +53,7 @@ def auth_middleware(token: str | None) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not _is_api(request):
+        if not is_api(request):
             return await handler(request)
         if expected is None:
             return error_response(403, "lifecycle API disabled", TURN_ON)

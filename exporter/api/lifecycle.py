@@ -15,7 +15,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from exporter.api.errors import ApiError, parse_body
-from exporter.api.keys import DEPLOYER, DRIVER, MOUNT_POLICY, NAMING, REMEDIATION, SETTINGS
+from exporter.api.keys import (
+    DEPLOYER,
+    DRIVER,
+    MOUNT_POLICY,
+    NAMING,
+    POLLER,
+    REMEDIATION,
+    SETTINGS,
+)
 from exporter.api.openapi import Operation, Param
 from exporter.config import flag_name
 from exporter.confinement import check_image, check_managed
@@ -29,9 +37,11 @@ from exporter.models import (
     AppReplicaInstance,
     ContainerCreateOptions,
     ContainerInfo,
+    ContainerState,
     DriverInfo,
     ImageInfo,
     ImageReference,
+    PortBinding,
 )
 from exporter.replica_deploy import (
     DeployResult,
@@ -58,8 +68,59 @@ class ContainerBody(RootModel[ContainerInfo]):
     """One container in full, as inspected."""
 
 
-class ContainerList(RootModel[list[ContainerInfo]]):
-    """Containers, as the engine lists them (no pid or limits)."""
+_UNKNOWN = "; null when not known: the engine's list answer lacks it and the exporter's last poll did not inspect this container as it is now (GET /containers/{name} has it)"  # noqa: E501
+
+
+class ContainerListEntry(BaseModel):
+    """A container as listed: the engine's list answer, completed from the last poll's inspect."""
+
+    id: str
+    name: str
+    image: str = ""
+    image_id: str = ""
+    state: ContainerState
+    status: str = Field(default="", description="the engine's detailed status")
+    ip: str = ""
+    ports: dict[int, PortBinding] = Field(default_factory=dict)
+    created: int = Field(default=0, description="unix seconds")
+    labels: dict[str, str] = Field(default_factory=dict)
+    pid: int | None = Field(
+        default=None, description="host pid of the container's init; 0 if not running" + _UNKNOWN
+    )
+    started: int | None = Field(
+        default=None, description="unix seconds; 0 if never started" + _UNKNOWN
+    )
+    cpu_limit: int | None = Field(default=None, description="millicores; 0 is none" + _UNKNOWN)
+    memory_limit: int | None = Field(default=None, description="bytes; 0 is none" + _UNKNOWN)
+
+
+class ContainerList(RootModel[list[ContainerListEntry]]):
+    """Containers, as the engine lists them, completed from the exporter's last poll."""
+
+
+def list_entry(listed: ContainerInfo, polled: ContainerInfo | None) -> ContainerListEntry:
+    """Return ``listed`` with what the list answer lacks taken from ``polled`` (or null)."""
+    entry = ContainerListEntry(
+        id=listed.id,
+        name=listed.name,
+        image=listed.image,
+        image_id=listed.image_id,
+        state=listed.state,
+        status=listed.status,
+        ip=listed.ip,
+        ports=listed.ports,
+        created=listed.created,
+        labels=listed.labels,
+    )
+    if listed.state is not ContainerState.RUNNING:
+        entry.pid = 0  # no init runs: a fact, not a gap
+    if polled is None or polled.id != listed.id:
+        return entry
+    entry.cpu_limit, entry.memory_limit = polled.cpu_limit, polled.memory_limit
+    if polled.state is listed.state:
+        # Same state as at the poll: the same run, so the same init and start time.
+        entry.pid, entry.started = polled.pid, polled.started
+    return entry
 
 
 class ImageList(RootModel[list[ImageInfo]]):
@@ -144,7 +205,9 @@ async def list_containers(request: web.Request) -> web.Response:
     items = await request.app[DRIVER].container_list()
     if not everything:
         items = [c for c in items if naming.is_valid(c.name)]
-    return _json(ContainerList(items))
+    # The poll inspects every container it tracks; the list answer has no pid or limits.
+    polled = {s.info.id: s.info for s in request.app[POLLER].snapshot.containers}
+    return _json(ContainerList([list_entry(c, polled.get(c.id)) for c in items]))
 
 
 async def get_container(request: web.Request) -> web.Response:

@@ -1,14 +1,17 @@
-"""``/metrics``, ``/healthz`` and ``/readyz``: always open, never touch the engine."""
+"""``/``, ``/metrics``, ``/healthz`` and ``/readyz``: never touch the engine."""
 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import time
 
 from aiohttp import web
 
+from exporter import __version__
 from exporter.api.keys import POLLER, REGISTRY, REMEDIATION, SETTINGS
+from exporter.api.routes import OPENAPI_PATH
 from exporter.exposition import Exposition
 
 log = logging.getLogger(__name__)
@@ -119,9 +122,38 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(doc, status=200 if ready else 503)
 
 
+def landing_page(telemetry_path: str) -> str:
+    """Return the HTML of ``/``: what this is and links to what it serves."""
+    links = [
+        (telemetry_path, "Metrics", "the Prometheus exposition"),
+        ("/healthz", "Health", "200 while the process serves"),
+        ("/readyz", "Readiness", "200 when the last poll of the engine succeeded and is fresh"),
+        (OPENAPI_PATH, "API document", "OpenAPI 3.1 of the lifecycle API (bearer token)"),
+    ]
+    items = "\n".join(
+        f'<li><a href="{html.escape(href)}">{html.escape(title)}</a>: {html.escape(what)}</li>'
+        for href, title, what in links
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
+        "<title>sysinner-exporter</title></head>\n<body>\n"
+        f"<h1>sysinner-exporter</h1>\n<p>Prometheus exporter for Docker hosts running "
+        f"sysinner-style apps, version {html.escape(__version__)}.</p>\n"
+        f"<ul>\n{items}\n</ul>\n</body>\n</html>\n"
+    )
+
+
 def add_routes(app: web.Application, telemetry_path: str) -> None:
     """Register the observability routes on ``app`` (its poller and registry set first)."""
     app[EXPOSITION] = Exposition(app[POLLER], app[REGISTRY], app[SETTINGS].collect_labels)
+    page = landing_page(telemetry_path)
+
+    async def landing(request: web.Request) -> web.Response:
+        """Answer the landing page."""
+        return web.Response(text=page, content_type="text/html")
+
+    if telemetry_path != "/":
+        app.router.add_get("/", landing)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

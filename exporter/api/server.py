@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -170,30 +169,3 @@ class GuardedAppRunner(web.AppRunner):
             max_connections=self._max_connections,
             **base._kwargs,
         )
-
-
-async def serve(
-    app: web.Application,
-    host: str,
-    port: int,
-    *,
-    max_connections: int,
-    stop: asyncio.Event | None = None,
-    **runner_kwargs: Any,
-) -> None:
-    """Serve ``app`` on host:port until SIGINT, SIGTERM or ``stop``; then shut down cleanly."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = GuardedAppRunner(
-        app, max_connections=max_connections, handle_signals=False, **runner_kwargs
-    )
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)

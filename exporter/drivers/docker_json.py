@@ -30,7 +30,7 @@ _STATES = {
     "running": ContainerState.RUNNING,
     "paused": ContainerState.RUNNING,
     "restarting": ContainerState.STARTING,
-    "created": ContainerState.STARTING,
+    "created": ContainerState.CREATED,
     "exited": ContainerState.STOPPED,
     "dead": ContainerState.STOPPED,
     "removing": ContainerState.STOPPED,

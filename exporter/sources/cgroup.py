@@ -178,8 +178,11 @@ class CgroupStatsSource:
         cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
         *,
         max_held_files: int | None = None,
+        fallback: str | None = None,
     ) -> None:
         self._proc = os.fspath(proc_root).rstrip("/") or "/"
+        #: Who reads what this source cannot (named in the log), or None when nobody does.
+        self._fallback = fallback
         self._cgroup = os.fspath(cgroup_root).rstrip("/") or "/"
         self._files: dict[tuple[str, int], _Files] = {}
         self._host_netns: str | None = None
@@ -240,11 +243,13 @@ class CgroupStatsSource:
         if all(isinstance(results[c.id], NotFoundError) for c in with_pid):
             self._warned_blind = True
             log.warning(
-                "none of %d running containers' pids is under %s: if that is not the "
-                "host's /proc (a container needs pid: host and the host's /proc mounted), "
-                "their stats are missing",
+                "none of %d running containers' pids is under %s, which is not the host's "
+                "/proc (a container needs pid: host and the host's /proc mounted): %s",
                 len(with_pid),
                 self._proc,
+                f"their stats come from {self._fallback} instead, slower"
+                if self._fallback
+                else "their stats are missing",
             )
         else:
             self._warned_blind = True  # the pids are visible: nothing to say, ever

@@ -87,7 +87,7 @@ async def test_full_lifecycle(api: Api) -> None:
     )
     assert status == 201
     assert body["name"] == name
-    assert body["state"] == "starting"
+    assert body["state"] == "created"
     assert body["labels"] == {"k": "v"}
 
     status, body = await api.call("POST", f"/api/v1/containers/{name}/start")

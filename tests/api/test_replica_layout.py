@@ -66,6 +66,29 @@ def test_a_pod_dir_component_that_is_a_symlink_is_refused(
     assert os.listdir(outside) == []
 
 
+def test_a_pod_dir_the_exporter_does_not_own_is_refused(
+    tmp_path: Path, sources: HostSourcePaths
+) -> None:
+    paths = pod(tmp_path)
+    body = AppReplicaInstance.model_validate(replica(APP, 3, 7)).model_dump_json().encode()
+    write_app_instance(paths, body)
+    pod_dir = Path(paths.container_pod_dir())
+    stranger = os.geteuid() + 4242
+    os.chown(pod_dir, stranger, -1)
+    before = sorted(p.name for p in pod_dir.rglob("*"))
+    for act in (
+        lambda: prepare_pod_dir(paths, sources, "amd64"),
+        lambda: write_app_instance(paths, b"{}"),
+        lambda: read_app_instance(paths),
+    ):
+        with pytest.raises(Forbidden, match=f"owned by uid {stranger}, not by the exporter"):
+            act()
+    assert sorted(p.name for p in pod_dir.rglob("*")) == before
+    assert Path(paths.instance_record_file()).read_bytes() == body
+    os.chown(pod_dir, os.geteuid(), -1)
+    assert read_app_instance(paths) == body
+
+
 def test_an_odd_home_costs_the_tenant_its_init_dirs_not_its_deploy(
     tmp_path: Path, sources: HostSourcePaths, outside: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

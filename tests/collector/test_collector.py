@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -11,6 +12,9 @@ from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.poller import Poller
 from exporter.testing import FakeDriver
 from tests.conftest import poller_on
+
+#: asyncio may run a timer up to one clock tick (1 ns on Linux) early; float rounding on top.
+TIMER_EARLY = 1e-6
 
 
 def _names(poller: Poller) -> set[str]:
@@ -192,6 +196,7 @@ class _HeldInspect:
     def __init__(self, driver: FakeDriver, held_id: str) -> None:
         self.held_id = held_id
         self.asked: list[str] = []
+        self.held_asked_at: float | None = None
         self.release = asyncio.Event()
         self.answered = asyncio.Event()
         self.cancelled = False
@@ -201,6 +206,8 @@ class _HeldInspect:
     async def __call__(self, name_or_id: str) -> ContainerInfo:
         self.asked.append(name_or_id)
         if name_or_id == self.held_id:
+            if self.held_asked_at is None:
+                self.held_asked_at = time.monotonic()
             try:
                 await self.release.wait()
             except asyncio.CancelledError:
@@ -219,14 +226,22 @@ async def test_a_late_inspect_leaves_out_only_its_container_and_lands_later() ->
     inspect = _HeldInspect(driver, held.id)
     poller = poller_on(driver, interval=0.2, call_timeout=30)
 
+    before = time.monotonic()
     snapshot = await asyncio.wait_for(poller.poll_once(), timeout=5)
+    after = time.monotonic()
     # The poll ends at its soft deadline, far inside the 30 s call timeout,
-    # and the time went to the inspect phase.
+    # and the time went to the inspect phase: the list phase ended before the
+    # held inspect was asked, the inspect phase lasted from then until the soft
+    # deadline (one interval after the poll began), the stats phase after it.
+    # Each bound is a clock reading of this run, so none assumes a speed.
     assert snapshot.duration_seconds < 5
     phases = dict(snapshot.phase_seconds)
     assert list(phases) == ["list", "inspect", "stats"]
-    assert phases["inspect"] >= 0.1
-    assert phases["inspect"] > phases["list"] + phases["stats"]
+    assert inspect.held_asked_at is not None
+    soft_deadline = before + poller.interval - TIMER_EARLY
+    assert phases["list"] <= inspect.held_asked_at - before
+    assert phases["inspect"] >= soft_deadline - inspect.held_asked_at
+    assert phases["stats"] <= after - soft_deadline
     assert _names(poller) == {"app-abcdef12-0002"}
     assert poller.health.errors["inspect_late"] == 1
     assert poller.health.errors["inspect"] == 0
@@ -337,7 +352,10 @@ async def test_background_polling_runs_on_the_interval_and_stops_cleanly() -> No
         await asyncio.wait_for(poller.wait_next_poll(), timeout=5)
     polls = poller.health.polls
     assert polls >= 2
-    await asyncio.sleep(0.3)  # long enough for a poll that should no longer happen
+    # Stopped, not merely quiet for a while: no task is left that could poll again.
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    for _ in range(10):
+        await asyncio.sleep(0)  # let anything still scheduled run
     assert poller.health.polls == polls
 
 

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from exporter.api.keys import POLLER
-from tests.api.harness import TOKEN, Clock, build_app, settings_for
+from tests.api.harness import TOKEN, Clock, build_app, settings_for, webhook
 from tests.conftest import wait_for
 from tests.faults.hostile import MANAGED, RecordingDriver
 from tests.faults.support import record
@@ -35,6 +35,8 @@ pytestmark = pytest.mark.faults
 
 #: The body deadline the app runs with here: short, so that the tests are.
 READ_TIMEOUT = 1.0
+#: The body deadline of the tests that must not race it: no request here comes near it.
+PATIENT_READ_TIMEOUT = 600.0
 #: The deadline for a client to read a /metrics answer, here.
 WRITE_TIMEOUT = 1.0
 #: aiohttp's keep-alive timeout here, which is also its deadline for headers.
@@ -118,10 +120,11 @@ def assert_read_timeout(answer: Answer) -> None:
     assert answer.headers.get("connection", "").lower() == "close", answer
 
 
-@pytest.fixture
-async def target(tmp_path: Path) -> AsyncIterator[Target]:
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, read_timeout: float) -> AsyncIterator[Target]:
+    """Serve the app on a loopback port with ``read_timeout`` as --web.read-timeout."""
     settings = settings_for(
-        tmp_path, web_read_timeout=READ_TIMEOUT, web_write_timeout=WRITE_TIMEOUT
+        tmp_path, web_read_timeout=read_timeout, web_write_timeout=WRITE_TIMEOUT
     )
     settings.pod_base_dir.mkdir(parents=True)
     driver = RecordingDriver()
@@ -137,6 +140,20 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
         yield Target(port, driver, runner.server, app)
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def target(tmp_path: Path) -> AsyncIterator[Target]:
+    """The app with the short READ_TIMEOUT."""
+    async with serving(tmp_path, READ_TIMEOUT) as served:
+        yield served
+
+
+@pytest.fixture
+async def patient(tmp_path: Path) -> AsyncIterator[Target]:
+    """The app with PATIENT_READ_TIMEOUT, for tests whose requests must not race the deadline."""
+    async with serving(tmp_path, PATIENT_READ_TIMEOUT) as served:
+        yield served
 
 
 @dataclass
@@ -240,41 +257,59 @@ async def test_a_body_trickled_slower_than_the_deadline_is_408(
     )
 
 
-async def test_other_requests_are_answered_while_bodies_stall(target: Target) -> None:
-    stalls = [await stall(target, "/api/v1/alerts") for _ in range(8)]
-    waiting = [asyncio.create_task(outcome(s)) for s in stalls]
+async def test_other_requests_are_answered_while_bodies_stall(patient: Target) -> None:
+    # The bodies' deadline is far beyond anything here, so "still stalled when the
+    # other request was answered" holds however slowly this machine runs; the stalls
+    # then end by their bodies arriving (the 408 at the deadline is the tests' above).
+    payload = json.dumps(webhook()).encode()
+    stalls = [await patient.connect("/api/v1/alerts", length=len(payload)) for _ in range(8)]
+
+    async def answer_of(reader: asyncio.StreamReader) -> Answer:
+        async with asyncio.timeout(PATIENT_READ_TIMEOUT / 10):  # only stops a hang
+            return await read_answer(reader)
+
+    waiting = [asyncio.create_task(answer_of(reader)) for reader, _ in stalls]
     try:
-        reader, writer = await target.connect("/api/v1/info", length=0, method="GET")
+        reader, writer = await patient.connect("/api/v1/info", length=0, method="GET")
         try:
             async with asyncio.timeout(SLACK):
                 info = await read_answer(reader)
         finally:
             await close(writer)
-        # Answered while every stalled body is still waiting for its deadline.
+        # Answered while every stalled body is still waiting.
         assert info.status == 200, info
         assert not any(t.done() for t in waiting)
+        for _, stalled_writer in stalls:
+            stalled_writer.write(payload)
+            await stalled_writer.drain()
+        answers = await asyncio.gather(*waiting)
     finally:
-        results = await asyncio.gather(*waiting)
-    for answer, _, closed in results:
-        assert_read_timeout(answer)
-        assert closed
+        for t in waiting:
+            t.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        for _, stalled_writer in stalls:
+            await close(stalled_writer)
+    # Each stalled request was held open for its body, and answered once it came.
+    assert [a.status for a in answers] == [200] * len(stalls), answers
+    assert patient.driver.acted == []
 
 
-async def test_a_body_sent_in_time_is_answered_and_the_connection_kept(target: Target) -> None:
+async def test_a_body_sent_in_time_is_answered_and_the_connection_kept(patient: Target) -> None:
     payload = json.dumps({"name": NEW_REPLICA, "image": "local/busybox:latest"}).encode()
     half = len(payload) // 2
-    reader, writer = await target.connect(
+    reader, writer = await patient.connect(
         "/api/v1/containers", length=len(payload), body=payload[:half]
     )
     try:
-        # The server has half the body and waits for the rest, well within the deadline.
+        # A pause mid-body, on purpose: the server has half the body and waits for the
+        # rest, under a deadline no pause here comes near on any machine.
         await asyncio.sleep(READ_TIMEOUT / 4)
         writer.write(payload[half:])
         await writer.drain()
         async with asyncio.timeout(SLACK):
             created = await read_answer(reader)
         assert created.status == 201, created
-        assert target.driver.acted == [("create", NEW_REPLICA)]
+        assert patient.driver.acted == [("create", NEW_REPLICA)]
         assert created.headers.get("connection", "").lower() != "close"
         # Kept alive: the next request on the same connection is answered too.
         writer.write(b"GET /api/v1/info HTTP/1.1\r\nHost: x\r\n" + AUTH_LINE + b"\r\n")
@@ -343,8 +378,12 @@ async def test_a_client_gone_mid_body_is_no_error_and_nothing_is_done(
 
 
 async def test_a_scraper_that_stops_reading_is_dropped_at_the_write_timeout(
-    target: Target, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+    target: Target,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="exporter.api.observability")
     # Thousands of containers make a plain body of megabytes, more than the
     # socket buffers hold, so the answer cannot be written in full unread.
     for i in range(3000):
@@ -384,4 +423,9 @@ async def test_a_scraper_that_stops_reading_is_dropped_at_the_write_timeout(
         body_bytes=len(text),
         closed_after_s=round(waited, 3),
     )
-    assert WRITE_TIMEOUT <= waited < WRITE_TIMEOUT + SLACK
+    # Not sooner than the setting, and by the write timeout itself (its log line), not
+    # some other hang-up. How much later than the setting is the render of 3,000
+    # containers on this machine plus the other scrape; the wait above bounds it.
+    assert waited >= WRITE_TIMEOUT
+    dropped_lines = [r for r in caplog.records if "did not read /metrics within" in r.getMessage()]
+    assert len(dropped_lines) == 1, caplog.text

@@ -87,7 +87,7 @@ def run_exporter(image: str) -> Iterator[Any]:
     ) -> Running:
         name = f"sysinner-exporter-test-{secrets.token_hex(4)}"
         port = free_port()
-        settings = {"EXPORTER_POLL_INTERVAL": "1", **(env or {})}
+        settings = {"SYSINNER_EXPORTER_POLL_INTERVAL": "1", **(env or {})}
         env_args = [f"--env={k}={v}" for k, v in settings.items()]
         started.append(name)
         docker(
@@ -218,10 +218,12 @@ async def test_without_the_socket_group_the_exporter_serves_and_says_why(
     status, ready = await asyncio.to_thread(get, running.url("/readyz"))
     assert status == 503
     assert "Permission denied" in json.loads(ready)["error"], ready
-    assert (
-        "ERROR exporter.poller: engine unreachable: cannot connect to Docker Engine via "
-        "unix:///var/run/docker.sock: [Errno 13] Permission denied"
-    ) in running.logs()
+    errors = [line for line in running.logs().splitlines() if " level=error " in line]
+    assert any(
+        'msg="engine unreachable: cannot connect to Docker Engine via '
+        'unix:///var/run/docker.sock: [Errno 13] Permission denied"' in line
+        for line in errors
+    ), errors
     # /healthz reflects the process, not the engine: the container still turns healthy.
     await wait_health(running, "healthy", 30)
 
@@ -244,7 +246,10 @@ async def test_image_runs_as_docker_compose_yml_runs_it(
         "--pid=host",
         "--volume=/proc:/host/proc:ro",
         "--volume=/sys/fs/cgroup:/host/sys/fs/cgroup:ro",
-        env={"EXPORTER_PROC_ROOT": "/host/proc", "EXPORTER_CGROUP_ROOT": "/host/sys/fs/cgroup"},
+        env={
+            "SYSINNER_EXPORTER_PROC_ROOT": "/host/proc",
+            "SYSINNER_EXPORTER_CGROUP_ROOT": "/host/sys/fs/cgroup",
+        },
         socket="ro",
     )
 
@@ -260,8 +265,9 @@ async def test_image_runs_as_docker_compose_yml_runs_it(
     check = running.exec("sysinner-exporter", "check", "--web.listen-address=127.0.0.1:0")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "--proc.root=/host/proc" in check.stdout
+    # "stats source  ok    cgroup+docker (why)": the source is the word after the status.
     source = next(
-        line.split()[-1] for line in check.stdout.splitlines() if line.startswith("stats source")
+        line.split()[3] for line in check.stdout.splitlines() if line.startswith("stats source")
     )
     # The source `check` predicts is the one serving.
     assert value_for(body, "sysinner_exporter_stats_source", source=source) == 1.0

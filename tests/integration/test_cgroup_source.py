@@ -21,6 +21,7 @@ from exporter.poller import Poller
 from exporter.sources.base import SourcedStats, StatsResult
 from exporter.sources.cgroup import CgroupStatsSource
 from tests.conftest import TEST_IMAGE, ContainerFactory, new_app_id, wait_for
+from tests.cpu_burn import TICK_NS, burn_own_cpu
 
 pytestmark = pytest.mark.engine
 
@@ -28,16 +29,9 @@ MIB = 1024 * 1024
 IDLE = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 BLOB_MIB = 2
 FETCHES = 5
-#: CPU the worker's shell burns, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+#: CPU the worker's shell burns, in clock ticks of 10 ms: a figure reached, not a
+#: fixed amount of work, so a faster machine burns as much CPU as a slower one.
 BURN_TICKS = 40
-# Busy work until the shell's own utime + stime (fields 14 and 15 of
-# /proc/$$/stat) reach BURN_TICKS: a figure reached, not a fixed amount of
-# work, so a faster machine burns as much CPU as a slower one.
-BURN_OWN_CPU = (
-    "while :; do i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done;"
-    " set -- $(cat /proc/$$/stat);"
-    f" [ $((${{14}} + ${{15}})) -ge {BURN_TICKS} ] && break; done"
-)
 
 
 def root_device() -> str:
@@ -151,7 +145,7 @@ async def test_cgroup_source_agrees_with_engine_after_cpu_disk_and_network_work(
         "dd if=/dev/zero of=/tmp/f bs=1M count=20 oflag=direct 2>/dev/null; "
         "dd if=/tmp/f of=/dev/null bs=1M iflag=direct 2>/dev/null; "
         "dd if=/dev/zero of=/tmp/cached bs=1M count=4 2>/dev/null; "
-        f"{BURN_OWN_CPU}; "
+        f"{burn_own_cpu(BURN_TICKS)}; "
         f"until {fetches}; do sleep 0.2; done; {IDLE}",
         device_write_bps=[{"Path": root_device(), "Rate": 100 * MIB}],
     )
@@ -175,7 +169,7 @@ async def test_cgroup_source_agrees_with_engine_after_cpu_disk_and_network_work(
     ours = await cgroup_sample(source, worker)
     # The work shows, so the agreement above compared real figures. The
     # shell alone burned BURN_TICKS ticks; the cgroup counts it and more.
-    assert ours.cpu_total_usage > (BURN_TICKS - 1) * 10_000_000
+    assert ours.cpu_total_usage > (BURN_TICKS - 1) * TICK_NS
     assert ours.cpu_user_usage + ours.cpu_system_usage > 200_000_000
     assert ours.blk_write_bytes >= 20 * MIB
     assert ours.blk_write_ops >= 20

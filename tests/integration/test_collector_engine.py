@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from asyncio.subprocess import PIPE
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -19,6 +21,7 @@ from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.poller import Poller
 from exporter.wiring import wire
 from tests.conftest import ContainerFactory, new_app_id, require, wait_for
+from tests.cpu_burn import TICK_NS, burn_own_cpu
 from tests.socket_proxy import UnixSocketProxy
 
 pytestmark = pytest.mark.engine
@@ -26,12 +29,14 @@ pytestmark = pytest.mark.engine
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]
 
-# Burn some CPU, then idle and exit on SIGTERM: the CPU counter stops moving.
+#: CPU the container's shell burns before it idles, in clock ticks of 10 ms.
+BURN_TICKS = 10
+# Burn until the shell's own CPU time reaches BURN_TICKS (not a fixed loop, whose
+# cost differs by machine), then idle and exit on SIGTERM: the counter stops moving.
 BURN_THEN_IDLE = [
     "/bin/sh",
     "-c",
-    "i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done; "
-    "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done",
+    f"{burn_own_cpu(BURN_TICKS)}; trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done",
 ]
 
 
@@ -118,20 +123,42 @@ async def test_cpu_and_memory_match_the_engines_own_stats(
 
     await wait_for(cpu_settled, timeout=60, what="the burn to finish", every=0.5)
     client, poller = await _serve(aiohttp_client, own_driver, background=False)
-    await poller.poll_once()
-    engine = await asyncio.to_thread(container.stats, stream=False, one_shot=True)
-    families = await _families(client)
 
-    def ours(metric: str) -> float:
-        return next(v for lab, v in families[metric] if lab["id"] == c.id)
+    async def poll_then_engine() -> tuple[dict[str, float], dict[str, Any]]:
+        """Return our series of the container after a poll, then the engine's own stats."""
+        await poller.poll_once()
+        engine = await asyncio.to_thread(container.stats, stream=False, one_shot=True)
+        ours = {
+            name: value
+            for name, samples in (await _families(client)).items()
+            for labels, value in samples
+            if labels.get("id") == c.id
+        }
+        return ours, engine
+
+    # The kernel's memory usage counter is fuzzy by the charges it batches per CPU
+    # (64 pages each on current kernels: the more CPUs, the more fuzz), and this
+    # container uses about 0.5 MiB: two reads in a row may differ by more than 5%
+    # (0.25 MiB was seen here). So an unlucky pair is read again; a unit or definition
+    # mismatch never agrees and fails at the deadline, which only stops a hang.
+    deadline = time.monotonic() + 30
+    while True:
+        ours, engine = await poll_then_engine()
+        engine_memory = engine["memory_stats"]["usage"]
+        if ours["container_memory_usage_bytes"] == pytest.approx(engine_memory, rel=0.05):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"memory never agreed: ours {ours['container_memory_usage_bytes']:.0f}, "
+                f"the engine's {engine_memory}"
+            )
+        await asyncio.sleep(0.5)
 
     engine_cpu = engine["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
-    assert engine_cpu > 0.05
-    assert ours("container_cpu_usage_seconds_total") == pytest.approx(engine_cpu, rel=0.05)
-    assert ours("container_memory_usage_bytes") == pytest.approx(
-        engine["memory_stats"]["usage"], rel=0.05
-    )
-    assert ours("container_spec_memory_limit_bytes") == 64 * 1024 * 1024
+    # The burn shows, so the comparison below is of a real figure.
+    assert engine_cpu > (BURN_TICKS - 1) * TICK_NS / 1e9
+    assert ours["container_cpu_usage_seconds_total"] == pytest.approx(engine_cpu, rel=0.05)
+    assert ours["container_spec_memory_limit_bytes"] == 64 * 1024 * 1024
 
 
 async def test_a_removed_container_is_gone_after_one_poll(
@@ -207,11 +234,15 @@ async def test_engine_gone_while_serving_then_back_recovers_without_restart(
         assert (await client.get("/readyz")).status == 503
         assert (await client.get("/healthz")).status == 200
 
-        polls_before = poller.health.polls
         await proxy.start()
-        # Recovery within one interval: the next poll after the engine is back succeeds.
-        await wait_for(ready, timeout=interval + 6, what="recovery after the engine came back")
-        assert poller.health.polls <= polls_before + 2
+        # Recovery at the next poll, counted in polls rather than seconds: the first poll
+        # to end may have begun while the engine was away, the one after it began once it
+        # was back and succeeds. The deadline only stops a hang.
+        async with asyncio.timeout(60):
+            first = await poller.wait_next_poll()
+            second = await poller.wait_next_poll()
+        assert second.engine_up, (first.error, second.error)
+        assert (await client.get("/readyz")).status == 200
         text = await (await client.get("/metrics")).text()
         assert "sysinner_exporter_up 1.0" in text
         assert poller.health.errors["list"] >= 1

@@ -103,7 +103,7 @@ async def test_full_lifecycle_of_a_managed_container(api: EngineApi) -> None:
             json={"name": name, "image": TEST_IMAGE, "cmd": IDLE_CMD, "labels": {"t": "1"}},
         )
         assert status == 201, body
-        assert (body["name"], body["state"], body["labels"]["t"]) == (name, "starting", "1")
+        assert (body["name"], body["state"], body["labels"]["t"]) == (name, "created", "1")
 
         status, body = await api.call("POST", f"/api/v1/containers/{name}/start")
         assert (status, body["state"]) == (200, "running")

@@ -149,7 +149,7 @@ def test_inspect_recording() -> None:
         ("paused", ContainerState.RUNNING),
         ("exited", ContainerState.STOPPED),
         ("dead", ContainerState.STOPPED),
-        ("created", ContainerState.STARTING),
+        ("created", ContainerState.CREATED),
         ("restarting", ContainerState.STARTING),
         ("removing", ContainerState.STOPPED),
     ],
@@ -247,7 +247,7 @@ def test_list_recording() -> None:
     }
     # The list call carries no pid, start time or limits.
     assert (running.pid, running.started, running.cpu_limit, running.memory_limit) == (0, 0, 0, 0)
-    assert created.state is ContainerState.STARTING
+    assert created.state is ContainerState.CREATED
     assert (created.ip, created.ports, created.labels) == ("", {}, {})
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
-from exporter.__main__ import build_parser, load_settings
-from exporter.config import Settings
+from exporter.__main__ import build_parser, load_settings, main
+from exporter.config import Settings, deprecated_variables, flag_name
 from exporter.errors import ConfigError
 
 
@@ -30,8 +32,8 @@ def test_flags_work_after_the_command_and_negate() -> None:
 
 
 def test_an_absent_flag_leaves_the_environment_in_charge(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EXPORTER_POLL_INTERVAL", "7")
-    monkeypatch.setenv("EXPORTER_COLLECT_ALL", "true")
+    monkeypatch.setenv("SYSINNER_EXPORTER_POLL_INTERVAL", "7")
+    monkeypatch.setenv("SYSINNER_EXPORTER_COLLECT_ALL", "true")
     _, from_env = _settings(["serve"])
     assert from_env.poll_interval == 7
     assert from_env.collect_all is True
@@ -55,8 +57,8 @@ def test_label_allow_list_from_the_environment(monkeypatch: pytest.MonkeyPatch, 
 WEB_TIMEOUTS = pytest.mark.parametrize(
     ("field", "flag", "env", "default"),
     [
-        ("web_read_timeout", "--web.read-timeout", "EXPORTER_WEB_READ_TIMEOUT", 10.0),
-        ("web_write_timeout", "--web.write-timeout", "EXPORTER_WEB_WRITE_TIMEOUT", 60.0),
+        ("web_read_timeout", "--web.read-timeout", "SYSINNER_EXPORTER_WEB_READ_TIMEOUT", 10.0),
+        ("web_write_timeout", "--web.write-timeout", "SYSINNER_EXPORTER_WEB_WRITE_TIMEOUT", 60.0),
     ],
 )
 
@@ -101,3 +103,73 @@ def test_label_keys_that_become_one_label_name_are_refused(
 def test_a_label_key_given_twice_is_one_label() -> None:
     _, settings = _settings(["--collect.labels", "team,tier,team"])
     assert settings.collect_labels == ["team", "tier"]
+
+
+def test_the_old_prefix_is_still_read_below_the_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("EXPORTER_", "SYSINNER_EXPORTER_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("EXPORTER_POLL_INTERVAL", "7")
+    monkeypatch.setenv("EXPORTER_LOG_LEVEL", "debug")
+    monkeypatch.setenv("SYSINNER_EXPORTER_LOG_LEVEL", "error")
+    _, settings = _settings(["serve"])
+    assert settings.poll_interval == 7
+    assert settings.log_level == "ERROR", "the new name wins over the old one"
+    assert deprecated_variables() == [
+        ("EXPORTER_LOG_LEVEL", "SYSINNER_EXPORTER_LOG_LEVEL"),
+        ("EXPORTER_POLL_INTERVAL", "SYSINNER_EXPORTER_POLL_INTERVAL"),
+    ]
+
+
+def test_serve_logs_one_deprecation_line_per_old_variable(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("EXPORTER_", "SYSINNER_EXPORTER_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("EXPORTER_POLL_INTERVAL", "7")
+    monkeypatch.setenv("DOCKER_HOST", "ftp://nowhere")  # stops right after the log is set up
+    assert main(["once"]) == 2
+    lines = [line for line in capfd.readouterr().err.splitlines() if "deprecated" in line]
+    assert lines == [
+        lines[0].split(" level=")[0] + " level=warn logger=exporter "
+        'msg="EXPORTER_POLL_INTERVAL is deprecated: it is still read, but rename it '
+        'SYSINNER_EXPORTER_POLL_INTERVAL"'
+    ]
+
+
+@pytest.mark.parametrize(("given", "level"), [("warn", "WARNING"), ("WARNING", "WARNING"),
+                                              ("debug", "DEBUG"), ("Error", "ERROR")])  # fmt: skip
+def test_log_level_takes_warn_as_the_toolkit_does(given: str, level: str) -> None:
+    assert _settings(["--log.level", given])[1].log_level == level
+
+
+def test_log_level_names_the_accepted_values() -> None:
+    with pytest.raises(ConfigError, match="is not one of debug, info, warn, error"):
+        _settings(["--log.level", "loud"])
+
+
+@pytest.mark.parametrize(("given", "fmt"), [("logfmt", "logfmt"), ("plain", "logfmt"),
+                                            ("json", "json")])  # fmt: skip
+def test_log_format_is_logfmt_or_json_and_plain_is_logfmt(given: str, fmt: str) -> None:
+    assert _settings(["--log.format", given])[1].log_format.value == fmt
+
+
+def test_listen_address_repeats_and_splits_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["--web.listen-address", "127.0.0.1:1", "serve", "--web.listen-address", "[::1]:2"]
+    # Flags after the command replace those before it, as every other flag does.
+    assert _settings(argv)[1].listen_addresses() == [("::1", 2)]
+    argv = ["serve", "--web.listen-address", "127.0.0.1:1", "--web.listen-address", "[::1]:2"]
+    assert _settings(argv)[1].listen_addresses() == [("127.0.0.1", 1), ("::1", 2)]
+    monkeypatch.setenv("SYSINNER_EXPORTER_WEB_LISTEN_ADDRESS", "127.0.0.1:3, 127.0.0.1:4")
+    assert _settings(["serve"])[1].web_listen_address == ["127.0.0.1:3", "127.0.0.1:4"]
+    with pytest.raises(ConfigError, match=re.escape("'127.0.0.1:x' is not host:port")):
+        _settings(["serve", "--web.listen-address", "127.0.0.1:5", "--web.listen-address",
+                   "127.0.0.1:x"])  # fmt: skip
+
+
+def test_web_config_file_is_the_toolkits_flag() -> None:
+    assert flag_name("web_config_file") == "--web.config.file"
+    assert _settings(["serve", "--web.config.file", "/etc/web.yml"])[1].web_config_file == Path(
+        "/etc/web.yml"
+    )
