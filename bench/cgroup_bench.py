@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from bench.containers import docker_stats_once, idle_containers
-from exporter.__main__ import build_driver, build_poller
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerInfo, ContainerState
 from exporter.snapshot import Snapshot
 from exporter.sources.base import DriverStatsSource, SourcedStats, StatsResult, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource
+from exporter.wiring import build_driver, build_poller
 
 T = TypeVar("T")
 

@@ -38,10 +38,10 @@ RUNS = 3
 def _child(socket_path: str, polls: int, gap: float, processes: bool) -> None:
     """Poll ``polls`` times through the real wiring and print one JSON line of figures."""
     os.environ["DOCKER_HOST"] = f"unix://{socket_path}"
-    from exporter.__main__ import build_driver, build_poller
     from exporter.config import Settings
     from exporter.exposition import Exposition
     from exporter.metrics import build_registry
+    from exporter.wiring import build_driver, build_poller
 
     settings = Settings(stats_source="docker", collect_processes=processes, poll_timeout=30)
 

@@ -1,6 +1,8 @@
-"""Entry point: flags and environment -> settings -> the concrete driver -> the app.
+"""Entry point: flags and environment -> settings -> the wiring (``exporter.wiring``) -> run.
 
-This is the only module that knows which driver is concrete.
+Nothing imports this module but the command line's own tests: what builds the
+driver, poller and app lives in ``exporter.wiring``, for the tests and benches
+to use as this does.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import argparse
 import asyncio
 import functools
 import logging
-import os
 import signal
 import socket
 import sys
@@ -20,31 +21,22 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from exporter import __version__, logs
-from exporter.api import create_app, server
+from exporter.api import server
 from exporter.check import render, run_checks
 from exporter.config import (
     Settings,
-    StatsSourceKind,
     deprecated_variables,
     env_name,
     flag_name,
     shown_default,
 )
-from exporter.confinement import MountPolicy
-from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
 from exporter.listeners import ListenError, bind_all, shown
 from exporter.metrics import build_registry
 from exporter.poller import Poller
-from exporter.processes import CgroupProcessCounter
-from exporter.remediation import RemediationPolicy, Remediator
-from exporter.replica_deploy import ReplicaDeployer
-from exporter.replicas import AppReplicaInstanceList
-from exporter.sources.base import DriverStatsSource, FallbackStatsSource, StatsSource
-from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
-from exporter.state import StateStore
 from exporter.webconfig import WebConfigError, WebConfigWatcher
+from exporter.wiring import build_driver, build_poller, choose_stats_source, read_api_token, wire
 
 log = logging.getLogger("exporter")
 
@@ -128,127 +120,6 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def build_driver(settings: Settings) -> DockerDriver:
-    """Return the Docker driver for DOCKER_HOST, with the poll's deadlines."""
-    try:
-        endpoint = DockerEndpoint.from_env()
-    except (ValueError, OSError) as e:
-        raise ConfigError(str(e)) from e
-    return DockerDriver(
-        endpoint,
-        stats_timeout=settings.poll_timeout,
-        max_connections=settings.poll_concurrency,
-        max_pulls=settings.api_max_concurrent_pulls,
-        vpc_pool=settings.api_vpc_subnet_pool,
-        vpc_max_networks=settings.api_vpc_max_networks,
-    )
-
-
-def build_stats_source(settings: Settings, driver: DockerDriver) -> StatsSource:
-    """Return the stats source the settings ask for, and log it; ConfigError as below."""
-    source, why = choose_stats_source(settings, driver)
-    log.info("stats source: %s (%s)", source.name, why)
-    return source
-
-
-def choose_stats_source(settings: Settings, driver: DockerDriver) -> tuple[StatsSource, str]:
-    """Return the stats source the settings ask for and why; ConfigError if a forced one cannot.
-
-    ``auto`` reads the kernel's cgroup files when they are readable and asks
-    the engine for each container they cannot answer; otherwise the engine.
-    """
-    engine = DriverStatsSource(driver, settings.poll_concurrency)
-    kind = settings.stats_source
-    readable = kind is not StatsSourceKind.DOCKER and cgroup_files_readable(
-        settings.proc_root, settings.cgroup_root
-    )
-    source: StatsSource
-    if kind is StatsSourceKind.DOCKER:
-        source, why = engine, f"{flag_name('stats_source')}=docker"
-    elif kind is StatsSourceKind.CGROUP:
-        if not readable:
-            raise ConfigError(
-                f"{flag_name('stats_source')}=cgroup, but {settings.proc_root}/self/cgroup "
-                f"or {settings.cgroup_root} is not readable"
-            )
-        source = CgroupStatsSource(settings.proc_root, settings.cgroup_root)
-        why = f"{flag_name('stats_source')}=cgroup"
-    elif readable:
-        source = FallbackStatsSource(
-            CgroupStatsSource(settings.proc_root, settings.cgroup_root, fallback="the engine"),
-            engine,
-        )
-        why = f"cgroup files readable under {settings.cgroup_root}; the engine for the rest"
-    else:
-        source = engine
-        why = f"{settings.proc_root}/self/cgroup or {settings.cgroup_root} not readable"
-    return source, why
-
-
-def build_poller(settings: Settings, driver: DockerDriver) -> Poller:
-    """Return a poller wired to ``driver`` as the settings say."""
-    return Poller(
-        driver,
-        build_stats_source(settings, driver),
-        naming=settings.naming(),
-        interval=settings.poll_interval,
-        call_timeout=settings.poll_timeout,
-        concurrency=settings.poll_concurrency,
-        include_unmanaged=settings.collect_all,
-        process_counter=(
-            CgroupProcessCounter(str(settings.proc_root), str(settings.cgroup_root))
-            if settings.collect_processes
-            else None
-        ),
-    )
-
-
-def read_api_token(settings: Settings) -> str | None:
-    """Return the API token: the token file's content (stripped), else EXPORTER_API_TOKEN."""
-    path = settings.api_token_file
-    if path is not None:
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{flag_name('api_token_file')}: cannot read {path}: {e}") from e
-        if not token:
-            raise ConfigError(f"{flag_name('api_token_file')}: {path} is empty")
-        return token
-    if settings.api_token is not None:
-        return settings.api_token.get_secret_value().strip() or None
-    return None
-
-
-def build_remediation(settings: Settings, driver: DockerDriver) -> Remediator:
-    """Return remediation over ``driver`` with its state under the state dir."""
-    state_dir = settings.state_dir
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{flag_name('state_dir')}: cannot create {state_dir}: {e}") from e
-    if not os.access(state_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag_name('state_dir')}: {state_dir} is not writable")
-    return Remediator(
-        driver,
-        StateStore(state_dir),
-        settings.naming(),
-        RemediationPolicy.from_settings(settings),
-    )
-
-
-def build_deployer(
-    settings: Settings, driver: DockerDriver, mount_policy: MountPolicy
-) -> ReplicaDeployer:
-    """Return the replica deployer laying pods out under the pod base dir."""
-    return ReplicaDeployer(
-        driver,
-        AppReplicaInstanceList(settings.naming()),
-        pod_base=settings.pod_base_dir,
-        host_prefix=settings.host_prefix,
-        mount_policy=mount_policy,
-    )
-
-
 async def _once(settings: Settings) -> int:
     driver = build_driver(settings)
     poller: Poller | None = None
@@ -302,27 +173,8 @@ def _serve(settings: Settings) -> int:
     try:
         web_config = load_web_config(settings)
         driver = build_driver(settings)
-        poller = build_poller(settings, driver)
-        token = read_api_token(settings)
-        # Without a token the API is off: no state dir is needed, none is touched.
-        remediation = build_remediation(settings, driver) if token else None
-        protected = [driver.endpoint.socket_path] if driver.endpoint.socket_path else []
-        # One policy for API creates and replica deploys: one lock over both.
-        policy = MountPolicy.from_settings(settings, protected)
-        deployer = build_deployer(settings, driver, policy) if token else None
-        registry = build_registry(poller, remediation=remediation)
-        app = create_app(
-            settings=settings,
-            driver=driver,
-            poller=poller,
-            registry=registry,
-            api_token=token,
-            deployer=deployer,
-            remediation=remediation,
-            protected_paths=protected,
-            mount_policy=policy,
-            web_config=web_config,
-        )
+        wired = wire(settings, driver=driver, web_config=web_config)
+        app, token = wired.app, wired.api_token
         log.info(
             "engine %s, poll every %gs; lifecycle API %s",
             driver.endpoint.host,

@@ -54,6 +54,7 @@ from exporter.config import Settings
 from exporter.drivers.base import Driver
 from exporter.errors import ExporterError
 from exporter.models import ContainerCreateOptions, ContainerInfo, MountBind
+from exporter.state import StateStore
 
 #: Host trees no bind mount may come from, whatever the prefixes say.
 DENIED_TREES: tuple[str, ...] = ("/etc", "/proc", "/sys", "/dev", "/boot")
@@ -119,7 +120,7 @@ class MountPolicy:
             protected=[
                 *DOCKER_SOCKETS,
                 *protected,
-                str(settings.state_dir / "state.sqlite3"),
+                str(StateStore.file_in(settings.state_dir)),
                 *([str(settings.api_token_file)] if settings.api_token_file else []),
             ],
             pod_base=str(settings.pod_base_dir),

@@ -329,6 +329,10 @@ def spec_errors(e: ValidationError) -> list[dict[str, str]]:
     return errors
 
 
+#: How long a new container must stay up after its start to count as started, seconds.
+START_SETTLE_SECONDS = 1.0
+
+
 class ReplicaDeployer:
     """Deploys posted replicas through a Driver into pod dirs under ``pod_base``."""
 
@@ -340,7 +344,7 @@ class ReplicaDeployer:
         pod_base: Path,
         host_prefix: Path,
         arch: str | None = None,
-        start_settle_seconds: float = 1.0,
+        start_settle_seconds: float = START_SETTLE_SECONDS,
         mount_policy: MountPolicy | None = None,
     ) -> None:
         self._driver = driver

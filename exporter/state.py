@@ -28,7 +28,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -389,13 +389,16 @@ def _statements(script: str) -> list[str]:
 class StateStore:
     """The SQLite state file under a state dir, served by one worker thread."""
 
-    def __init__(
-        self,
-        state_dir: Path,
-        filename: str = "state.sqlite3",
-        open_busy_timeout: float = 2.0,
-    ) -> None:
-        self.path = state_dir / filename
+    #: The state file's name under the state dir; the mount policy protects it.
+    FILENAME: Final = "state.sqlite3"
+
+    @classmethod
+    def file_in(cls, state_dir: Path) -> Path:
+        """Return where the state file of ``state_dir`` lives."""
+        return state_dir / cls.FILENAME
+
+    def __init__(self, state_dir: Path, open_busy_timeout: float = 2.0) -> None:
+        self.path = self.file_in(state_dir)
         self._open_busy_timeout = open_busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
@@ -38,28 +38,24 @@ def create_app(
     driver: Driver,
     poller: Poller,
     registry: CollectorRegistry,
+    api_token: str | None,
+    mount_policy: MountPolicy,
     poll_in_background: bool = True,
-    api_token: str | None = None,
     deployer: ReplicaDeployer | None = None,
     remediation: Remediator | None = None,
-    protected_paths: Sequence[str] = (),
-    mount_policy: MountPolicy | None = None,
     web_config: WebConfigWatcher | None = None,
 ) -> web.Application:
-    """Return the exporter's aiohttp application.
+    """Return the exporter's aiohttp application (``exporter.wiring.wire`` builds its parts).
 
     With ``poll_in_background`` the poller polls for the app's lifetime;
     tests turn it off to drive polls themselves. The driver is closed when
-    the app shuts down. The ``/api`` routes need ``api_token`` (default:
-    ``settings.api_token``); without one they answer 403. Replica deploys and
-    remediation answer 503 unless their collaborators are given; the app
-    opens and closes the remediation's state store. ``protected_paths`` are
-    files no bind mount may expose (the engine socket, secrets); a given
-    ``mount_policy`` (the deployer's own) replaces the one built from them.
+    the app shuts down. The ``/api`` routes need ``api_token``, read once by
+    the wiring; without one they answer 403. Replica deploys and remediation
+    answer 503 unless their collaborators are given; the app opens and closes
+    the remediation's state store. ``mount_policy`` is the deployer's own:
+    one lock makes each check-and-create of the API and deploys atomic.
     ``web_config`` adds its basic auth (every route but ``/api``) and headers.
     """
-    if api_token is None and settings.api_token is not None:
-        api_token = settings.api_token.get_secret_value()
     app = web.Application(
         client_max_size=settings.api_max_body_bytes,
         middlewares=[error_middleware, auth_middleware(api_token)],
@@ -69,8 +65,7 @@ def create_app(
     app[POLLER] = poller
     app[REGISTRY] = registry
     app[NAMING] = settings.naming()
-    # One policy for the API and the deployer: its lock makes each check-and-create atomic.
-    app[MOUNT_POLICY] = mount_policy or MountPolicy.from_settings(settings, protected_paths)
+    app[MOUNT_POLICY] = mount_policy
     if web_config is not None:
         add_web_config(app, web_config)
     if deployer is not None:

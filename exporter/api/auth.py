@@ -44,9 +44,11 @@ def _bearer(header: str) -> str | None:
 
 
 def auth_middleware(token: str | None) -> Middleware:
-    """Return the middleware guarding ``/api`` with ``token`` (None: the API is off)."""
-    # A bearer credential cannot carry surrounding whitespace, so neither can the token.
-    token = (token or "").strip()
+    """Return the middleware guarding ``/api`` with ``token`` (None: the API is off).
+
+    The token is as ``exporter.wiring.read_api_token`` decided it: stripped,
+    since a bearer credential cannot carry surrounding whitespace, and never empty.
+    """
     expected = token.encode() if token else None
 
     @web.middleware

@@ -1,4 +1,4 @@
-"""The lifecycle API on the in-memory driver, wired as __main__ wires it, with a fake clock."""
+"""The lifecycle API on the in-memory driver, wired as serve wires it, with a fake clock."""
 
 from __future__ import annotations
 
@@ -17,15 +17,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.api import create_app
 from exporter.config import Settings
-from exporter.metrics import build_registry
-from exporter.remediation import RemediationPolicy, Remediator
+from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
-from exporter.replicas import AppReplicaInstanceList
-from exporter.state import StateStore
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on
+from exporter.wiring import wire
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -75,45 +71,28 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "state_dir": tmp_path / "state",
         "pod_base_dir": tmp_path / "pods",
         "host_prefix": tmp_path / "innerstack",
+        # The fake engine's containers have no cgroup files, and its pids are no host's.
+        "stats_source": "docker",
+        "collect_processes": False,
     }
     values.update(overrides)
     return Settings(**values)
 
 
 def build_app(
-    settings: Settings, driver: FakeDriver, clock: Clock, api_token: str | None = None
-) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer]:
-    """Return an app wired like ``serve`` wires it, on ``driver``."""
-    naming = settings.naming()
-    poller = poller_on(driver, naming)
-    remediation = Remediator(
-        driver,
-        StateStore(settings.state_dir),
-        naming,
-        RemediationPolicy.from_settings(settings),
+    settings: Settings, driver: FakeDriver, clock: Clock
+) -> tuple[web.Application, CollectorRegistry, Remediator | None, ReplicaDeployer | None]:
+    """Return an app wired as ``serve`` wires it, on ``driver``, polled by hand."""
+    wired = wire(
+        settings,
+        driver=driver,
         clock=clock,
-    )
-    deployer = ReplicaDeployer(
-        driver,
-        AppReplicaInstanceList(naming),
-        pod_base=settings.pod_base_dir,
-        host_prefix=settings.host_prefix,
+        poll_in_background=False,
         arch="amd64",
         # The fake engine's containers never exit by themselves: one look is enough.
         start_settle_seconds=0.0,
     )
-    registry = build_registry(poller, remediation=remediation)
-    app = create_app(
-        settings=settings,
-        driver=driver,
-        poller=poller,
-        registry=registry,
-        poll_in_background=False,
-        api_token=api_token,
-        deployer=deployer,
-        remediation=remediation,
-    )
-    return app, registry, remediation, deployer
+    return wired.app, wired.registry, wired.remediation, wired.deployer
 
 
 async def start_api(
@@ -126,6 +105,9 @@ async def start_api(
     driver = driver or FakeDriver()
     clock = clock or Clock()
     app, registry, remediation, deployer = build_app(settings, driver, clock)
+    # Both exist only with the API on: start_api is for settings with a token.
+    assert remediation is not None
+    assert deployer is not None
     client = await aiohttp_client(app)
     return Api(client, driver, settings, registry, remediation, deployer, clock)
 

@@ -50,10 +50,13 @@ async def test_empty_token_keeps_the_api_off(aiohttp_client: ClientFactory, tmp_
     assert resp.status == 403
 
 
-async def test_explicit_token_wins_over_settings(
+async def test_the_token_file_wins_over_the_token_variable(
     aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
-    app, *_ = build_app(make_settings(tmp_path), FakeDriver(), Clock(), api_token="from-file")
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    settings = make_settings(tmp_path, api_token_file=token_file)
+    app, *_ = build_app(settings, FakeDriver(), Clock())
     client = await aiohttp_client(app)
     assert (await client.get("/api/v1/ping", headers=AUTH)).status == 401
     ok = await client.get("/api/v1/ping", headers={"Authorization": "Bearer from-file"})

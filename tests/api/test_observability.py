@@ -6,19 +6,18 @@ import asyncio
 import gzip
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.api import create_app
 from exporter.config import Settings
 from exporter.errors import EngineUnreachableError
-from exporter.metrics import build_registry
 from exporter.poller import Poller
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on
+from exporter.wiring import Wired, wire
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -31,24 +30,26 @@ def driver() -> FakeDriver:
     return d
 
 
+def settings(**values: Any) -> Settings:
+    """Return settings for the fake engine: its containers have no cgroup files or host pids."""
+    return Settings(**{"stats_source": "docker", "collect_processes": False, **values})
+
+
 @pytest.fixture
-def poller(driver: FakeDriver) -> Poller:
-    return poller_on(driver)
+def wired(driver: FakeDriver) -> Wired:
+    return wire(settings(web_telemetry_path="/metrics"), driver=driver, poll_in_background=False)
+
+
+@pytest.fixture
+def poller(wired: Wired) -> Poller:
+    return wired.poller
 
 
 @pytest.fixture
 async def client(
-    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
+    aiohttp_client: ClientFactory, wired: Wired
 ) -> TestClient[web.Request, web.Application]:
-    settings = Settings(web_telemetry_path="/metrics")
-    app = create_app(
-        settings=settings,
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller),
-        poll_in_background=False,
-    )
-    return await aiohttp_client(app)
+    return await aiohttp_client(wired.app)
 
 
 async def test_metrics_serves_the_text_format(
@@ -167,32 +168,19 @@ async def test_readyz_turns_unready_when_the_last_poll_is_old(
     assert (await resp.json())["last_poll_age_seconds"] >= 3600
 
 
-async def test_custom_telemetry_path(
-    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
-) -> None:
-    app = create_app(
-        settings=Settings(web_telemetry_path="/custom"),
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller),
-        poll_in_background=False,
-    )
-    client = await aiohttp_client(app)
+async def test_custom_telemetry_path(aiohttp_client: ClientFactory, driver: FakeDriver) -> None:
+    wired = wire(settings(web_telemetry_path="/custom"), driver=driver, poll_in_background=False)
+    client = await aiohttp_client(wired.app)
     assert (await client.get("/custom")).status == 200
     assert (await client.get("/metrics")).status == 404
 
 
 async def test_app_shutdown_closes_the_driver(
-    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
+    aiohttp_client: ClientFactory, driver: FakeDriver
 ) -> None:
-    app = create_app(
-        settings=Settings(poll_interval=0.2),
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller),
-    )
-    client = await aiohttp_client(app)
-    await asyncio.wait_for(poller.wait_next_poll(), timeout=5)
+    wired = wire(settings(poll_interval=0.2), driver=driver)
+    client = await aiohttp_client(wired.app)
+    await asyncio.wait_for(wired.poller.wait_next_poll(), timeout=5)
     assert (await client.get("/readyz")).status == 200
     await client.close()
     assert driver.closed

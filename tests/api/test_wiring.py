@@ -1,4 +1,4 @@
-"""The entry point wires the API: token from file or env, state dir, deployer, remediation."""
+"""The wiring (exporter.wiring) and the entry point that runs it: token, state, policy, API."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exporter.__main__ import read_api_token
+from exporter.api.keys import DEPLOYER, MOUNT_POLICY, REMEDIATION
 from exporter.config import Settings
+from exporter.confinement import Forbidden
 from exporter.errors import ConfigError
+from exporter.models import MountBind
+from exporter.state import StateStore
+from exporter.testing import FakeDriver
+from exporter.wiring import read_api_token, wire
 from tests.conftest import ROOT, free_port, wait_for
 
 
@@ -38,6 +43,64 @@ def test_empty_token_file_is_a_config_error(tmp_path: Path) -> None:
     token_file.write_text("\n")
     with pytest.raises(ConfigError, match=r"--api\.token-file: .* is empty"):
         read_api_token(Settings(api_token_file=token_file))
+
+
+def test_the_token_is_read_once_and_the_api_parts_follow_it(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(" from-the-file \n")
+    settings = Settings(
+        api_token="from-env",
+        api_token_file=token_file,
+        state_dir=tmp_path / "state",
+        pod_base_dir=tmp_path / "pods",
+        stats_source="docker",
+    )
+    wired = wire(settings, driver=FakeDriver(), poll_in_background=False)
+    assert wired.api_token == "from-the-file"
+    assert "from-the-file" not in repr(wired)
+    assert wired.remediation is not None
+    assert wired.remediation.store.path == tmp_path / "state" / StateStore.FILENAME
+    assert wired.deployer is not None
+    # One policy for the API and replica deploys: one lock over every create.
+    assert wired.deployer.mount_policy is wired.mount_policy
+    assert wired.app[MOUNT_POLICY] is wired.mount_policy
+    assert wired.app[DEPLOYER] is wired.deployer
+    assert wired.app[REMEDIATION] is wired.remediation
+
+
+@pytest.mark.parametrize("token", [None, "", "  "])
+def test_without_a_token_the_wiring_builds_no_api_parts_and_no_state_dir(
+    tmp_path: Path, token: str | None
+) -> None:
+    settings = Settings(api_token=token, state_dir=tmp_path / "state", stats_source="docker")
+    wired = wire(settings, driver=FakeDriver(), poll_in_background=False)
+    assert wired.api_token is None
+    assert (wired.remediation, wired.deployer) == (None, None)
+    assert REMEDIATION not in wired.app
+    assert DEPLOYER not in wired.app
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_wired_mount_policy_protects_the_state_file_and_the_token_file(
+    tmp_path: Path,
+) -> None:
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "token").write_text("t\n")
+    settings = Settings(
+        api_token_file=secrets_dir / "token",
+        api_mount_prefixes=[tmp_path],
+        state_dir=tmp_path / "state",
+        pod_base_dir=tmp_path / "pods",
+        host_prefix=tmp_path / "innerstack",
+        stats_source="docker",
+    )
+    policy = wire(settings, driver=FakeDriver(), poll_in_background=False).mount_policy
+    assert policy.check(MountBind(host_path=str(tmp_path / "data"), container_path="/data"))
+    state_file = StateStore.file_in(tmp_path / "state")
+    for source, exposed in ((tmp_path / "state", state_file), (secrets_dir, secrets_dir / "token")):
+        with pytest.raises(Forbidden, match=f"it would expose {exposed}"):
+            policy.check(MountBind(host_path=str(source), container_path="/data"))
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The engine is a private dockerd (tests/faults/private_engine.py), never the
 shared one. The subject is a real ``sysinner-exporter serve`` process; an
-in-process twin wired by the same builders (exporter.__main__) polls the same
+in-process twin wired as serve wires it (exporter.wiring.wire) polls the same
 engine so its asyncio tasks can be counted, which no process can show from
 outside.
 """
@@ -19,12 +19,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.__main__ import build_driver, build_poller
-from exporter.api import create_app
 from exporter.config import Settings
-from exporter.metrics import build_registry
 from exporter.naming import container_name
 from exporter.poller import Poller
+from exporter.wiring import wire
 from tests.conftest import free_port, new_app_id, wait_for
 from tests.faults.private_engine import PrivateEngine
 from tests.faults.support import (
@@ -101,16 +99,12 @@ async def twin(
         stats_source="docker",
         web_listen_address=f"127.0.0.1:{port}",
     )
-    driver = build_driver(settings)
-    poller = build_poller(settings, driver)
-    app = create_app(
-        settings=settings, driver=driver, poller=poller, registry=build_registry(poller)
-    )
-    runner = web.AppRunner(app)
+    wired = wire(settings)
+    runner = web.AppRunner(wired.app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield Twin(poller, f"http://127.0.0.1:{port}")
+        yield Twin(wired.poller, f"http://127.0.0.1:{port}")
     finally:
         await runner.cleanup()
 

@@ -16,13 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
-from exporter.metrics import build_registry
 from exporter.poller import Poller
-from exporter.processes import count_processes
-from tests.conftest import ContainerFactory, new_app_id, poller_on, require, wait_for
+from exporter.wiring import wire
+from tests.conftest import ContainerFactory, new_app_id, require, wait_for
 from tests.cpu_burn import TICK_NS, burn_own_cpu
 from tests.socket_proxy import UnixSocketProxy
 
@@ -42,22 +40,13 @@ BURN_THEN_IDLE = [
 ]
 
 
-def _poller(driver: DockerDriver, interval: float = 10.0) -> Poller:
-    return poller_on(driver, interval=interval, process_counter=count_processes)
-
-
 async def _serve(
     aiohttp_client: ClientFactory, driver: DockerDriver, *, background: bool, interval: float = 10.0
 ) -> tuple[Client, Poller]:
-    poller = _poller(driver, interval)
-    app = create_app(
-        settings=Settings(poll_interval=interval, poll_timeout=5),
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller),
-        poll_in_background=background,
-    )
-    return await aiohttp_client(app), poller
+    # Stats from the engine itself, processes counted from the kernel's files.
+    settings = Settings(poll_interval=interval, poll_timeout=5, stats_source="docker")
+    wired = wire(settings, driver=driver, poll_in_background=background)
+    return await aiohttp_client(wired.app), wired.poller
 
 
 async def _families(client: Client) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -19,14 +19,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
-from exporter.metrics import build_registry
 from exporter.models import ContainerCreateOptions
 from exporter.vpc import VPC_LABEL, read_routes
+from exporter.wiring import wire
 from tests.api.harness import ClientFactory
-from tests.conftest import IDLE_CMD, TEST_IMAGE, new_app_id, poller_on, wait_for
+from tests.conftest import IDLE_CMD, TEST_IMAGE, new_app_id, wait_for
 from tests.faults.support import record, scaled_int
 
 pytestmark = pytest.mark.engine
@@ -93,6 +92,9 @@ async def make_api(
     aiohttp_client: ClientFactory, tmp_path: Path, **settings: Any
 ) -> AsyncIterator[Api]:
     settings.setdefault("api_vpc_subnet_pool", [str(POOL)])
+    # Stats through the engine: its connections are what a hanging pull must not starve.
+    settings.setdefault("stats_source", "docker")
+    settings.setdefault("collect_processes", False)
     s = Settings(api_token=TOKEN, state_dir=tmp_path / "state", **settings)
     driver = DockerDriver(
         stop_grace=1,
@@ -101,15 +103,8 @@ async def make_api(
         vpc_pool=s.api_vpc_subnet_pool,
         vpc_max_networks=s.api_vpc_max_networks,
     )
-    poller = poller_on(driver, s.naming(), interval=s.poll_interval)
-    app = create_app(
-        settings=s,
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller),
-        poll_in_background=True,
-    )
-    api = Api(await aiohttp_client(app), driver, [])
+    wired = wire(s, driver=driver)
+    api = Api(await aiohttp_client(wired.app), driver, [])
     try:
         yield api
     finally:

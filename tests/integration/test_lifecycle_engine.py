@@ -15,17 +15,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
-from exporter.metrics import build_registry
 from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import SYSINNER_DIR
-from exporter.remediation import RemediationPolicy, Remediator
-from exporter.replica_deploy import ReplicaDeployer
-from exporter.replicas import AppReplicaInstanceList
-from exporter.state import StateStore
+from exporter.wiring import wire
 from tests.api.harness import ClientFactory, alert, replica, webhook
 from tests.conftest import (
     IDLE_CMD,
@@ -33,7 +28,6 @@ from tests.conftest import (
     ContainerFactory,
     free_port,
     new_app_id,
-    poller_on,
     wait_for,
 )
 
@@ -72,29 +66,10 @@ async def api(
         host_prefix=host_prefix,
         api_pull_timeout=60,
     )
-    naming = settings.naming()
     driver = DockerDriver(stop_grace=3)
-    poller = poller_on(driver, naming)
-    remediation = Remediator(
-        driver, StateStore(settings.state_dir), naming, RemediationPolicy.from_settings(settings)
-    )
-    deployer = ReplicaDeployer(
-        driver,
-        AppReplicaInstanceList(naming),
-        pod_base=settings.pod_base_dir,
-        host_prefix=settings.host_prefix,
-    )
-    app = create_app(
-        settings=settings,
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller, remediation=remediation),
-        poll_in_background=False,
-        deployer=deployer,
-        remediation=remediation,
-    )
+    wired = wire(settings, driver=driver, poll_in_background=False)
     try:
-        yield EngineApi(await aiohttp_client(app), driver, settings)
+        yield EngineApi(await aiohttp_client(wired.app), driver, settings)
     finally:
         shutil.rmtree(settings.pod_base_dir, ignore_errors=True)
 

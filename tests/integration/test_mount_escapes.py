@@ -22,17 +22,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.api import create_app
 from exporter.config import Settings
-from exporter.confinement import MountPolicy
 from exporter.drivers.docker import DockerDriver
-from exporter.metrics import build_registry
 from exporter.naming import container_name
 from exporter.paths import SYSINNER_DIR
-from exporter.replica_deploy import ReplicaDeployer
-from exporter.replicas import AppReplicaInstanceList
+from exporter.wiring import wire
 from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, new_app_id, poller_on, wait_for
+from tests.conftest import TEST_IMAGE, new_app_id, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -108,27 +104,9 @@ async def attack(
         pod_base_dir=tmp_path / "pods",
         host_prefix=host_prefix,
     )
-    naming = settings.naming()
     driver = DockerDriver(stop_grace=1)
-    policy = MountPolicy.from_settings(settings)
-    deployer = ReplicaDeployer(
-        driver,
-        AppReplicaInstanceList(naming),
-        pod_base=settings.pod_base_dir,
-        host_prefix=settings.host_prefix,
-        mount_policy=policy,
-    )
-    poller = poller_on(driver, naming)
-    app = create_app(
-        settings=settings,
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller),
-        poll_in_background=False,
-        deployer=deployer,
-        mount_policy=policy,
-    )
-    made = Attack(await aiohttp_client(app), driver, settings, outside, marker)
+    wired = wire(settings, driver=driver, poll_in_background=False)
+    made = Attack(await aiohttp_client(wired.app), driver, settings, outside, marker)
     try:
         yield made
     finally:

@@ -23,17 +23,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
-from exporter.metrics import build_registry
 from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import PodPaths
-from exporter.replica_deploy import ReplicaDeployer
-from exporter.replicas import AppReplicaInstanceList
+from exporter.wiring import wire
 from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, new_app_id, poller_on
+from tests.conftest import TEST_IMAGE, new_app_id
 from tests.integration.test_lifecycle_engine import ININIT, docker_cli, remove
 
 pytestmark = pytest.mark.engine
@@ -81,24 +78,9 @@ def start(settings: Settings, aiohttp_client: ClientFactory) -> Start:
 
     @contextlib.asynccontextmanager
     async def life() -> AsyncIterator[Exporter]:
-        naming = settings.naming()
         driver = DockerDriver(stop_grace=3)
-        deployer = ReplicaDeployer(
-            driver,
-            AppReplicaInstanceList(naming),
-            pod_base=settings.pod_base_dir,
-            host_prefix=settings.host_prefix,
-        )
-        poller = poller_on(driver, naming)
-        app = create_app(
-            settings=settings,
-            driver=driver,
-            poller=poller,
-            registry=build_registry(poller),
-            poll_in_background=False,
-            deployer=deployer,
-        )
-        client = await aiohttp_client(app)
+        wired = wire(settings, driver=driver, poll_in_background=False)
+        client = await aiohttp_client(wired.app)
         try:
             yield Exporter(client, driver, settings)
         finally:

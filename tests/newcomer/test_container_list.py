@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
-from exporter.metrics import build_registry
-from tests.conftest import ContainerFactory, new_app_id, poller_on
+from exporter.wiring import wire
+from tests.conftest import ContainerFactory, new_app_id
 
 pytestmark = pytest.mark.engine
 
@@ -29,23 +29,27 @@ def own_driver(engine: None) -> DockerDriver:
 
 
 async def test_the_list_fills_from_the_poll_or_says_null_and_created_is_its_own_state(
-    aiohttp_client: ClientFactory, own_driver: DockerDriver, make_container: ContainerFactory
+    aiohttp_client: ClientFactory,
+    own_driver: DockerDriver,
+    make_container: ContainerFactory,
+    tmp_path: Path,
 ) -> None:
     app_id = new_app_id()
     limited = await make_container(
         name=f"app-{app_id}-0001", cpu_limit=500, memory_limit=64 * 1024 * 1024
     )
     created = await make_container(name=f"app-{app_id}-0002", start=False)
-    poller = poller_on(own_driver)
-    app = create_app(
-        settings=Settings(),
-        driver=own_driver,
-        poller=poller,
-        registry=build_registry(poller),
-        poll_in_background=False,
+    settings = Settings(
         api_token=TOKEN,
+        state_dir=tmp_path / "state",
+        pod_base_dir=tmp_path / "pods",
+        # Stats from the engine, no process counts: what the list answer is compared with.
+        stats_source="docker",
+        collect_processes=False,
     )
-    client = await aiohttp_client(app)
+    wired = wire(settings, driver=own_driver, poll_in_background=False)
+    poller = wired.poller
+    client = await aiohttp_client(wired.app)
 
     async def listed() -> dict[str, dict[str, Any]]:
         resp = await client.get("/api/v1/containers", headers=AUTH)

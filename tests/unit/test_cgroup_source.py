@@ -15,8 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from exporter import __main__ as entry
-from exporter import cgroupfs
+from exporter import cgroupfs, wiring
 from exporter.cgroupfs import container_cgroup_path
 from exporter.config import Settings, StatsSourceKind
 from exporter.drivers.docker import DockerDriver
@@ -534,7 +533,7 @@ def test_build_stats_source_picks_and_logs(
 ) -> None:
     driver = DockerDriver()
     with caplog.at_level(logging.INFO, logger="exporter"):
-        chosen = entry.build_stats_source(_settings(kind, DATA / layout), driver)
+        chosen = wiring.build_stats_source(_settings(kind, DATA / layout), driver)
     assert chosen.name == expected
     expected_type = {
         "cgroup+docker": FallbackStatsSource,
@@ -547,14 +546,14 @@ def test_build_stats_source_picks_and_logs(
 
 async def test_auto_source_reads_the_tree_and_reports_its_name() -> None:
     root = DATA / "v2"
-    chosen = entry.build_stats_source(_settings(StatsSourceKind.AUTO, root), DockerDriver())
+    chosen = wiring.build_stats_source(_settings(StatsSourceKind.AUTO, root), DockerDriver())
     results = await chosen.read_many([info(V2_SYSTEMD_ID, V2_SYSTEMD_PID)])
     assert sample(results[V2_SYSTEMD_ID]).cpu_total_usage == 5_123_456_000
 
 
 def test_forcing_cgroup_without_readable_files_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"stats\.source=cgroup"):
-        entry.build_stats_source(
+        wiring.build_stats_source(
             _settings(StatsSourceKind.CGROUP, DATA / "missing"), DockerDriver()
         )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.__main__ import COMMANDS, build_driver, build_parser, choose_stats_source, main
+from exporter.__main__ import COMMANDS, build_parser, main
 from exporter.check import (
     Finding,
     check_engine,
@@ -24,6 +24,7 @@ from exporter.check import (
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.errors import ConfigError, EngineUnreachableError
 from exporter.testing import FakeDriver
+from exporter.wiring import build_driver, choose_stats_source
 from tests.conftest import ROOT, free_port
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import __main__ as entry
-from exporter import cgroupfs, processes
+from exporter import cgroupfs, processes, wiring
 from exporter.config import Settings
 from exporter.naming import NamingScheme
 from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
@@ -304,7 +303,7 @@ async def test_the_entry_point_counts_under_its_proc_and_cgroup_roots(tmp_path: 
     t.process(c.pid, threads=1, fds=2)
     t.process(c.pid + 1, threads=4, fds=6)
     settings = Settings(stats_source="docker", proc_root=t.proc, cgroup_root=t.cgroup)
-    poller = entry.build_poller(settings, driver)  # type: ignore[arg-type]
+    poller = wiring.build_poller(settings, driver)
     snapshot = await poller.poll_once()
     assert snapshot.containers[0].processes == ProcessCounts(2, 5, 8)
     t.process(c.pid + 2, threads=1, fds=1)
