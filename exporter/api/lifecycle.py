@@ -9,11 +9,13 @@ confined by :mod:`exporter.confinement`. Errors become JSON in
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from exporter import vpc
 from exporter.api.errors import ApiError, parse_body
 from exporter.api.keys import (
     DEPLOYER,
@@ -234,6 +236,11 @@ async def create_container(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     check_managed(opts.name, request.app[NAMING].is_valid(opts.name))
     check_image(opts.image, settings.api_image_allowlist)
+    if opts.vpc_subnet:
+        # Refused before the mount policy makes any source dir (the driver checks again).
+        vpc.check_in_pool(
+            ipaddress.IPv4Network(opts.vpc_subnet), vpc.parse_pool(settings.api_vpc_subnet_pool)
+        )
     created = await request.app[MOUNT_POLICY].create(request.app[DRIVER], opts)
     return _json(ContainerBody(created), status=201)
 

@@ -125,6 +125,19 @@ async def test_mount_under_the_pod_base_is_allowed(api: Api) -> None:
     assert body["binds"] == [f"{inside}:/data"]
 
 
+async def test_a_refused_vpc_subnet_makes_no_mount_source(api: Api) -> None:
+    leaf = api.settings.pod_base_dir / "app-abcdef12-0002" / "data"
+    status, body = await api.call(
+        "POST",
+        "/api/v1/containers",
+        json=create_body(mounts=[mount(str(leaf))], vpc_subnet="10.99.0.0/24"),
+    )
+    assert status == 403, body
+    assert body["detail"][0]["field"] == "vpc_subnet", body
+    assert not leaf.parent.exists()
+    assert api.driver.calls["container_create"] == 0
+
+
 @pytest.mark.parametrize(
     "host",
     ["/", "/etc", "/etc/ssh", "/var/run", "/run", "/var/run/docker.sock", "/proc/1", "/tmp"],
