@@ -324,6 +324,11 @@ class RemediationView(Protocol):
         """Return how many ledger writes wait for the state store."""
         ...
 
+    @property
+    def not_here(self) -> int:
+        """Alerts naming a container this host does not have (answered, not recorded)."""
+        ...
+
 
 class RemediationCollector(PromCollector):
     """Renders remediation's decisions and quarantines; reads memory only."""
@@ -379,6 +384,14 @@ class RemediationCollector(PromCollector):
             "quarantine, cooldown and dedupe memory it held was lost.",
             "counter",
             float(self._remediation.state_lost_count()),
+        )
+        # A fan-out receiver posts every alert to every host: N-1 of them land here.
+        yield _single(
+            "sysinner_exporter_remediation_not_here_total",
+            "Alerts naming a container this host does not have: answered not-found without "
+            "a history row (pull mode never fetches them).",
+            "counter",
+            float(self._remediation.not_here),
         )
 
 

@@ -25,6 +25,11 @@ and the store is reopened with a backoff until it works.
 A container an operator stopped through the API (:meth:`Remediator.hold`)
 is left alone (``operator-stopped``) until it is started again, through the
 API or otherwise (it is seen running), or it is gone.
+
+An alert naming a container this host does not have is answered
+``not-found`` and counted (:attr:`Remediator.not_here`), but writes no
+history row: a fan-out receiver posts every alert to every host of a fleet,
+and N-1 of them would otherwise fill their ledgers with other hosts' alerts.
 """
 
 from __future__ import annotations
@@ -243,6 +248,8 @@ class Remediator:
         self._held: dict[str, float] = {}
         #: (action, result) -> count, for sysinner_exporter_remediation_actions_total.
         self.actions: Counter[tuple[str, str]] = Counter()
+        #: Alerts naming a container this host does not have: answered, never recorded.
+        self.not_here = 0
         #: Why the state store cannot be used now; None while it works.
         self.state_error: str | None = None
         #: Ledger writes that failed (or found the store failing) and were owed.
@@ -638,7 +645,10 @@ class Remediator:
             # No container: no per-name memory either (its operator stop ends with it).
             self._quarantined.pop(name, None)
             self._forget_hold(name)
-            return await refuse(Outcome.NOT_FOUND, f"no container named {name!r}")
+            # Most likely another host's container (a fan-out posts everywhere): counted,
+            # not recorded, so N hosts do not keep N-1 history rows per alert.
+            self.not_here += 1
+            return Outcome.NOT_FOUND, f"no container named {name!r} on this host"
         except DriverError as e:
             return await refuse(Outcome.ERROR, f"cannot inspect {name}: {e}")
         if info.name != name:
