@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from exporter import __version__, logs
+from exporter.alertpull import AlertmanagerClient, AlertPuller
 from exporter.api import create_app
 from exporter.check import render, run_checks
 from exporter.collector import Collector
@@ -209,6 +210,29 @@ def build_remediation(settings: Settings, driver: DockerDriver) -> Remediator:
     )
 
 
+def build_alert_puller(
+    settings: Settings, collector: Collector, remediation: Remediator
+) -> AlertPuller:
+    """Return pull mode's poller of the Alertmanager peers the settings name."""
+
+    def names_here() -> set[str] | None:
+        # The latest poll's containers: no engine call per alert, none when it failed.
+        snapshot = collector.snapshot
+        if not snapshot.engine_up:
+            return None
+        return {sample.info.name for sample in snapshot.containers}
+
+    return AlertPuller(
+        AlertmanagerClient(
+            settings.alertmanager_url, timeout=min(5.0, settings.alertmanager_poll_interval)
+        ),
+        remediation,
+        interval=settings.alertmanager_poll_interval,
+        instance=settings.remediation_instance,
+        names_here=names_here,
+    )
+
+
 def build_deployer(settings: Settings, driver: DockerDriver) -> ReplicaDeployer:
     """Return the replica deployer laying pods out under the pod base dir."""
     return ReplicaDeployer(
@@ -256,10 +280,17 @@ def _serve(settings: Settings) -> int:
     driver = build_driver(settings)
     collector = build_collector(settings, driver)
     token = read_api_token(settings)
-    # Without a token the API is off: no state dir is needed, none is touched.
-    remediation = build_remediation(settings, driver) if token else None
+    pull = bool(settings.alertmanager_url)
+    # Without a token the API is off: no state dir is needed, none is touched, unless
+    # pull mode remediates (it needs no token: Alertmanager is asked, not posted from).
+    remediation = build_remediation(settings, driver) if token or pull else None
     deployer = build_deployer(settings, driver) if token else None
-    registry = build_registry(collector, remediation=remediation)
+    puller = (
+        build_alert_puller(settings, collector, remediation)
+        if pull and remediation is not None
+        else None
+    )
+    registry = build_registry(collector, remediation=remediation, alertpull=puller)
     app = create_app(
         settings=settings,
         driver=driver,
@@ -269,6 +300,7 @@ def _serve(settings: Settings) -> int:
         deployer=deployer,
         remediation=remediation,
         protected_paths=[driver.endpoint.socket_path] if driver.endpoint.socket_path else [],
+        alert_puller=puller,
     )
     host, port = settings.listen()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -288,6 +320,15 @@ def _serve(settings: Settings) -> int:
         if token
         else f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
     )
+    if puller is not None:
+        log.info(
+            "pull mode: alerts from %s every %gs (%s)",
+            ", ".join(settings.alertmanager_url),
+            settings.alertmanager_poll_interval,
+            f"instance={settings.remediation_instance}"
+            if settings.remediation_instance
+            else "alerts naming this host's containers",
+        )
     web.run_app(
         app,
         host=host,

@@ -174,6 +174,22 @@ class Settings(BaseSettings):
     remediation_dry_run: bool = Field(
         default=False, description="decide and record, but never restart anything"
     )
+    remediation_instance: str | None = Field(
+        default=None,
+        min_length=1,
+        description="pull mode: act only on alerts whose instance label is this; unset: on "
+        "alerts naming a container of this host",
+    )
+    # Pull mode (exporter.alertpull): the exporter asks Alertmanager instead of being posted to.
+    alertmanager_url: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="base URLs of the peers of one Alertmanager cluster (comma-separated); "
+        "set: pull the alerts to act on from its API v2",
+    )
+    alertmanager_poll_interval: Annotated[float, Field(ge=0.2, le=3600)] = Field(
+        default=10.0,
+        description="seconds between polls of Alertmanager (each wait jittered to 0.8-1x of it)",
+    )
 
     @field_validator("web_listen_address")
     @classmethod
@@ -196,7 +212,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not one of debug, info, warning, error")
         return level
 
-    @field_validator("collect_labels", "api_mount_prefixes", "api_image_allowlist", mode="before")
+    @field_validator(
+        "collect_labels",
+        "api_mount_prefixes",
+        "api_image_allowlist",
+        "alertmanager_url",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, v: object) -> object:
         # A flag or variable gives "a,b" or a JSON list; the model gives a list.
@@ -205,6 +227,15 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [item.strip() for item in v.split(",") if item.strip()]
         return v
+
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _peer_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            scheme, sep, rest = url.partition("://")
+            if not sep or scheme not in ("http", "https") or not rest.strip("/"):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return [url.rstrip("/") for url in v]
 
     @field_validator("api_mount_prefixes")
     @classmethod

@@ -395,10 +395,85 @@ class RemediationCollector(PromCollector):
         )
 
 
+class AlertPullView(Protocol):
+    """What :class:`AlertPullCollector` reads; :class:`exporter.alertpull.AlertPuller` has it."""
+
+    @property
+    def up(self) -> bool:
+        """True while the last poll of Alertmanager got an answer from a ready peer."""
+        ...
+
+    @property
+    def last_success_at(self) -> float:
+        """When a poll of Alertmanager last succeeded, unix seconds; 0 before the first."""
+        ...
+
+    @property
+    def polls(self) -> int:
+        """Polls of Alertmanager so far."""
+        ...
+
+    @property
+    def alerts_here(self) -> int:
+        """Alerts of the last answer that were this host's."""
+        ...
+
+    def error_counts(self) -> dict[str, int]:
+        """Return failed requests to Alertmanager peers by kind, every kind present."""
+        ...
+
+
+class AlertPullCollector(PromCollector):
+    """Renders pull mode's poll of Alertmanager; reads memory only."""
+
+    def __init__(self, puller: AlertPullView) -> None:
+        self._puller = puller
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the poll's up, last success, polls, alerts and errors by kind."""
+        yield _single(
+            "sysinner_exporter_alertmanager_up",
+            "1 when the last poll of Alertmanager got an answer from a ready peer; 0 while none "
+            "answers (nothing is restarted meanwhile).",
+            "gauge",
+            1.0 if self._puller.up else 0.0,
+        )
+        yield _single(
+            "sysinner_exporter_alertmanager_last_success_timestamp_seconds",
+            "When a poll of Alertmanager last succeeded, unix seconds; 0 before the first.",
+            "gauge",
+            self._puller.last_success_at,
+        )
+        yield _single(
+            "sysinner_exporter_alertmanager_polls_total",
+            "Polls of Alertmanager, failed ones included.",
+            "counter",
+            float(self._puller.polls),
+        )
+        yield _single(
+            "sysinner_exporter_alertmanager_alerts",
+            "Active, unsilenced, uninhibited alerts of the last answer that are this host's.",
+            "gauge",
+            float(self._puller.alerts_here),
+        )
+        errors = Metric(
+            "sysinner_exporter_alertmanager_errors",
+            "Failed requests to Alertmanager peers by kind: unreachable, timeout, status, "
+            "decode, not-ready (the cluster is settling).",
+            "counter",
+        )
+        for kind, count in sorted(self._puller.error_counts().items()):
+            errors.add_sample(
+                "sysinner_exporter_alertmanager_errors_total", {"kind": kind}, float(count)
+            )
+        yield errors
+
+
 def build_registry(
     collector: Collector,
     *,
     remediation: RemediationView | None = None,
+    alertpull: AlertPullView | None = None,
 ) -> CollectorRegistry:
     """Return the registry of the live families: health, process, platform.
 
@@ -409,6 +484,8 @@ def build_registry(
     registry.register(ExporterHealthCollector(collector))
     if remediation is not None:
         registry.register(RemediationCollector(remediation))
+    if alertpull is not None:
+        registry.register(AlertPullCollector(alertpull))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.alertpull import AlertPuller
 from exporter.api import observability
 from exporter.api.auth import auth_middleware
 from exporter.api.errors import error_middleware
 from exporter.api.keys import (
+    ALERT_PULLER,
     COLLECTOR,
     DEPLOYER,
     DRIVER,
@@ -41,6 +43,7 @@ def create_app(
     deployer: ReplicaDeployer | None = None,
     remediation: Remediator | None = None,
     protected_paths: Sequence[str] = (),
+    alert_puller: AlertPuller | None = None,
 ) -> web.Application:
     """Return the exporter's aiohttp application.
 
@@ -50,7 +53,8 @@ def create_app(
     ``settings.api_token``); without one they answer 403. Replica deploys and
     remediation answer 503 unless their collaborators are given; the app
     opens and closes the remediation's state store. ``protected_paths`` are
-    files no bind mount may expose (the engine socket, secrets).
+    files no bind mount may expose (the engine socket, secrets). An
+    ``alert_puller`` (pull mode) polls Alertmanager once remediation is open.
     """
     if api_token is None and settings.api_token is not None:
         api_token = settings.api_token.get_secret_value()
@@ -76,6 +80,8 @@ def create_app(
         app[DEPLOYER] = deployer
     if remediation is not None:
         app[REMEDIATION] = remediation
+    if alert_puller is not None:
+        app[ALERT_PULLER] = alert_puller
     observability.add_routes(app, settings.web_telemetry_path)
     add_api_routes(app)
 
@@ -89,6 +95,9 @@ def create_app(
                     await deployer.load_existing()
                 if poll_in_background:
                     await stack.enter_async_context(collector.running())
+                if alert_puller is not None:
+                    # Closed first: no hand-over to remediation outlives it.
+                    await stack.enter_async_context(alert_puller.running())
                 yield
         finally:
             await driver.close()

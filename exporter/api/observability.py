@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from exporter.api.keys import COLLECTOR, REGISTRY, REMEDIATION, SETTINGS
+from exporter.api.keys import ALERT_PULLER, COLLECTOR, REGISTRY, REMEDIATION, SETTINGS
 from exporter.exposition import Exposition
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,10 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
     # Remediation's state store failing makes the exporter not ready (its alerts answer 503).
     state_error = None if remediation is None else remediation.state_error
     ready = ready and state_error is None
+    # Pull mode with no Alertmanager peer answering: nothing is restarted, and readiness says so.
+    puller = request.app.get(ALERT_PULLER)
+    pull_error = None if puller is None else puller.error
+    ready = ready and pull_error is None
     return ready, {
         "ready": ready,
         "engine_up": snapshot.engine_up,
@@ -78,6 +82,11 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "stats_source": collector.stats_source_name,
         "error": snapshot.error,
         **({} if remediation is None else {"remediation_state_error": state_error}),
+        **(
+            {}
+            if puller is None
+            else {"alertmanager_up": puller.up, "alertmanager_error": pull_error}
+        ),
     }
 
 
