@@ -249,7 +249,12 @@ async def _once(settings: Settings) -> int:
     try:
         collector = build_collector(settings, driver)
         snapshot = await collector.poll_once()
-        exposition = Exposition(collector, build_registry(collector), settings.collect_labels)
+        exposition = Exposition(
+            collector,
+            build_registry(collector),
+            settings.collect_labels,
+            settings.collect_id_label,
+        )
         sys.stdout.buffer.write(b"".join(exposition.body().chunks))
         if not snapshot.engine_up:
             log.error("engine unreachable: %s", snapshot.error)

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Docker label keys to copy onto container_info (allow-list)",
     )
+    collect_id_label: bool = Field(
+        default=True,
+        description="put the 64-character container id on every container series; off: only "
+        "on sysinner_container_info (names are unique in a sysinner fleet)",
+    )
     collect_processes: bool = Field(
         default=True,
         description="count processes, threads and fds per container (cgroup.procs and /proc)",

@@ -66,8 +66,9 @@ def _header(name: str, family: str, help_text: str, type_: str, openmetrics: boo
     return f"# HELP {shown} {_escape_help(help_text, openmetrics)}\n# TYPE {shown} {type_}\n"
 
 
-def _label_string(sample: ContainerSample) -> str:
-    return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in container_labels(sample).items()])
+def _label_string(sample: ContainerSample, with_id: bool = True) -> str:
+    labels = container_labels(sample, with_id)
+    return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in labels.items()])
 
 
 def _lines(prefix: str, closed: Iterable[str], values: Iterable[str]) -> str:
@@ -93,18 +94,23 @@ class _Part:
 
 
 def render_container_families(
-    snapshot: Snapshot, label_allowlist: Sequence[str] = (), *, openmetrics: bool = False
+    snapshot: Snapshot,
+    label_allowlist: Sequence[str] = (),
+    *,
+    openmetrics: bool = False,
+    with_id: bool = True,
 ) -> Iterator[bytes]:
     """Yield the container families of ``snapshot`` as encoded chunks, none over one family.
 
     A family of more than :data:`CHUNK_CONTAINERS` containers comes in several
-    chunks; its headers open the first.
+    chunks; its headers open the first. Without ``with_id`` only
+    ``sysinner_container_info`` carries the container id.
     """
     samples = snapshot.containers
     parts = []
     for i in range(0, max(len(samples), 1), CHUNK_CONTAINERS):
         part = samples[i : i + CHUNK_CONTAINERS]
-        parts.append(_Part(part, [_label_string(s) + "} " for s in part]))
+        parts.append(_Part(part, [_label_string(s, with_id) + "} " for s in part]))
     for spec in CONTAINER_METRICS:
         head = _header(spec.name, spec.family, spec.help, spec.type, openmetrics)
         yield from _chunks(head, parts, partial(_table_lines, spec))
@@ -128,7 +134,7 @@ def render_container_families(
         (
             "sysinner_container_info",
             "Always 1; carries the container's allow-listed Docker labels.",
-            partial(_info_lines, allow),
+            partial(_info_lines, allow, with_id),
         ),
     ):
         yield from _chunks(_header(name, name, help_text, "gauge", openmetrics), parts, lines)
@@ -182,8 +188,14 @@ def _stale_lines(part: _Part) -> str:
     return _lines("sysinner_container_stats_stale{", compress(part.closed, keep), values)
 
 
-def _info_lines(allow: list[tuple[str, str]], part: _Part) -> str:
+def _info_lines(allow: list[tuple[str, str]], with_id: bool, part: _Part) -> str:
     closed = part.closed
+    if not with_id:
+        # The one series that keeps the id, for joins: one per container, not one per family.
+        closed = [
+            f'{label},id="{escape_label_value(s.info.id)}"}} '
+            for s, label in zip(part.samples, part.bare(), strict=True)
+        ]
     if allow:
         closed = [
             label
@@ -193,7 +205,7 @@ def _info_lines(allow: list[tuple[str, str]], part: _Part) -> str:
                 if key in s.info.labels
             )
             + "} "
-            for s, label in zip(part.samples, part.bare(), strict=True)
+            for s, label in zip(part.samples, [c[:-2] for c in closed], strict=True)
         ]
     return _lines("sysinner_container_info{", closed, repeat("1"))
 
@@ -275,8 +287,13 @@ class Exposition:
     """
 
     def __init__(
-        self, collector: Collector, registry: CollectorRegistry, label_allowlist: Sequence[str] = ()
+        self,
+        collector: Collector,
+        registry: CollectorRegistry,
+        label_allowlist: Sequence[str] = (),
+        with_id: bool = True,
     ) -> None:
+        self._with_id = with_id
         self._collector = collector
         self._registry = registry
         self._allow = tuple(label_allowlist)
@@ -291,7 +308,9 @@ class Exposition:
             if cached is None or cached[0] is not snapshot:
                 # Drop the previous snapshot's block before rendering the new one.
                 self._blocks.pop(openmetrics, None)
-                chunks = render_container_families(snapshot, self._allow, openmetrics=openmetrics)
+                chunks = render_container_families(
+                    snapshot, self._allow, openmetrics=openmetrics, with_id=self._with_id
+                )
                 cached = self._blocks[openmetrics] = (snapshot, _compress(chunks))
             return cached[1]
 

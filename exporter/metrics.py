@@ -201,10 +201,16 @@ def sanitize_label_name(key: str) -> str:
     return "label_" + _INVALID_LABEL_CHARS.sub("_", key)
 
 
-def container_labels(sample: ContainerSample) -> dict[str, str]:
-    """Return the identifying labels of every series of a container."""
+def container_labels(sample: ContainerSample, with_id: bool = True) -> dict[str, str]:
+    """Return the identifying labels of every series of a container.
+
+    Without ``with_id`` the 64-character ``id`` is left out (names are unique
+    on a host, and in a sysinner fleet across hosts): ~40% fewer label bytes.
+    """
     info = sample.info
     labels = {"name": info.name, "id": info.id, "image": info.image}
+    if not with_id:
+        del labels["id"]
     if sample.app is not None and sample.replica is not None:
         labels["app"] = sample.app
         labels["replica"] = str(sample.replica)

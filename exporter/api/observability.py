@@ -98,7 +98,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, telemetry_path: str) -> None:
     """Register the observability routes on ``app`` (its collector and registry set first)."""
-    app[EXPOSITION] = Exposition(app[COLLECTOR], app[REGISTRY], app[SETTINGS].collect_labels)
+    settings = app[SETTINGS]
+    app[EXPOSITION] = Exposition(
+        app[COLLECTOR], app[REGISTRY], settings.collect_labels, settings.collect_id_label
+    )
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
