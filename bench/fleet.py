@@ -355,6 +355,8 @@ class Fleet:
             assert exporter is not None
 
             async def up(e: Proc = exporter) -> bool:
+                if e.proc.poll() is not None:
+                    raise RuntimeError(f"{e.name} exited; see {e.log}")
                 async with self.http.get(e.url + "/metrics") as r:
                     return r.status == 200 and "sysinner_exporter_up 1.0" in await r.text()
 
@@ -784,6 +786,15 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+async def _interruptible(work: Awaitable[Result]) -> Result:
+    """Run ``work``; SIGTERM or SIGINT cancel it, so that everything started is stopped."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    return await task
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark in each asked mode; print the table; exit 1 on a broken expectation."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -816,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_dir = ARTIFACTS / f"{stamp}-{os.getpid()}-{mode}"
         run_dir.mkdir(parents=True)
-        result = asyncio.run(run(opts, run_dir))
+        result = asyncio.run(_interruptible(run(opts, run_dir)))
         results.append(result)
         print(json.dumps({"mode": mode, **result.figures, "problems": result.problems}), flush=True)
     print(table(results))
