@@ -17,6 +17,10 @@ head series against what the exporters expose, scrape duration p99, bytes
 per series, exporter CPU per container per poll; faults in pull mode (one
 Alertmanager peer killed, Alertmanager down, one exporter SIGSTOPped).
 
+Mode ``agent`` is pull mode with the metrics going through per-host Prometheus
+agents (``--enable-feature=agent``) remote-writing into a central Prometheus
+(``--web.enable-remote-write-receiver``); it adds the remote-write figures.
+
 Run: ``python -m bench.fleet --hosts 50 --containers 100`` (``make fleet``);
 ``--hosts 5 --containers 20`` is the quick version ``make test`` runs.
 Logs and configs are kept under ``artifacts/fleet/<run>/``.
@@ -249,6 +253,7 @@ class Fleet:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.sim: Proc | None = None
         self.prometheus: Proc | None = None
+        self.agents: list[Proc] = []
         self.am: AlertmanagerCluster | None = None
         self.real_containers: list[str] = []
         self.real_app = "1f" + secrets.token_hex(3)
@@ -332,7 +337,7 @@ class Fleet:
             if host.socket is not None:
                 env["DOCKER_HOST"] = f"unix://{host.socket}"
                 argv += ["--stats.source", "docker", "--no-collect.processes"]
-            if self.opts.mode == "pull":
+            if self.opts.mode != "push":
                 argv += [
                     "--alertmanager.url",
                     ",".join(peers),
@@ -397,6 +402,10 @@ class Fleet:
                 }
             ],
         }
+        agents = self.opts.mode == "agent"
+        if agents:
+            # The central one scrapes nothing: per-host agents remote-write into it.
+            del config["scrape_configs"]
         path = self.dir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         binary = shutil.which("prometheus") or "prometheus"
@@ -408,6 +417,7 @@ class Fleet:
                 f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--rules.alert.resend-delay=1s",
+                *(["--web.enable-remote-write-receiver"] if agents else []),
             ],
             self.dir / "prometheus.log",
         )
@@ -419,6 +429,48 @@ class Fleet:
                 return r.status == 200
 
         await until(ready, 60, "prometheus ready")
+        if agents:
+            await self.start_agents(interval)
+
+    async def start_agents(self, interval: str) -> None:
+        """Start one Prometheus agent per host, remote-writing into the central one."""
+        assert self.prometheus is not None
+        binary = shutil.which("prometheus") or "prometheus"
+        for host in self.hosts:
+            assert host.exporter is not None
+            port = free_port()
+            config = {
+                "global": {"scrape_interval": interval},
+                "scrape_configs": [
+                    {
+                        "job_name": "sysinner-exporter",
+                        "scrape_timeout": interval,
+                        "static_configs": [
+                            {
+                                "targets": [f"127.0.0.1:{host.exporter.port}"],
+                                "labels": {"fleet": "bench"},
+                            }
+                        ],
+                    }
+                ],
+                "remote_write": [{"url": self.prometheus.url + "/api/v1/write"}],
+            }
+            path = self.dir / f"agent-{host.index}.yml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            agent = spawn(
+                f"agent-{host.index}",
+                [
+                    binary,
+                    "--enable-feature=agent",
+                    f"--config.file={path}",
+                    f"--storage.agent.path={self.dir / f'agent-data-{host.index}'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                self.dir / f"agent-{host.index}.log",
+            )
+            agent.port = port
+            self.procs.append(agent)
+            self.agents.append(agent)
 
     async def start(self) -> None:
         """Start the whole fleet in the run's mode."""
@@ -429,7 +481,7 @@ class Fleet:
         am_dir = self.dir / "alertmanager"
         am_dir.mkdir()
         self.am = AlertmanagerCluster(am_dir, peers=2)
-        if self.opts.mode == "pull":
+        if self.opts.mode != "push":
             self.am.config = SINK_CONFIG
             await self.am.__aenter__()
             await self.start_exporters(self.am.urls)
@@ -633,6 +685,8 @@ async def run(opts: Options, run_dir: Path) -> Result:
         fig["hosts_total"] = len(fleet.hosts)
         await prometheus_figures(fleet, texts, fig)
         await cpu_figures(fleet, fig)
+        if fleet.agents:
+            await remote_write_figures(fleet, fig, result)
         if opts.mode == "pull" and opts.faults:
             await pull_faults(fleet, fig, result)
     finally:
@@ -667,6 +721,28 @@ async def prometheus_figures(fleet: Fleet, texts: list[str], fig: dict[str, Any]
     fig["scrape_duration_p99_s_worst_target"] = round(values[-1], 4) if values else None
     fig["exposition_bytes_per_series"] = round(sum(len(t.encode()) for t in texts) / exposed, 1)
     fig["prometheus_rss_bytes_per_head_series"] = round(rss / head, 1) if head else None
+
+
+async def remote_write_figures(fleet: Fleet, fig: dict[str, Any], result: Result) -> None:
+    """Samples the agents sent, and failed or dropped (summed over every agent)."""
+    totals: Counter[str] = Counter()
+    for agent in fleet.agents:
+        async with fleet.http.get(agent.url + "/metrics") as r:
+            text = await r.text()
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            for what in ("samples_total", "samples_failed_total", "samples_dropped_total"):
+                if name == f"prometheus_remote_storage_{what}":
+                    totals[what] += float(line.rsplit(" ", 1)[1])
+    fig["remote_write_samples_sent"] = int(totals["samples_total"])
+    fig["remote_write_samples_failed"] = int(totals["samples_failed_total"])
+    fig["remote_write_samples_dropped"] = int(totals["samples_dropped_total"])
+    if totals["samples_failed_total"] or totals["samples_dropped_total"]:
+        result.problems.append(f"remote write lost samples: {dict(totals)}")
+    if not totals["samples_total"]:
+        result.problems.append("remote write sent nothing")
 
 
 async def cpu_figures(fleet: Fleet, fig: dict[str, Any]) -> None:
@@ -800,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--containers", type=int, default=100)
-    parser.add_argument("--modes", default="pull,push")
+    parser.add_argument("--modes", default="pull,push,agent")
     parser.add_argument("--poll-interval", type=float, default=5.0)
     parser.add_argument("--scrape-interval", type=float, default=5.0)
     parser.add_argument("--pull-interval", type=float, default=10.0)

@@ -2,7 +2,8 @@
 
 The full size is ``make fleet``; this runs the same code, so what it proves at
 5 hosts holds for the code the figures come from. Pull mode also runs the
-faults (one Alertmanager peer killed, Alertmanager down, one exporter SIGSTOPped).
+faults (one Alertmanager peer killed, Alertmanager down, one exporter SIGSTOPped);
+agent mode is pull mode with per-host Prometheus agents remote-writing into a central one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _needs() -> None:
     require(engine_answers(), "a Docker engine")
 
 
-@pytest.mark.parametrize("mode", ["pull", "push"])
+@pytest.mark.parametrize("mode", ["pull", "push", "agent"])
 async def test_one_alert_one_restart_across_the_fleet(mode: str) -> None:
     opts = Options(
         hosts=HOSTS,
@@ -58,3 +59,8 @@ async def test_one_alert_one_restart_across_the_fleet(mode: str) -> None:
         # Pull: at most the poll interval plus 3 s from firing to restarted.
         assert fig["firing_to_restarted_max_s"] <= opts.pull_interval + 3
     assert abs(fig["head_vs_exposed_plus_synthetic_and_rules_pct"]) <= 2.0
+    if mode == "agent":
+        # Per-host agents remote-write into the central Prometheus: nothing lost.
+        assert fig["remote_write_samples_sent"] > 0
+        assert fig["remote_write_samples_failed"] == 0
+        assert fig["remote_write_samples_dropped"] == 0
