@@ -169,7 +169,15 @@ class AlertmanagerClient:
         """GET ``path`` of ``peer`` and return its JSON; PullError says what went wrong."""
         try:
             async with self._http().get(peer + path, params=list(params)) as r:
-                body = await r.content.read(MAX_BODY_BYTES + 1)
+                # read(n) returns what is buffered, not n bytes: gather to the end or the bound.
+                parts: list[bytes] = []
+                size = 0
+                async for chunk in r.content.iter_chunked(64 * 1024):
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        break
+                body = b"".join(parts)
                 if r.status != 200:
                     raise PullError(
                         PullErrorKind.STATUS, peer, f"{path} answered {r.status}: {body[:200]!r}"

@@ -309,3 +309,74 @@ def test_pull_flags_parse_and_refuse_a_bad_url() -> None:
     assert s.alertmanager_poll_interval == 10.0
     with pytest.raises(ValueError, match="alertmanager_url"):
         Settings(alertmanager_url="ftp://x")  # type: ignore[arg-type]
+
+
+class _StubRemediator:
+    """Judges every pulled alert 'restarted' at once: the puller's own memory is under test."""
+
+    policy = RemediationPolicy()
+
+    def __init__(self) -> None:
+        self.handed = 0
+
+    def target(self, labels: dict[str, str]) -> str | None:
+        return labels.get("name")
+
+    async def handle_pulled(self, alerts: list[AlertmanagerAlert], confirm: Any) -> list[Any]:
+        from exporter.remediation import AlertOutcome
+
+        self.handed += len(alerts)
+        return [
+            AlertOutcome(index=i, fingerprint=a.fingerprint, container=None, outcome="restarted")
+            for i, a in enumerate(alerts)
+        ]
+
+
+async def test_an_answer_past_the_bound_is_cut_and_the_memory_ends_with_the_alerts() -> None:
+    from exporter.alertpull import MAX_ALERTS
+
+    total = MAX_ALERTS + 500
+    served: dict[str, list[dict[str, Any]]] = {
+        "alerts": [
+            {
+                "labels": {**ACT, "name": f"app-00000000-{i:04x}"},
+                "annotations": {},
+                "startsAt": "2026-11-28T10:00:00Z",
+                "endsAt": "2026-11-28T11:00:00Z",
+                "fingerprint": f"{i:016x}",
+                "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
+            }
+            for i in range(total)
+        ]
+    }
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"cluster": {"status": "ready"}})
+
+    async def alerts(request: web.Request) -> web.Response:
+        return web.json_response(served["alerts"])
+
+    app = web.Application()
+    app.router.add_get("/api/v2/status", status)
+    app.router.add_get("/api/v2/alerts", alerts)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    stub = _StubRemediator()
+    names = {f"app-00000000-{i:04x}" for i in range(total)}
+    puller = AlertPuller(
+        AlertmanagerClient([str(server.make_url("")).rstrip("/")]),
+        stub,  # type: ignore[arg-type]
+        names_here=lambda: names,
+    )
+    try:
+        assert len(await poll(puller)) == MAX_ALERTS, puller.error
+        assert stub.handed == MAX_ALERTS
+        assert len(puller._handed) == MAX_ALERTS
+        assert await poll(puller) == []  # final outcomes: not handed again
+        served["alerts"] = []  # every alert resolved
+        assert await poll(puller) == []
+        assert len(puller._handed) == 0
+        assert stub.handed == MAX_ALERTS
+    finally:
+        await puller.client.close()
+        await server.close()
