@@ -58,10 +58,12 @@ EXPORTER = ROOT / ".venv" / "bin" / "sysinner-exporter"
 ARTIFACTS = ROOT / "artifacts" / "fleet"
 RULES = ROOT / "alerts" / "rules.yml"
 MEMORY_ALERT = "SysinnerContainerMemoryNearLimit"
-#: Every exporter of the benchmark manages only names of this shape: the simulated
-#: hosts' apps (1000xxxx..) and the real engine's (1fxxxxxx), never another user's
-#: containers on the shared real engine.
-NAMING_PATTERN = r"app-(?P<app>1[0-9a-f]{7})-(?P<replica>[0-9a-f]{4})"
+#: The simulated hosts' exporters manage the simulated names (apps 10xxxxxx).
+NAMING_PATTERN = r"app-(?P<app>10[0-9a-f]{6})-(?P<replica>[0-9a-f]{4})"
+#: The real engine's exporter manages this run's real app and the simulated names (so a
+#: pushed alert for another host answers not-found, as in a real fleet), never another
+#: user's or another run's containers on the shared real engine.
+REAL_NAMING_PATTERN = r"app-(?P<app>{app}|10[0-9a-f]{{6}})-(?P<replica>[0-9a-f]{{4}})"
 REAL_MEMORY_LIMIT = 32 * 1024 * 1024
 #: Fills 29 MiB of /dev/shm (shmem counts in the working set: > 90% of the limit) at its
 #: first start only, so the restart cures it.
@@ -329,7 +331,9 @@ class Fleet:
                 "--state.dir",
                 str(state),
                 "--naming.pattern",
-                NAMING_PATTERN,
+                NAMING_PATTERN
+                if host.socket is not None
+                else REAL_NAMING_PATTERN.format(app=self.real_app),
                 "--remediation.cooldown-seconds",
                 "3600",
             ]
