@@ -689,6 +689,16 @@ async def run(opts: Options, run_dir: Path) -> Result:
         )
         alerts = len(sick) + (1 if real else 0)
         fig["not_found_answers_per_alert"] = round(not_here / alerts, 2)
+        # A second delivery of an alert (the other Alertmanager peer's) answers duplicate.
+        duplicates = sum(
+            sample_value(
+                t,
+                "sysinner_exporter_remediation_actions_total",
+                'action="restart",result="duplicate"',
+            )
+            for t in texts
+        )
+        fig["duplicate_answers_per_alert"] = round(duplicates / alerts, 2)
         fig["hosts_total"] = len(fleet.hosts)
         await prometheus_figures(fleet, texts, fig)
         await cpu_figures(fleet, fig)
