@@ -724,6 +724,11 @@ async def prometheus_figures(fleet: Fleet, texts: list[str], fig: dict[str, Any]
     rules = (0.0 if math.isnan(recorded) else recorded) + (
         0.0 if math.isnan(alert_series) else alert_series
     )
+    # What the targets exposed at their last scrape, as Prometheus counted it at this instant
+    # (a /metrics read a moment apart may catch a poll that timed out).
+    scraped = await fleet.scalar("sum(scrape_samples_scraped)")
+    if not math.isnan(scraped):
+        exposed = int(scraped)
     expected = exposed + SYNTHETIC_SERIES_PER_TARGET * targets + rules
     fig["exporters_exposed_samples"] = exposed
     fig["prometheus_head_series"] = int(head)
