@@ -741,7 +741,9 @@ async def prometheus_figures(fleet: Fleet, texts: list[str], fig: dict[str, Any]
         round(statistics.median(values), 4) if values else None
     )
     fig["scrape_duration_p99_s_worst_target"] = round(values[-1], 4) if values else None
-    fig["exposition_bytes_per_series"] = round(sum(len(t.encode()) for t in texts) / exposed, 1)
+    fig["exposition_bytes_per_series"] = round(
+        sum(len(t.encode()) for t in texts) / max(1, sum(samples_in(t) for t in texts)), 1
+    )
     fig["prometheus_rss_bytes_per_head_series"] = round(rss / head, 1) if head else None
 
 
