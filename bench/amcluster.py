@@ -30,11 +30,20 @@ SINK_CONFIG: dict[str, Any] = {
 }
 
 
+#: Ports already handed out by this process: a port is free until its user binds it, so
+#: without this two calls before the binds may return the same one.
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 nothing listens on now, never the same one twice."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def alertmanager_binary() -> str | None:

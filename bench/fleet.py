@@ -478,6 +478,15 @@ class Fleet:
             agent.port = port
             self.procs.append(agent)
             self.agents.append(agent)
+        for agent in self.agents:
+
+            async def ready(a: Proc = agent) -> bool:
+                if a.proc.poll() is not None:
+                    raise RuntimeError(f"{a.name} exited; see {a.log}")
+                async with self.http.get(a.url + "/-/ready") as r:
+                    return r.status == 200
+
+            await until(ready, 120, f"{agent.name} ready")
 
     async def start(self) -> None:
         """Start the whole fleet in the run's mode."""
