@@ -70,7 +70,7 @@ bench: $(STAMP) engine
 
 # One exporter per host over a SIMULATED fleet plus the real engine, Prometheus, a
 # 2-peer Alertmanager cluster; pull mode then push mode (README "Running a fleet").
-FLEET_ARGS ?= --hosts 50 --containers 100
+FLEET_ARGS ?= --hosts 50 --containers 100 --poll-interval 10 --scrape-interval 10 --pull-interval 10 --timeout 300 --cpu-window 60
 fleet: $(STAMP) system-deps engine
 	$(PY) -m bench.fleet $(FLEET_ARGS)
 
