@@ -58,10 +58,8 @@ EXPORTER = ROOT / ".venv" / "bin" / "sysinner-exporter"
 ARTIFACTS = ROOT / "artifacts" / "fleet"
 RULES = ROOT / "alerts" / "rules.yml"
 MEMORY_ALERT = "SysinnerContainerMemoryNearLimit"
-#: The simulated hosts' exporters manage the simulated names (apps 10xxxxxx).
-NAMING_PATTERN = r"app-(?P<app>10[0-9a-f]{6})-(?P<replica>[0-9a-f]{4})"
-#: The real engine's exporter manages this run's real app and the simulated names (so a
-#: pushed alert for another host answers not-found, as in a real fleet), never another
+#: Every exporter manages this run's real app and the simulated names (apps 10xxxxxx), so a
+#: pushed alert for another host answers not-found, as in a real fleet; never another
 #: user's or another run's containers on the shared real engine.
 REAL_NAMING_PATTERN = r"app-(?P<app>{app}|10[0-9a-f]{{6}})-(?P<replica>[0-9a-f]{{4}})"
 REAL_MEMORY_LIMIT = 32 * 1024 * 1024
@@ -334,9 +332,9 @@ class Fleet:
                 "--state.dir",
                 str(state),
                 "--naming.pattern",
-                NAMING_PATTERN
-                if host.socket is not None
-                else REAL_NAMING_PATTERN.format(app=self.real_app),
+                # Every host manages the same names, as in a real fleet (only the real
+                # engine has this run's real app).
+                REAL_NAMING_PATTERN.format(app=self.real_app),
                 "--remediation.cooldown-seconds",
                 "3600",
             ]
