@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # docker-compose v1 to validate docker-compose.yml, wrk for tests/faults' load).
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager docker-registry docker-compose wrk
 
-.PHONY: help venv system-deps engine engine-stop lint test test-unit run bench clean image test-image soak
+.PHONY: help venv system-deps engine engine-stop lint test test-unit run bench fleet clean image test-image soak
 
 help:
 	@echo "make run         run the exporter against the local engine (starts the bundled one if none answers);"
@@ -16,6 +16,7 @@ help:
 	@echo "make test        install everything, start the engine, build the image, lint, type-check and run every test"
 	@echo "make test-unit   the tests that need neither engine nor promtool"
 	@echo "make bench       benchmarks against docker stats and the simulated engine"
+	@echo "make fleet       the fleet benchmark: 50 simulated hosts x 100 containers + the real engine (FLEET_ARGS=...)"
 	@echo "make soak        tests/faults at soak size (SOAK=1: minutes, not seconds; about 12 min)"
 	@echo "make engine      install and start the bundled Docker engine"
 	@echo "make engine-stop stop the engine this project started"
@@ -69,6 +70,12 @@ run: $(STAMP) engine
 
 bench: $(STAMP) engine
 	$(PY) -m bench
+
+# One exporter per host over a SIMULATED fleet plus the real engine, Prometheus, a
+# 2-peer Alertmanager cluster; pull mode then push mode (README "Running a fleet").
+FLEET_ARGS ?= --hosts 50 --containers 100 --poll-interval 10 --scrape-interval 10 --pull-interval 10 --timeout 300 --cpu-window 60
+fleet: $(STAMP) system-deps engine
+	$(PY) -m bench.fleet $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -12,6 +12,13 @@ leaves nothing behind here either: :attr:`SimulatedEngine.holding` counts
 the calls held now, and :attr:`SimulatedEngine.calls` how many of each kind
 were received and how many were dropped, stalled or delayed.
 
+Containers can be stopped, started and restarted (``POST .../stop``,
+``/start``, ``/restart``); every such call is logged in
+:attr:`SimulatedEngine.lifecycle` with its time. :meth:`SimulatedEngine.make_sick`
+makes a container's memory look sick (its working set at 95% of its limit)
+until its next start. ``host`` numbers one engine of a simulated fleet
+(:mod:`bench.simfleet`): its container names are unique across the fleet.
+
 Run it as ``python -m bench.simengine --containers 5000 --socket PATH``.
 """
 
@@ -53,10 +60,34 @@ class Faults:
 HOLD_MAX_SECONDS = 600.0
 #: How many requests :attr:`SimulatedEngine.requests` remembers.
 REQUESTS_KEPT = 10_000
+#: How many lifecycle calls :attr:`SimulatedEngine.lifecycle` remembers.
+LIFECYCLE_KEPT = 100_000
+#: The memory limit every simulated container has (inspect's HostConfig.Memory).
+MEMORY_LIMIT = 67_108_864
+#: A sick container's working set, as a share of its limit (the rules alert above 0.9).
+SICK_RATIO = 0.95
 
 
-def _container_id(i: int) -> str:
-    return hashlib.sha256(f"sim-{i}".encode()).hexdigest()
+@dataclass(frozen=True)
+class LifecycleCall:
+    """One stop, start or restart the simulated engine received."""
+
+    at: float
+    host: int
+    op: str
+    name: str
+    status: int
+
+
+def _container_id(i: int, host: int = 0) -> str:
+    return hashlib.sha256(
+        f"sim-{i}".encode() if not host else f"sim-{host}-{i}".encode()
+    ).hexdigest()
+
+
+def _stamp(t: float) -> str:
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+    return f"{whole}.{int((t % 1) * 1e9):09d}Z"
 
 
 class SimulatedEngine:
@@ -68,7 +99,9 @@ class SimulatedEngine:
         faults: Faults | None = None,
         started: float | None = None,
         seed: int | None = None,
+        host: int = 0,
     ) -> None:
+        self.host = host
         self.faults = faults or Faults()
         self.started = time.time() if started is None else started
         self._stats_template: dict[str, Any] = json.loads(RECORDED_STATS.read_text())
@@ -85,20 +118,43 @@ class SimulatedEngine:
         #: (method, raw path) of the latest requests, every route or none.
         self.requests: collections.deque[tuple[str, str]] = collections.deque(maxlen=REQUESTS_KEPT)
         self._random = random.Random(seed)
+        #: Every stop, start and restart received, oldest first.
+        self.lifecycle: collections.deque[LifecycleCall] = collections.deque(maxlen=LIFECYCLE_KEPT)
         self._containers: dict[str, dict[str, Any]] = {}
+        self._by_name: dict[str, str] = {}
         for i in range(containers):
             self.add(i)
 
     def add(self, i: int) -> str:
         """Add container number ``i`` (name ``app-<hex>-<replica>``) and return its id."""
-        cid = _container_id(i)
-        app = f"{(i // 16) + 0x10000000:08x}"
-        self._containers[cid] = {"i": i, "name": f"app-{app}-{i % 16:04x}"}
+        cid = _container_id(i, self.host)
+        # Host h owns apps 0x10000000 + h * 0x10000 ...: names never repeat across a fleet.
+        app = f"{(i // 16) + 0x10000000 + self.host * 0x10000:08x}"
+        name = f"app-{app}-{i % 16:04x}"
+        self._containers[cid] = {
+            "i": i,
+            "name": name,
+            "running": True,
+            "started": self.started,
+            "pid": 1000 + i,
+            "sick": False,
+        }
+        self._by_name[name] = cid
         return cid
 
     def remove(self, cid: str) -> None:
         """Remove a container."""
-        self._containers.pop(cid, None)
+        c = self._containers.pop(cid, None)
+        if c is not None:
+            self._by_name.pop(c["name"], None)
+
+    def names(self) -> list[str]:
+        """Return the names of every container."""
+        return [c["name"] for c in self._containers.values()]
+
+    def make_sick(self, name: str) -> None:
+        """Make ``name``'s memory look sick until its next start; KeyError if unknown."""
+        self._containers[self._by_name[name]]["sick"] = True
 
     def ids(self) -> list[str]:
         """Return the ids of every container."""
@@ -113,6 +169,8 @@ class SimulatedEngine:
         app.router.add_get(f"/v{API_VERSION}/containers/json", self._list)
         app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/json", self._inspect)
         app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/stats", self._stats)
+        for op in ("stop", "start", "restart"):
+            app.router.add_post(f"/v{API_VERSION}/containers/{{id}}/{op}", self._lifecycle)
         return app
 
     @web.middleware
@@ -157,9 +215,9 @@ class SimulatedEngine:
         key = request.match_info["id"]
         if key in self._containers:
             return key, self._containers[key]
-        for cid, c in self._containers.items():
-            if c["name"] == key:
-                return cid, c
+        cid = self._by_name.get(key)
+        if cid is not None:
+            return cid, self._containers[cid]
         raise web.HTTPNotFound(
             text=json.dumps({"message": f"No such container: {key}"}),
             content_type="application/json",
@@ -176,8 +234,8 @@ class SimulatedEngine:
                     "Image": "local/busybox:latest",
                     "ImageID": "sha256:" + "0" * 64,
                     "Created": created,
-                    "State": "running",
-                    "Status": "Up",
+                    "State": "running" if c["running"] else "exited",
+                    "Status": "Up" if c["running"] else "Exited (0)",
                     "Labels": {"io.sysinner.sim": "1"},
                     "Ports": [],
                     "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}},
@@ -189,16 +247,22 @@ class SimulatedEngine:
     async def _inspect(self, request: web.Request) -> web.Response:
         self.calls["inspect"] += 1
         cid, c = self._find(request)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(self.started))
+        stamp = _stamp(self.started)
+        running = c["running"]
         return web.json_response(
             {
                 "Id": cid,
                 "Name": "/" + c["name"],
                 "Created": stamp,
                 "Image": "sha256:" + "0" * 64,
-                "State": {"Status": "running", "Running": True, "Pid": 0, "StartedAt": stamp},
+                "State": {
+                    "Status": "running" if running else "exited",
+                    "Running": running,
+                    "Pid": c["pid"] if running else 0,
+                    "StartedAt": _stamp(c["started"]),
+                },
                 "Config": {"Image": "local/busybox:latest", "Labels": {"io.sysinner.sim": "1"}},
-                "HostConfig": {"NanoCpus": 500_000_000, "Memory": 67108864, "Binds": []},
+                "HostConfig": {"NanoCpus": 500_000_000, "Memory": MEMORY_LIMIT, "Binds": []},
                 "NetworkSettings": {"IPAddress": "172.17.0.2", "Ports": {}},
             }
         )
@@ -219,6 +283,9 @@ class SimulatedEngine:
         grow = int((time.time() - self.started) * 1000) + c["i"]
         doc["cpu_stats"]["cpu_usage"]["total_usage"] += grow * 1_000_000
         doc["memory_stats"]["usage"] += c["i"] * 4096
+        if c["sick"]:
+            inactive = doc["memory_stats"]["stats"].get("total_inactive_file", 0)
+            doc["memory_stats"]["usage"] = int(MEMORY_LIMIT * SICK_RATIO) + inactive
         doc["read"] = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
         body = json.dumps(doc).encode()
         if not faults.stall_body:
@@ -230,6 +297,29 @@ class SimulatedEngine:
         await response.write(body[: len(body) // 2])
         await self._hold(request)  # stalls mid-body until the client gives up
         return response
+
+    async def _lifecycle(self, request: web.Request) -> web.Response:
+        """Stop, start or restart a container, as the engine answers (204, or 304 if no-op)."""
+        op = request.path.rsplit("/", 1)[1]
+        self.calls[op] = self.calls.get(op, 0) + 1
+        try:
+            _, c = self._find(request)
+        except web.HTTPNotFound:
+            name = request.match_info["id"]
+            self.lifecycle.append(LifecycleCall(time.time(), self.host, op, name, 404))
+            raise
+        status = 204
+        if (op == "stop" and not c["running"]) or (op == "start" and c["running"]):
+            status = 304
+        if op in ("stop", "restart"):
+            c["running"] = False
+        if op in ("start", "restart") and not c["running"]:
+            c["running"] = True
+            c["started"] = time.time()
+            c["pid"] += 1
+            c["sick"] = False  # sick until its next start
+        self.lifecycle.append(LifecycleCall(time.time(), self.host, op, c["name"], status))
+        return web.Response(status=status)
 
 
 async def serve(engine: SimulatedEngine, socket_path: str) -> web.AppRunner:

@@ -131,7 +131,9 @@ async def _once(settings: Settings) -> int:
             # containers here": print nothing, say why, exit 1.
             log.error("engine unreachable, nothing printed: %s", snapshot.error)
             return 1
-        exposition = Exposition(poller, build_registry(poller), settings.collect_labels)
+        exposition = Exposition(
+            poller, build_registry(poller), settings.collect_labels, settings.collect_id_label
+        )
         sys.stdout.buffer.write(b"".join(exposition.body().chunks))
         return 0
     finally:
@@ -183,6 +185,15 @@ def _serve(settings: Settings) -> int:
             if token
             else f"off: set {flag_name('api_token_file')} or {env_name('api_token')} to turn it on",
         )
+        if wired.alert_puller is not None:
+            log.info(
+                "pull mode: alerts from %s every %gs (%s)",
+                ", ".join(settings.alertmanager_url),
+                settings.alertmanager_poll_interval,
+                f"instance={settings.remediation_instance}"
+                if settings.remediation_instance
+                else "alerts naming this host's containers",
+            )
         return asyncio.run(_run_server(app, sockets, settings, web_config))
     finally:
         for sock in sockets:

@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Docker label keys to copy onto container_info (allow-list)",
     )
+    collect_id_label: bool = Field(
+        default=True,
+        description="put the 64-character container id on every container series; off: only "
+        "on sysinner_container_info (names are unique in a sysinner fleet)",
+    )
     collect_processes: bool = Field(
         default=True,
         description="count processes, threads and fds per container (cgroup.procs and /proc)",
@@ -243,6 +248,22 @@ class Settings(BaseSettings):
     remediation_dry_run: bool = Field(
         default=False, description="decide and record, but never restart anything"
     )
+    remediation_instance: str | None = Field(
+        default=None,
+        min_length=1,
+        description="pull mode: act only on alerts whose instance label is this; unset: on "
+        "alerts naming a container of this host",
+    )
+    # Pull mode (exporter.alertpull): the exporter asks Alertmanager instead of being posted to.
+    alertmanager_url: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="base URLs of the peers of one Alertmanager cluster (comma-separated); "
+        "set: pull the alerts to act on from its API v2",
+    )
+    alertmanager_poll_interval: Annotated[float, Field(ge=0.2, le=3600)] = Field(
+        default=10.0,
+        description="seconds between polls of Alertmanager (each wait jittered to 0.8-1x of it)",
+    )
 
     @field_validator("web_listen_address", mode="before")
     @classmethod
@@ -283,6 +304,7 @@ class Settings(BaseSettings):
         "api_mount_prefixes",
         "api_image_allowlist",
         "api_vpc_subnet_pool",
+        "alertmanager_url",
         mode="before",
     )
     @classmethod
@@ -315,6 +337,15 @@ class Settings(BaseSettings):
     @classmethod
     def _vpc_pool(cls, v: list[str]) -> list[str]:
         return [str(net) for net in parse_pool(v)]
+
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _peer_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            scheme, sep, rest = url.partition("://")
+            if not sep or scheme not in ("http", "https") or not rest.strip("/"):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return [url.rstrip("/") for url in v]
 
     @field_validator("api_mount_prefixes")
     @classmethod

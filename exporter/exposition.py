@@ -67,8 +67,9 @@ def _header(name: str, family: str, help_text: str, type_: str, openmetrics: boo
     return f"# HELP {shown} {_escape_help(help_text, openmetrics)}\n# TYPE {shown} {type_}\n"
 
 
-def _label_string(sample: ContainerSample) -> str:
-    return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in container_labels(sample).items()])
+def _label_string(sample: ContainerSample, with_id: bool = True) -> str:
+    labels = container_labels(sample, with_id)
+    return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in labels.items()])
 
 
 def _lines(prefix: str, closed: Iterable[str], values: Iterable[str]) -> str:
@@ -99,17 +100,19 @@ def render_container_families(
     *,
     openmetrics: bool = False,
     table: Sequence[ContainerMetric] = CONTAINER_METRICS,
+    with_id: bool = True,
 ) -> Iterator[bytes]:
     """Yield the families of ``table`` for ``snapshot`` as encoded chunks, none over one family.
 
     A family of more than :data:`CHUNK_CONTAINERS` containers comes in several
-    chunks; its headers open the first.
+    chunks; its headers open the first. Without ``with_id`` only
+    ``sysinner_container_info`` carries the container id.
     """
     samples = snapshot.containers
     parts = []
     for i in range(0, max(len(samples), 1), CHUNK_CONTAINERS):
         part = samples[i : i + CHUNK_CONTAINERS]
-        parts.append(_Part(part, [_label_string(s) + "} " for s in part]))
+        parts.append(_Part(part, [_label_string(s, with_id) + "} " for s in part]))
     allow = [(key, sanitize_label_name(key)) for key in label_allowlist]
     seen_at = repr(snapshot.completed_at)
     for spec in table:
@@ -123,7 +126,7 @@ def render_container_families(
         elif spec.kind == "state":
             lines = partial(_state_lines, prefix)
         else:
-            lines = partial(_info_lines, prefix, allow)
+            lines = partial(_info_lines, prefix, allow, with_id)
         yield from _chunks(head, parts, lines)
 
 
@@ -165,8 +168,14 @@ def _state_lines(prefix: str, part: _Part) -> str:
     return "".join(chain.from_iterable(zip(*columns, strict=False)))
 
 
-def _info_lines(prefix: str, allow: list[tuple[str, str]], part: _Part) -> str:
+def _info_lines(prefix: str, allow: list[tuple[str, str]], with_id: bool, part: _Part) -> str:
     closed = part.closed
+    if not with_id:
+        # The one series that keeps the id, for joins: one per container, not one per family.
+        closed = [
+            f'{label},id="{escape_label_value(s.info.id)}"}} '
+            for s, label in zip(part.samples, part.bare(), strict=True)
+        ]
     if allow:
         closed = [
             label
@@ -176,7 +185,7 @@ def _info_lines(prefix: str, allow: list[tuple[str, str]], part: _Part) -> str:
                 if key in s.info.labels
             )
             + "} "
-            for s, label in zip(part.samples, part.bare(), strict=True)
+            for s, label in zip(part.samples, [c[:-2] for c in closed], strict=True)
         ]
     return _lines(prefix, closed, repeat("1"))
 
@@ -258,8 +267,13 @@ class Exposition:
     """
 
     def __init__(
-        self, view: SnapshotView, registry: CollectorRegistry, label_allowlist: Sequence[str] = ()
+        self,
+        view: SnapshotView,
+        registry: CollectorRegistry,
+        label_allowlist: Sequence[str] = (),
+        with_id: bool = True,
     ) -> None:
+        self._with_id = with_id
         self._view = view
         self._registry = registry
         self._allow = tuple(label_allowlist)
@@ -274,7 +288,9 @@ class Exposition:
             if cached is None or cached[0] is not snapshot:
                 # Drop the previous snapshot's block before rendering the new one.
                 self._blocks.pop(openmetrics, None)
-                chunks = render_container_families(snapshot, self._allow, openmetrics=openmetrics)
+                chunks = render_container_families(
+                    snapshot, self._allow, openmetrics=openmetrics, with_id=self._with_id
+                )
                 cached = self._blocks[openmetrics] = (snapshot, _compress(chunks))
             return cached[1]
 

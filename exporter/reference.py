@@ -23,6 +23,7 @@ from exporter.exposition import render_container_families
 from exporter.metrics import (
     CONTAINER_METRICS,
     HEALTH_METRICS,
+    AlertPullCollector,
     ContainerMetric,
     ExporterHealthCollector,
     LiveMetric,
@@ -102,6 +103,7 @@ def metric_docs(
             *text_string_to_metric_families(text),
             *ExporterHealthCollector(view, health).collect(),
             *RemediationCollector(_NoRemediation()).collect(),
+            *AlertPullCollector(_NoPull()).collect(),
         ]
     )
 
@@ -126,6 +128,20 @@ class _NoRemediation:
     def owed_writes(self) -> int:
         return 0
 
+    not_here = 0
+
+
+class _NoPull:
+    """A pull-mode view before its first poll: its families render, with zeros."""
+
+    up = False
+    last_success_at = 0.0
+    polls = 0
+    alerts_here = 0
+
+    def error_counts(self) -> dict[str, int]:
+        return {"unreachable": 0}
+
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
@@ -139,7 +155,8 @@ def metric_reference_markdown() -> str:
         "allow-listed with `--collect.labels`, as `label_<key>`. The process collector of",
         "`prometheus_client` adds the standard `process_*` and `python_info` families.",
         "The `sysinner_exporter_remediation_*` families exist when the lifecycle API is",
-        "on (a token is set).",
+        "on (a token is set) or pull mode is (`--alertmanager.url`); the",
+        "`sysinner_exporter_alertmanager_*` families only in pull mode.",
         "",
         "| name | type | help | labels |",
         "|---|---|---|---|",

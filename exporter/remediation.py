@@ -25,6 +25,18 @@ and the store is reopened with a backoff until it works.
 A container an operator stopped through the API (:meth:`Remediator.hold`)
 is left alone (``operator-stopped``) until it is started again, through the
 API or otherwise (it is seen running), or it is gone.
+
+An alert naming a container this host does not have is answered
+``not-found`` and counted (:attr:`Remediator.not_here`), but writes no
+history row: a fan-out receiver posts every alert to every host of a fleet,
+and N-1 of them would otherwise fill their ledgers with other hosts' alerts.
+
+Alerts pulled from Alertmanager's API (:mod:`exporter.alertpull`) take the
+same path (:meth:`Remediator.handle_pulled`) and so share the dedupe memory,
+cooldown, budget, quarantine and ledger with the webhook: an alert seen both
+ways is one decision. A pulled alert carries a ``confirm`` check that runs
+just before the stop; an alert no longer active by then is not acted on
+(``resolved``), and its action is forgotten so that it costs no budget.
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -81,6 +93,7 @@ class Outcome(StrEnum):
     NOT_FOUND = "not-found"
     UNMANAGED = "unmanaged"
     OPERATOR_STOPPED = "operator-stopped"
+    RESOLVED = "resolved"
     ERROR = "error"
 
 
@@ -218,6 +231,8 @@ def starts_at_key(value: datetime) -> str:
 
 
 LedgerWrite = Callable[[Ledger], object]
+#: Asked just before a pulled alert's stop: True while the alert is still active.
+Confirm = Callable[["AlertmanagerAlert"], Awaitable[bool]]
 
 
 class Remediator:
@@ -243,6 +258,8 @@ class Remediator:
         self._held: dict[str, float] = {}
         #: (action, result) -> count, for sysinner_exporter_remediation_actions_total.
         self.actions: Counter[tuple[str, str]] = Counter()
+        #: Alerts naming a container this host does not have: answered, never recorded.
+        self.not_here = 0
         #: Why the state store cannot be used now; None while it works.
         self.state_error: str | None = None
         #: Ledger writes that failed (or found the store failing) and were owed.
@@ -486,9 +503,25 @@ class Remediator:
         nothing was done for that alert, so a retry judges it afresh; the alerts
         that were acted on are in the ledger and a retry finds them duplicates.
         """
+        return AlertsResult(
+            dry_run=self.policy.dry_run, outcomes=await self._judge(payload.alerts, None)
+        )
+
+    async def handle_pulled(
+        self, alerts: Sequence[AlertmanagerAlert], confirm: Confirm
+    ) -> list[AlertOutcome]:
+        """Judge alerts pulled from Alertmanager; ``confirm`` runs just before each stop.
+
+        StateError as :meth:`handle`: the alerts not decided are judged afresh next time.
+        """
+        return await self._judge(alerts, confirm)
+
+    async def _judge(
+        self, alerts: Sequence[AlertmanagerAlert], confirm: Confirm | None
+    ) -> list[AlertOutcome]:
         self._require_state()
         results = await asyncio.gather(
-            *(self._one(i, alert) for i, alert in enumerate(payload.alerts)),
+            *(self._one(i, alert, confirm) for i, alert in enumerate(alerts)),
             return_exceptions=True,
         )
         outcomes: list[AlertOutcome] = []
@@ -496,7 +529,12 @@ class Remediator:
             if isinstance(r, BaseException):
                 raise r
             outcomes.append(r)
-        return AlertsResult(dry_run=self.policy.dry_run, outcomes=outcomes)
+        return outcomes
+
+    def target(self, labels: Labels) -> str | None:
+        """Return the managed container an alert's labels name, or None."""
+        name, refused, _ = self._target(labels)
+        return name if refused is None else None
 
     async def history(self, limit: int, container: str | None = None) -> list[DecisionRecord]:
         """Return the newest decisions first."""
@@ -576,7 +614,9 @@ class Remediator:
             return from_parts, None, ""
         return None, Outcome.IGNORED, "no name or app+replica label on the alert"
 
-    async def _one(self, index: int, alert: AlertmanagerAlert) -> AlertOutcome:
+    async def _one(
+        self, index: int, alert: AlertmanagerAlert, confirm: Confirm | None = None
+    ) -> AlertOutcome:
         starts_at = starts_at_key(alert.starts_at)
         alertname = alert.labels.get("alertname", "")
 
@@ -605,14 +645,19 @@ class Remediator:
 
         async def locked() -> tuple[Outcome, str]:
             async with self._locks.hold(name):
-                return await self._decide_and_act(name, alert, starts_at, alertname)
+                return await self._decide_and_act(name, alert, starts_at, alertname, confirm)
 
         # Shielded: a client that hangs up never cuts a restart between its stop and start.
         outcome, detail = await asyncio.shield(self._spawn(locked()))
         return result(name, outcome, detail)
 
     async def _decide_and_act(
-        self, name: str, alert: AlertmanagerAlert, starts_at: str, alertname: str
+        self,
+        name: str,
+        alert: AlertmanagerAlert,
+        starts_at: str,
+        alertname: str,
+        confirm: Confirm | None = None,
     ) -> tuple[Outcome, str]:
         """Decide under the container's lock; commit the decision; then act."""
         dry = self.policy.dry_run
@@ -641,7 +686,10 @@ class Remediator:
             # No container: no per-name memory either (its operator stop ends with it).
             self._quarantined.pop(name, None)
             self._forget_hold(name)
-            return await refuse(Outcome.NOT_FOUND, f"no container named {name!r}")
+            # Most likely another host's container (a fan-out posts everywhere): counted,
+            # not recorded, so N hosts do not keep N-1 history rows per alert.
+            self.not_here += 1
+            return Outcome.NOT_FOUND, f"no container named {name!r} on this host"
         except DriverError as e:
             return await refuse(Outcome.ERROR, f"cannot inspect {name}: {e}")
         if info.name != name:
@@ -668,13 +716,49 @@ class Remediator:
             self._quarantined[name] = verdict.quarantined_until
         if verdict.outcome is not Outcome.RESTARTED:
             return verdict.outcome, verdict.detail
-        return await self._restart(name, verdict.decision_id, alertname)
+        if confirm is None:
+            return await self._restart(name, verdict.decision_id, alertname)
+        return await self._restart(
+            name, verdict.decision_id, alertname, (confirm, alert, starts_at)
+        )
 
-    async def _restart(self, name: str, decision_id: int, alertname: str) -> tuple[Outcome, str]:
+    async def _still_active(
+        self, name: str, decision_id: int, check: tuple[Confirm, AlertmanagerAlert, str]
+    ) -> bool:
+        """Ask ``confirm``; when the alert is gone undo the decision's action and say so."""
+        confirm, alert, starts_at = check
+        try:
+            active = await confirm(alert)
+        except Exception as e:  # noqa: BLE001 - an unanswered check is a no: nothing is stopped
+            log.warning("remediation: cannot confirm the alert on %s is active: %s", name, e)
+            active = False
+        if active:
+            return True
+        dry = self.policy.dry_run
+        detail = "the alert was no longer active just before the stop; nothing done"
+
+        def undo(ledger: Ledger) -> None:
+            ledger.forget_action(alert.fingerprint, starts_at, name, dry)
+            ledger.update_decision(decision_id, Outcome.RESOLVED.value, detail)
+
+        await self._write(undo, f"decision {decision_id} of {name}: resolved")
+        log.info("remediation: the alert on %s resolved before its restart; nothing done", name)
+        return False
+
+    async def _restart(
+        self,
+        name: str,
+        decision_id: int,
+        alertname: str,
+        check: tuple[Confirm, AlertmanagerAlert, str] | None = None,
+    ) -> tuple[Outcome, str]:
         """Stop then start ``name``; once stopped it is started whatever the ledger does."""
         self._in_flight.add(decision_id)
         try:
             async with self._slots:
+                # Just before the stop (a slot may have taken a while): is it still wanted?
+                if check is not None and not await self._still_active(name, decision_id, check):
+                    return Outcome.RESOLVED, "the alert resolved before the restart; nothing done"
                 try:
                     await self._driver.container_stop(name)
                 except DriverError as e:

@@ -161,6 +161,16 @@ class Ledger:
             (fingerprint, starts_at, int(dry_run), container, at),
         )
 
+    def forget_action(
+        self, fingerprint: str, starts_at: str, container: str, dry_run: bool
+    ) -> None:
+        """Forget an action that was decided but never taken (its alert resolved meanwhile)."""
+        self._conn.execute(
+            "DELETE FROM actions WHERE fingerprint = ? AND starts_at = ? AND container = ? "
+            "AND dry_run = ?",
+            (fingerprint, starts_at, container, int(dry_run)),
+        )
+
     def action_times(self, container: str, since: float, dry_run: bool) -> list[float]:
         """Return the times of the container's actions after ``since``, oldest first."""
         rows = self._conn.execute(

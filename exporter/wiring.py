@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.alertpull import AlertmanagerClient, AlertPuller
 from exporter.api import create_app
 from exporter.config import Settings, StatsSourceKind, flag_name
 from exporter.confinement import MountPolicy
@@ -148,6 +149,27 @@ def build_remediation(
     )
 
 
+def build_alert_puller(settings: Settings, poller: Poller, remediation: Remediator) -> AlertPuller:
+    """Return pull mode's poller of the Alertmanager peers the settings name."""
+
+    def names_here() -> set[str] | None:
+        # The latest poll's containers: no engine call per alert, none when it failed.
+        snapshot = poller.snapshot
+        if not snapshot.engine_up:
+            return None
+        return {sample.info.name for sample in snapshot.containers}
+
+    return AlertPuller(
+        AlertmanagerClient(
+            settings.alertmanager_url, timeout=min(5.0, settings.alertmanager_poll_interval)
+        ),
+        remediation,
+        interval=settings.alertmanager_poll_interval,
+        instance=settings.remediation_instance,
+        names_here=names_here,
+    )
+
+
 def build_deployer(
     settings: Settings,
     driver: Driver,
@@ -189,9 +211,11 @@ class Wired:
     mount_policy: MountPolicy
     #: The API's bearer token, read once (None: the API is off); never in a repr.
     api_token: str | None = field(repr=False)
-    #: None when the API is off: no state dir is needed, none is touched.
+    #: None when neither the API nor pull mode is on: no state dir is needed, none is touched.
     remediation: Remediator | None = None
     deployer: ReplicaDeployer | None = None
+    #: Pull mode's poller of Alertmanager; None unless --alertmanager.url is set.
+    alert_puller: AlertPuller | None = None
 
 
 def wire(
@@ -215,8 +239,10 @@ def wire(
     driver = driver if driver is not None else build_driver(settings)
     poller = build_poller(settings, driver)
     token = read_api_token(settings)
-    # Without a token the API is off: no state dir is needed, none is touched.
-    remediation = build_remediation(settings, driver, clock) if token else None
+    pull = bool(settings.alertmanager_url)
+    # Without a token the API is off: no state dir is needed, none is touched, unless
+    # pull mode remediates (it needs no token: Alertmanager is asked, not posted from).
+    remediation = build_remediation(settings, driver, clock) if token or pull else None
     policy = build_mount_policy(settings, driver)
     deployer = (
         build_deployer(
@@ -225,7 +251,12 @@ def wire(
         if token
         else None
     )
-    registry = build_registry(poller, remediation=remediation)
+    puller = (
+        build_alert_puller(settings, poller, remediation)
+        if pull and remediation is not None
+        else None
+    )
+    registry = build_registry(poller, remediation=remediation, alertpull=puller)
     app = create_app(
         settings=settings,
         driver=driver,
@@ -237,5 +268,6 @@ def wire(
         deployer=deployer,
         remediation=remediation,
         web_config=web_config,
+        alert_puller=puller,
     )
-    return Wired(app, driver, poller, registry, policy, token, remediation, deployer)
+    return Wired(app, driver, poller, registry, policy, token, remediation, deployer, puller)

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.alertpull import AlertPuller
 from exporter.api import observability
 from exporter.api.auth import auth_middleware
 from exporter.api.errors import error_middleware
 from exporter.api.keys import (
+    ALERT_PULLER,
     DEPLOYER,
     DRIVER,
     MOUNT_POLICY,
@@ -44,6 +46,7 @@ def create_app(
     deployer: ReplicaDeployer | None = None,
     remediation: Remediator | None = None,
     web_config: WebConfigWatcher | None = None,
+    alert_puller: AlertPuller | None = None,
 ) -> web.Application:
     """Return the exporter's aiohttp application (``exporter.wiring.wire`` builds its parts).
 
@@ -55,6 +58,7 @@ def create_app(
     the remediation's state store. ``mount_policy`` is the deployer's own:
     one lock makes each check-and-create of the API and deploys atomic.
     ``web_config`` adds its basic auth (every route but ``/api``) and headers.
+    An ``alert_puller`` (pull mode) polls Alertmanager once remediation is open.
     """
     app = web.Application(
         client_max_size=settings.api_max_body_bytes,
@@ -72,6 +76,8 @@ def create_app(
         app[DEPLOYER] = deployer
     if remediation is not None:
         app[REMEDIATION] = remediation
+    if alert_puller is not None:
+        app[ALERT_PULLER] = alert_puller
     observability.add_routes(app, settings.web_telemetry_path)
     add_api_routes(app)
 
@@ -85,6 +91,9 @@ def create_app(
                     await deployer.load_existing()
                 if poll_in_background:
                     await stack.enter_async_context(poller.running())
+                if alert_puller is not None:
+                    # Closed first: no hand-over to remediation outlives it.
+                    await stack.enter_async_context(alert_puller.running())
                 yield
         finally:
             await driver.close()

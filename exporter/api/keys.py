@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.alertpull import AlertPuller
 from exporter.config import Settings
 from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
@@ -24,3 +25,4 @@ NAMING = web.AppKey("naming", NamingScheme)
 MOUNT_POLICY = web.AppKey("mount_policy", MountPolicy)
 DEPLOYER = web.AppKey("deployer", ReplicaDeployer)
 REMEDIATION = web.AppKey("remediation", Remediator)
+ALERT_PULLER = web.AppKey("alert_puller", AlertPuller)

@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 
 from exporter import __version__
-from exporter.api.keys import POLLER, REGISTRY, REMEDIATION, SETTINGS
+from exporter.api.keys import ALERT_PULLER, POLLER, REGISTRY, REMEDIATION, SETTINGS
 from exporter.api.routes import OPENAPI_PATH
 from exporter.exposition import Exposition
 
@@ -104,6 +104,10 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
     # Remediation's state store failing makes the exporter not ready (its alerts answer 503).
     state_error = None if remediation is None else remediation.state_error
     ready = ready and state_error is None
+    # Pull mode with no Alertmanager peer answering: nothing is restarted, and readiness says so.
+    puller = request.app.get(ALERT_PULLER)
+    pull_error = None if puller is None else puller.error
+    ready = ready and pull_error is None
     return ready, {
         "ready": ready,
         "engine_up": snapshot.engine_up,
@@ -113,6 +117,11 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "stats_source": poller.stats_source_name,
         "error": snapshot.error,
         **({} if remediation is None else {"remediation_state_error": state_error}),
+        **(
+            {}
+            if puller is None
+            else {"alertmanager_up": puller.up, "alertmanager_error": pull_error}
+        ),
     }
 
 
@@ -145,7 +154,10 @@ def landing_page(telemetry_path: str) -> str:
 
 def add_routes(app: web.Application, telemetry_path: str) -> None:
     """Register the observability routes on ``app`` (its poller and registry set first)."""
-    app[EXPOSITION] = Exposition(app[POLLER], app[REGISTRY], app[SETTINGS].collect_labels)
+    settings = app[SETTINGS]
+    app[EXPOSITION] = Exposition(
+        app[POLLER], app[REGISTRY], settings.collect_labels, settings.collect_id_label
+    )
     page = landing_page(telemetry_path)
 
     async def landing(request: web.Request) -> web.Response:

@@ -86,21 +86,22 @@ def sample(api: Api, name: str, **labels: str) -> float | None:
 
 
 @pytest.mark.parametrize("bulky", [False, True], ids=["rows", "bytes"])
-async def test_12000_not_found_alerts_keep_the_history_bounded(api: Api, bulky: bool) -> None:
+async def test_12000_alerts_keep_the_history_bounded(api: Api, bulky: bool) -> None:
     total = HISTORY_KEPT + 2_000
     # Bulky: every field at its longest, so the byte bound binds before the row bound.
-    alertname = "A" * 1_000 if bulky else "NotThere"
+    alertname = "A" * 1_000 if bulky else "Sick"
     fingerprint = "f" * 240 if bulky else ""
     batch = 200 if bulky else 1_000  # a delivery stays well under --api.max-body-bytes
     for first in range(0, total, batch):
+        # One container, a new alert each: one restart, then a cooldown row each.
         alerts = [
             alert(
-                {"action": "restart", "alertname": alertname, "name": f"app-00000000-{i:04x}"},
+                {"action": "restart", "alertname": alertname, "name": NAME},
                 fingerprint=f"{fingerprint}{i}",
             )
             for i in range(first, first + batch)
         ]
-        assert set(outcomes(await post(api, webhook(*alerts)))) == {"not-found"}
+        assert set(outcomes(await post(api, webhook(*alerts)))) <= {"restarted", "cooldown"}
     rows, text_bytes = await api.remediation.store.transaction(Ledger.history_size)
     assert rows <= HISTORY_KEPT
     # The byte bound is checked every HISTORY_BYTES_EVERY rows: at most that many more.
@@ -115,8 +116,29 @@ async def test_12000_not_found_alerts_keep_the_history_bounded(api: Api, bulky: 
     # The newest decisions are the ones kept.
     status, newest = await api.call("GET", "/api/v1/remediation/history?limit=1")
     assert status == 200
-    assert newest[0]["container"] == f"app-00000000-{total - 1:04x}"
+    assert newest[0]["fingerprint"] == f"{fingerprint}{total - 1}"
     assert len(newest[0]["alertname"]) <= ALERTNAME_MAX_CHARS
+
+
+async def test_alerts_for_other_hosts_containers_write_no_history(api: Api) -> None:
+    # Issue 16 item 2: a fan-out receiver posts every alert of a fleet to every host.
+    total, batch = 3_000, 1_000
+    for first in range(0, total, batch):
+        alerts = [
+            alert({**ACT, "name": f"app-00000000-{i:04x}"}, fingerprint=str(i))
+            for i in range(first, first + batch)
+        ]
+        assert set(outcomes(await post(api, webhook(*alerts)))) == {"not-found"}
+    await api.remediation.idle()
+    assert count(api, "decisions") == 0
+    assert sample(api, "sysinner_exporter_remediation_not_here_total") == float(total)
+    not_found = {"action": "restart", "result": "not-found"}
+    assert sample(api, "sysinner_exporter_remediation_actions_total", **not_found) == total
+    # A container this host has is still judged and recorded.
+    assert outcomes(await post(api, webhook(alert({**ACT, "name": NAME})))) == ["restarted"]
+    await api.remediation.idle()
+    assert count(api, "decisions") == 1
+    assert sample(api, "sysinner_exporter_remediation_not_here_total") == float(total)
 
 
 # -- item 8: per-name memory ends with the name -----------------------------------------

@@ -230,3 +230,34 @@ def test_scrapes_hold_no_more_than_a_few_chunks_of_text(
     # flight; the text itself is never held whole, nor kept for plain scrapes.
     assert gzip_peak < size / 2, (gzip_peak, size)
     assert plain_peak < size / 8, (plain_peak, size)
+
+
+async def test_without_the_id_label_only_container_info_carries_it() -> None:
+    # Issue 16 item 6: the 64-character id on every series is a fleet's biggest label.
+    driver = FakeDriver()
+    for i in range(100):
+        driver.add(f"app-abcdef12-{i:04x}")
+    c = poller_on(driver)
+    await c.poll_once()
+    ids = {s.info.id for s in c.snapshot.containers}
+    with_id = _text(Exposition(c, CollectorRegistry()).body())
+    without = _text(Exposition(c, CollectorRegistry(), with_id=False).body())
+    series = [line for line in with_id.splitlines() if line and not line.startswith("#")]
+    slim = [line for line in without.splitlines() if line and not line.startswith("#")]
+    assert len(slim) == len(series)  # the same series, fewer label bytes
+    for line in slim:
+        has_id = any(f'id="{i}"' in line for i in ids)
+        assert has_id == line.startswith("sysinner_container_info{"), line
+    assert sum(line.startswith("sysinner_container_info{") for line in slim) == 100
+    per_with = len(with_id.encode()) / 100
+    per_without = len(without.encode()) / 100
+    gz_with = len(b"".join(Exposition(c, CollectorRegistry()).body(gzip=True).chunks)) / 100
+    gz_without = (
+        len(b"".join(Exposition(c, CollectorRegistry(), with_id=False).body(gzip=True).chunks))
+        / 100
+    )
+    print(
+        f"\nFIGURES series/container={len(series) / 100:.0f} bytes/container "
+        f"with id={per_with:.0f} without={per_without:.0f}; gzip {gz_with:.0f} / {gz_without:.0f}"
+    )
+    assert per_without < 0.75 * per_with

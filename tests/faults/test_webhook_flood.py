@@ -225,7 +225,7 @@ async def test_webhook_flood_of_10000_alerts(flood: Flood, request: pytest.Fixtu
     assert len(actions) == restarted
     assert decisions["restarting"] == decisions["starting"] == 0
     recorded = sum(by_outcome[o] for o in ("restarted", "cooldown", "quarantined", "duplicate"))
-    recorded += by_outcome["not-found"]
+    # not-found (another host's container) is answered without a history row.
     if recorded <= HISTORY_KEPT:
         assert decisions["restarted"] == restarted
         assert sum(decisions.values()) == recorded
