@@ -76,6 +76,20 @@ def _stat(read: Callable[[ContainerSample], float]) -> Getter:
     return get
 
 
+def _field(name: str, scale: float = 1) -> Getter:
+    """Read an optional ContainerStats field: no stats or no figure (None), no sample."""
+
+    def get(s: ContainerSample) -> float | None:
+        if s.stats is None:
+            return None
+        value: int | None = getattr(s.stats, name)
+        if value is None:
+            return None
+        return value / scale if scale != 1 else value
+
+    return get
+
+
 def _spec(read: Callable[[ContainerSample], float]) -> Getter:
     """Wrap a getter of a limit: 0 (unlimited) yields no sample, as in cAdvisor."""
 
@@ -132,6 +146,64 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         _stat(lambda s: s.stats.memory_working_set),  # type: ignore[union-attr]
     ),
     ContainerMetric(
+        "container_memory_rss",
+        "Anonymous memory (and swap cache) in bytes; cgroup v2: anon.",
+        "gauge",
+        _field("memory_rss"),
+    ),
+    ContainerMetric(
+        "container_memory_swap",
+        "Container swap usage in bytes; absent where swap is not accounted.",
+        "gauge",
+        _field("memory_swap"),
+    ),
+    ContainerMetric(
+        "container_memory_mapped_file",
+        "Size of memory-mapped files in bytes, tmpfs included.",
+        "gauge",
+        _field("memory_mapped_file"),
+    ),
+    ContainerMetric(
+        "container_memory_failcnt",
+        # cAdvisor types it a counter, but a counter's name must end in _total
+        # (OpenMetrics, promtool, client parsers rename it): cAdvisor's name wins,
+        # and a gauge keeps the name as it is everywhere; rate() works on either.
+        "Times memory usage hit the limit, cumulative (cgroup v1 only; cAdvisor's name).",
+        "gauge",
+        _field("memory_failcnt"),
+    ),
+    ContainerMetric(
+        "container_memory_max_usage_bytes",
+        "Peak memory usage in bytes (cgroup v1; v2 where the kernel has memory.peak).",
+        "gauge",
+        _field("memory_max_usage"),
+    ),
+    ContainerMetric(
+        "container_cpu_cfs_periods_total",
+        "Elapsed CFS enforcement periods (counted only while a CPU limit is set).",
+        "counter",
+        _field("cpu_periods"),
+    ),
+    ContainerMetric(
+        "container_cpu_cfs_throttled_periods_total",
+        "CFS periods in which the container was throttled.",
+        "counter",
+        _field("cpu_throttled_periods"),
+    ),
+    ContainerMetric(
+        "container_cpu_cfs_throttled_seconds_total",
+        "Total time the container was throttled, in seconds.",
+        "counter",
+        _field("cpu_throttled_time", NS_PER_SECOND),
+    ),
+    ContainerMetric(
+        "container_oom_events_total",
+        "Processes of the container killed by the OOM killer (from the cgroup; the engine's "
+        "stats lack it).",
+        "counter",
+        _field("oom_events"),
+    ),
+    ContainerMetric(
         "container_network_receive_bytes_total",
         "Cumulative bytes received over all of the container's interfaces.",
         "counter",
@@ -142,6 +214,42 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "Cumulative bytes transmitted over all of the container's interfaces.",
         "counter",
         _stat(lambda s: s.stats.net_tx_bytes),  # type: ignore[union-attr]
+    ),
+    ContainerMetric(
+        "container_network_receive_packets_total",
+        "Cumulative packets received over all of the container's interfaces.",
+        "counter",
+        _field("net_rx_packets"),
+    ),
+    ContainerMetric(
+        "container_network_transmit_packets_total",
+        "Cumulative packets transmitted over all of the container's interfaces.",
+        "counter",
+        _field("net_tx_packets"),
+    ),
+    ContainerMetric(
+        "container_network_receive_errors_total",
+        "Cumulative errors encountered while receiving.",
+        "counter",
+        _field("net_rx_errors"),
+    ),
+    ContainerMetric(
+        "container_network_transmit_errors_total",
+        "Cumulative errors encountered while transmitting.",
+        "counter",
+        _field("net_tx_errors"),
+    ),
+    ContainerMetric(
+        "container_network_receive_packets_dropped_total",
+        "Cumulative packets dropped while receiving.",
+        "counter",
+        _field("net_rx_dropped"),
+    ),
+    ContainerMetric(
+        "container_network_transmit_packets_dropped_total",
+        "Cumulative packets dropped while transmitting.",
+        "counter",
+        _field("net_tx_dropped"),
     ),
     ContainerMetric(
         "container_fs_reads_bytes_total",

@@ -291,7 +291,8 @@ class ContainerStats:
 
     The first ten fields are the seed's. The ``cpu_user_usage``,
     ``cpu_system_usage`` and ``memory_inactive_file`` fields extend it so the
-    working set and the user/system split can be exported too.
+    working set and the user/system split can be exported too; the optional
+    fields after them fill cAdvisor's other families.
 
     A slotted dataclass rather than a pydantic model: the poller holds one
     per container, two generations during a poll, and a model's per-instance
@@ -313,6 +314,24 @@ class ContainerStats:
     cpu_user_usage: int = 0  # user CPU time, nanoseconds
     cpu_system_usage: int = 0  # system CPU time, nanoseconds
     memory_inactive_file: int = 0  # bytes, reclaimable first
+    # cAdvisor's further families. None where the source cannot know the
+    # figure (a cgroup v2 file the kernel lacks, a field the engine's answer
+    # does not carry): the series is then absent, never a made-up 0.
+    memory_rss: int | None = None  # bytes of anonymous memory (v1 total_rss, v2 anon)
+    memory_swap: int | None = None  # bytes swapped out (v1 total_swap, v2 memory.swap.current)
+    memory_mapped_file: int | None = None  # bytes (v1 total_mapped_file, v2 file_mapped)
+    memory_failcnt: int | None = None  # times usage hit the limit (v1 memory.failcnt)
+    memory_max_usage: int | None = None  # bytes, peak usage (v1 max_usage_in_bytes, v2 peak)
+    cpu_periods: int | None = None  # CFS enforcement periods elapsed
+    cpu_throttled_periods: int | None = None  # periods the cgroup was throttled in
+    cpu_throttled_time: int | None = None  # nanoseconds throttled
+    net_rx_packets: int | None = None  # None: no network of its own (host networking)
+    net_tx_packets: int | None = None
+    net_rx_errors: int | None = None
+    net_tx_errors: int | None = None
+    net_rx_dropped: int | None = None
+    net_tx_dropped: int | None = None
+    oom_events: int | None = None  # processes the OOM killer killed in the cgroup
 
     @property
     def memory_working_set(self) -> int:

@@ -10,6 +10,7 @@ editing a list.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -69,7 +70,10 @@ def _example_snapshot() -> Snapshot:
         info=info,
         app="0123abcd",
         replica=1,
-        stats=ContainerStats(time=1.0),
+        # Every optional figure known (0), so its family has a row too.
+        stats=ContainerStats(
+            time=1.0, **{f.name: 0 for f in dataclasses.fields(ContainerStats) if f.default is None}
+        ),
         stats_source="docker",
         processes=ProcessCounts(1, 1, 1),
     )

@@ -240,18 +240,34 @@ def _blkio_sum(entries: list[JSON] | None, op: str) -> int:
     return sum(int(e.get("value") or 0) for e in entries or [] if str(e.get("op")).lower() == op)
 
 
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _network_counter(networks: list[JSON], key: str) -> int | None:
+    # No networks (host networking): no counters, as the cgroup source has none.
+    return sum(int(n.get(key) or 0) for n in networks) if networks else None
+
+
 def stats_from_engine(raw: JSON, now: float | None = None) -> ContainerStats:
-    """Return ContainerStats from one ``GET /containers/{id}/stats`` answer (v1 or v2)."""
-    cpu = (raw.get("cpu_stats") or {}).get("cpu_usage") or {}
+    """Return ContainerStats from one ``GET /containers/{id}/stats`` answer (v1 or v2).
+
+    Fields the answer does not carry stay None (their series are absent):
+    swap and OOM kills always, ``failcnt`` and ``max_usage`` on cgroup v2.
+    """
+    cpu_stats = raw.get("cpu_stats") or {}
+    cpu = cpu_stats.get("cpu_usage") or {}
+    throttling = cpu_stats.get("throttling_data") or {}
     mem = raw.get("memory_stats") or {}
     mem_stats = mem.get("stats") or {}
     blkio = raw.get("blkio_stats") or {}
-    networks = (raw.get("networks") or {}).values()
+    networks = list((raw.get("networks") or {}).values())
     taken = parse_timestamp(raw.get("read")) or (time.time() if now is None else now)
     # v1 names page cache "cache" and the hierarchical inactive file
     # "total_inactive_file"; v2 has "file" and "inactive_file".
     cache = mem_stats.get("cache", mem_stats.get("file", 0))
     inactive = mem_stats.get("total_inactive_file", mem_stats.get("inactive_file", 0))
+    v1 = "total_rss" in mem_stats
     return ContainerStats(
         time=taken,
         cpu_total_usage=int(cpu.get("total_usage") or 0),
@@ -266,6 +282,23 @@ def stats_from_engine(raw: JSON, now: float | None = None) -> ContainerStats:
         blk_write_bytes=_blkio_sum(blkio.get("io_service_bytes_recursive"), "write"),
         blk_read_ops=_blkio_sum(blkio.get("io_serviced_recursive"), "read"),
         blk_write_ops=_blkio_sum(blkio.get("io_serviced_recursive"), "write"),
+        # The hierarchical v1 figures, as cAdvisor reads them; v2's own names.
+        memory_rss=_int_or_none(mem_stats.get("total_rss", mem_stats.get("anon"))),
+        memory_mapped_file=_int_or_none(
+            mem_stats.get("total_mapped_file", mem_stats.get("file_mapped"))
+        ),
+        # The engine omits both when 0 (omitempty), and v2 has neither.
+        memory_failcnt=int(mem.get("failcnt") or 0) if v1 else None,
+        memory_max_usage=int(mem.get("max_usage") or 0) if v1 else None,
+        cpu_periods=_int_or_none(throttling.get("periods")),
+        cpu_throttled_periods=_int_or_none(throttling.get("throttled_periods")),
+        cpu_throttled_time=_int_or_none(throttling.get("throttled_time")),
+        net_rx_packets=_network_counter(networks, "rx_packets"),
+        net_tx_packets=_network_counter(networks, "tx_packets"),
+        net_rx_errors=_network_counter(networks, "rx_errors"),
+        net_tx_errors=_network_counter(networks, "tx_errors"),
+        net_rx_dropped=_network_counter(networks, "rx_dropped"),
+        net_tx_dropped=_network_counter(networks, "tx_dropped"),
     )
 
 

@@ -50,7 +50,8 @@ def _info(name: str, cid: str, **fields: object) -> ContainerInfo:
     return TypeAdapter(ContainerInfo).validate_python(base)
 
 
-def _stats(scale: int) -> ContainerStats:
+def _stats(scale: int, *, v2: bool = False) -> ContainerStats:
+    """Return a sample; ``v2`` leaves out what cgroup v2 (or the engine) cannot say."""
     return ContainerStats(
         time=T0,
         cpu_total_usage=1_500_000_000 * scale,
@@ -65,6 +66,21 @@ def _stats(scale: int) -> ContainerStats:
         blk_write_bytes=8192 * scale,
         blk_read_ops=1 * scale,
         blk_write_ops=2 * scale,
+        memory_rss=4_194_304 * scale,
+        memory_swap=None if v2 else 65_536 * scale,
+        memory_mapped_file=262_144 * scale,
+        memory_failcnt=None if v2 else 3 * scale,
+        memory_max_usage=None if v2 else 16_777_216 * scale,
+        cpu_periods=100 * scale,
+        cpu_throttled_periods=20 * scale,
+        cpu_throttled_time=250_000_000 * scale,
+        net_rx_packets=10 * scale,
+        net_tx_packets=20 * scale,
+        net_rx_errors=1 * scale,
+        net_tx_errors=0,
+        net_rx_dropped=2 * scale,
+        net_tx_dropped=0,
+        oom_events=None if v2 else 1 * scale,
     )
 
 
@@ -89,7 +105,7 @@ def _snapshot() -> Snapshot:
                 info=_info("app-deadbeef-0001", "b"),
                 app="deadbeef",
                 replica=1,
-                stats=_stats(2),
+                stats=_stats(2, v2=True),
                 stats_source="docker",
                 stale=True,
             ),

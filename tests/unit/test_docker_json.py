@@ -82,6 +82,37 @@ def test_stats_cgroup_v2_layout() -> None:
     assert (s.blk_read_ops, s.blk_write_ops) == (0, 0)
 
 
+def test_stats_cgroup_v1_fills_cadvisors_memory_cpu_and_network_families() -> None:
+    raw = load("stats_v1.json")
+    mem, nets = raw["memory_stats"], raw["networks"]
+    s = dj.stats_from_engine(raw)
+    # The hierarchical figures, as cAdvisor reads them.
+    assert s.memory_rss == mem["stats"]["total_rss"] > 0
+    assert s.memory_mapped_file == mem["stats"]["total_mapped_file"] > 0
+    assert s.memory_max_usage == mem["max_usage"] > 0
+    assert s.memory_failcnt == 0  # omitted when 0 (omitempty) on v1
+    throttling = raw["cpu_stats"]["throttling_data"]
+    assert (s.cpu_periods, s.cpu_throttled_periods, s.cpu_throttled_time) == (55, 11, 476040870)
+    assert s.cpu_throttled_time == throttling["throttled_time"]
+    assert s.net_rx_packets == nets["eth0"]["rx_packets"] + nets["eth1"]["rx_packets"] == 28
+    assert s.net_tx_packets == 5
+    assert (s.net_rx_errors, s.net_tx_errors, s.net_rx_dropped, s.net_tx_dropped) == (0, 0, 0, 0)
+    # The engine's answer has no swap and no OOM kills: absent, never 0.
+    assert s.memory_swap is None
+    assert s.oom_events is None
+    raw["memory_stats"]["failcnt"] = 7
+    assert dj.stats_from_engine(raw).memory_failcnt == 7
+
+
+def test_stats_cgroup_v2_has_no_failcnt_or_max_usage() -> None:
+    raw = load("stats_v2.json")
+    s = dj.stats_from_engine(raw)
+    assert s.memory_rss == raw["memory_stats"]["stats"]["anon"] == 155648
+    assert s.memory_mapped_file == raw["memory_stats"]["stats"]["file_mapped"] == 405504
+    assert (s.memory_failcnt, s.memory_max_usage, s.memory_swap) == (None, None, None)
+    assert (s.cpu_periods, s.cpu_throttled_periods) == (24, 11)
+
+
 def test_stats_op_is_case_insensitive() -> None:
     entries = [
         {"major": 8, "minor": 0, "op": "READ", "value": 1},
@@ -104,7 +135,12 @@ def test_stats_of_a_created_never_started_container_are_zero() -> None:
     s = dj.stats_from_engine(raw, now=1795911111.5)
     # Go's zero time is no time: the sample is stamped when we took it.
     assert s.time == 1795911111.5
-    assert dataclasses.replace(s, time=0) == ContainerStats(time=0)
+    # The engine answers zero throttling for it and no memory at all: absent, not 0.
+    assert dataclasses.replace(s, time=0) == ContainerStats(
+        time=0, cpu_periods=0, cpu_throttled_periods=0, cpu_throttled_time=0
+    )
+    assert s.memory_rss is None
+    assert s.memory_max_usage is None
 
 
 def test_stats_with_host_networking_have_no_network_figures() -> None:
@@ -112,6 +148,8 @@ def test_stats_with_host_networking_have_no_network_figures() -> None:
     del raw["networks"]
     s = dj.stats_from_engine(raw)
     assert (s.net_rx_bytes, s.net_tx_bytes) == (0, 0)
+    assert s.net_rx_packets is None
+    assert s.net_tx_dropped is None
     assert s.cpu_total_usage > 0
 
 
