@@ -33,7 +33,7 @@ from exporter.metrics import (
     Getter,
     container_labels,
 )
-from exporter.models import ContainerState
+from exporter.models import ENGINE_STATES, engine_state_of
 from exporter.naming import sanitize_label_name
 from exporter.snapshot import ContainerSample, Snapshot, SnapshotView
 
@@ -147,20 +147,24 @@ def _poll_time_lines(prefix: str, seen_at: str, part: _Part) -> str:
     return _lines(prefix, part.closed, repeat(seen_at))
 
 
-# Per state, the tail of its line for a container in each state.
+# Per engine state, the tail of its line for a container in each state; a
+# state the engine adds later reads 0 in every line.
 _STATE_TAILS = [
-    {now: f',state="{st.value}"}} {"1" if now is st else "0"}\n' for now in ContainerState}
-    for st in ContainerState
+    (
+        {now: f',state="{st}"}} {"1" if now == st else "0"}\n' for now in ENGINE_STATES},
+        f',state="{st}"}} 0\n',
+    )
+    for st in ENGINE_STATES
 ]
 
 
 def _state_lines(prefix: str, part: _Part) -> str:
-    states = [s.info.state for s in part.samples]
+    states = [engine_state_of(s.info) for s in part.samples]
     labels = part.bare()
     columns: list[Iterable[str]] = []
-    for tails in _STATE_TAILS:
-        columns += (repeat(prefix), labels, map(tails.__getitem__, states))
-    # Row by row: each container's line for every state, in the enum's order;
+    for tails, zero in _STATE_TAILS:
+        columns += (repeat(prefix), labels, map(tails.get, states, repeat(zero)))
+    # Row by row: each container's line for every state, in ENGINE_STATES' order;
     # the endless repeat()s stop with the labels.
     return "".join(chain.from_iterable(zip(*columns, strict=False)))
 

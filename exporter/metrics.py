@@ -15,6 +15,7 @@ single ``sysinner_container_info`` series, never on every series.
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
+from exporter.models import ContainerState
 from exporter.snapshot import ContainerSample, ErrorKind, SnapshotView
 
 MetricType = Literal["counter", "gauge"]
@@ -98,6 +100,22 @@ def _spec(read: Callable[[ContainerSample], float]) -> Getter:
         return v if v else None
 
     return get
+
+
+def _live(read: Callable[[ContainerSample], float]) -> Getter:
+    """Wrap a getter that means something only while the container runs (paused included)."""
+
+    def get(s: ContainerSample) -> float | None:
+        return read(s) if s.info.state is ContainerState.RUNNING else None
+
+    return get
+
+
+#: cAdvisor's container_health_state: healthy 1, unhealthy 0, anything else
+#: (no healthcheck, or "starting": not judged yet) -1.
+_HEALTH = {"healthy": 1, "unhealthy": 0}
+#: The kernel's default CPU weight when the engine sets none (CpuShares 0).
+DEFAULT_CPU_SHARES = 1024
 
 
 def _proc(read: Callable[[ContainerSample], float]) -> Getter:
@@ -294,6 +312,24 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         _spec(lambda s: CPU_PERIOD_US if s.info.cpu_limit else 0),
     ),
     ContainerMetric(
+        "container_spec_memory_reservation_limit_bytes",
+        "Memory reservation (soft limit) in bytes; absent when none.",
+        "gauge",
+        _spec(lambda s: s.info.memory_reservation),
+    ),
+    ContainerMetric(
+        "container_spec_memory_swap_limit_bytes",
+        "Memory plus swap limit in bytes; absent when unset or unlimited.",
+        "gauge",
+        _spec(lambda s: max(s.info.memory_swap_limit, 0)),
+    ),
+    ContainerMetric(
+        "container_spec_cpu_shares",
+        "CPU shares (relative weight) of the container; 1024, the kernel's default, when unset.",
+        "gauge",
+        lambda s: s.info.cpu_shares or DEFAULT_CPU_SHARES,
+    ),
+    ContainerMetric(
         "container_start_time_seconds",
         "When the container last started, unix seconds.",
         "gauge",
@@ -324,10 +360,40 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         kind="poll_time",
     ),
     ContainerMetric(
+        "container_health_state",
+        "Healthcheck status of a running container: 1 healthy, 0 unhealthy, -1 no healthcheck "
+        "or not judged yet (starting).",
+        "gauge",
+        _live(lambda s: _HEALTH.get(s.info.health, -1)),
+    ),
+    ContainerMetric(
         "sysinner_container_state",
-        "1 for the container's current state (running, stopped, starting), 0 for the others.",
+        "1 for the container's engine state (created, running, paused, restarting, removing, "
+        "exited, dead), 0 for the others.",
         "gauge",
         kind="state",
+    ),
+    ContainerMetric(
+        # The issue's sysinner_container_restart_count: promtool refuses a
+        # "_count" suffix outside histograms and summaries, and a counter
+        # (resets included: a manual start zeroes RestartCount) is what it is.
+        "sysinner_container_restarts_total",
+        "Times the engine restarted the container under its restart policy (the engine's "
+        "RestartCount; a manual start resets it).",
+        "counter",
+        lambda s: s.info.restart_count,
+    ),
+    ContainerMetric(
+        "sysinner_container_exit_code",
+        "Exit code of the container's last exit (0 while running, as the engine resets it).",
+        "gauge",
+        lambda s: s.info.exit_code,
+    ),
+    ContainerMetric(
+        "sysinner_container_oom_killed",
+        "1 when the container's last exit was an OOM kill of its init (the engine's OOMKilled).",
+        "gauge",
+        lambda s: 1 if s.info.oom_killed else 0,
     ),
     ContainerMetric(
         "sysinner_container_stats_stale",
@@ -353,6 +419,11 @@ def container_labels(sample: ContainerSample) -> dict[str, str]:
         labels["replica"] = str(sample.replica)
     return labels
 
+
+#: The host's cores and memory, asked once: sysinfo(2) answers for the host
+#: even inside a container (a cgroup limits use, not what these report).
+MACHINE_CPU_CORES = os.cpu_count() or 0
+MACHINE_MEMORY_BYTES = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 LiveType = Literal["counter", "gauge", "info"]
 #: A sample of a live family: its labels and its value.
@@ -434,6 +505,18 @@ HEALTH_METRICS: tuple[LiveMetric[SnapshotView], ...] = (
         "Containers tracked by the last poll.",
         "gauge",
         _one(lambda v: len(v.snapshot.containers)),
+    ),
+    LiveMetric(
+        "machine_cpu_cores",
+        "Logical CPU cores of the host.",
+        "gauge",
+        _one(lambda v: MACHINE_CPU_CORES),
+    ),
+    LiveMetric(
+        "machine_memory_bytes",
+        "Memory of the host in bytes (MemTotal).",
+        "gauge",
+        _one(lambda v: MACHINE_MEMORY_BYTES),
     ),
     LiveMetric(
         "sysinner_exporter_stats_source",

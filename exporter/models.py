@@ -78,6 +78,16 @@ class ContainerState(StrEnum):
     STARTING = "starting"
 
 
+#: The engine's own states (``State.Status``), in the order metrics list them.
+ENGINE_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
+# What a driver state stands for when a driver gives no engine state.
+_ENGINE_STATE_OF = {
+    ContainerState.RUNNING: "running",
+    ContainerState.STOPPED: "exited",
+    ContainerState.STARTING: "created",
+}
+
+
 class _Input(BaseModel):
     """Base of models that come from users: unknown fields are an error."""
 
@@ -283,6 +293,31 @@ class ContainerInfo:
     # empty one costs nothing per cached container.
     mount_sources: tuple[str, ...] = Field(default=(), exclude=True)
     last_inspect_time: int = Field(default=0, exclude=True, description="unix seconds")
+    # What the metrics need of inspect beyond the contract's fields. Kept out
+    # of the API's answers (exclude), which stay the contract's.
+    engine_state: str = Field(
+        default="",
+        exclude=True,
+        description="the engine's own state (paused, restarting, ...); state folds it",
+    )
+    health: str = Field(
+        default="", exclude=True, description="healthcheck status; empty without a healthcheck"
+    )
+    restart_count: int = Field(default=0, exclude=True)
+    exit_code: int = Field(default=0, exclude=True, description="the last exit's code")
+    oom_killed: bool = Field(
+        default=False, exclude=True, description="the last exit was an OOM kill"
+    )
+    memory_reservation: int = Field(default=0, exclude=True, description="bytes; 0 is none")
+    memory_swap_limit: int = Field(
+        default=0, exclude=True, description="memory plus swap, bytes; 0 unset, -1 unlimited"
+    )
+    cpu_shares: int = Field(default=0, exclude=True, description="relative weight; 0 is default")
+
+
+def engine_state_of(info: ContainerInfo) -> str:
+    """Return the engine's state of ``info``: its own, or what its driver state stands for."""
+    return info.engine_state or _ENGINE_STATE_OF[info.state]
 
 
 @dataclass(frozen=True, slots=True)

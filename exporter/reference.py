@@ -65,6 +65,8 @@ def _example_snapshot() -> Snapshot:
         started=1,
         cpu_limit=1000,
         memory_limit=1 << 30,
+        memory_reservation=1 << 29,
+        memory_swap_limit=1 << 31,
     )
     sample = ContainerSample(
         info=info,

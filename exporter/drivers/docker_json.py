@@ -173,6 +173,7 @@ def container_from_list(raw: JSON) -> ContainerInfo:
         image=_shared(raw.get("Image", "")),
         image_id=_shared(raw.get("ImageID", "")),
         state=map_state(raw.get("State", "")),
+        engine_state=_shared(raw.get("State", "")),
         status=_shared(raw.get("Status", "")),
         ip=_first_ip((raw.get("NetworkSettings") or {}).get("Networks")),
         ports=_list_ports(raw.get("Ports")),
@@ -217,6 +218,14 @@ def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo
         binds=_binds(raw),
         mount_sources=_mount_sources(raw.get("Mounts")),
         last_inspect_time=int(time.time() if now is None else now),
+        engine_state=_shared(engine_state),
+        health=_shared((state.get("Health") or {}).get("Status") or ""),
+        restart_count=int(raw.get("RestartCount") or 0),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        memory_reservation=int(host.get("MemoryReservation") or 0),
+        memory_swap_limit=int(host.get("MemorySwap") or 0),
+        cpu_shares=int(host.get("CpuShares") or 0),
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from exporter.metrics import (
     ExporterHealthCollector,
     LiveMetric,
 )
-from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.models import ENGINE_STATES, ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import sanitize_label_name
 from exporter.reference import MetricDoc, metric_docs
 from exporter.snapshot import (
@@ -31,6 +33,7 @@ from exporter.snapshot import (
     Snapshot,
     SnapshotView,
 )
+from tests.conftest import require
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "metrics.prom"
 T0 = 1_700_000_000.0
@@ -94,6 +97,12 @@ def _snapshot() -> Snapshot:
                     cpu_limit=500,
                     memory_limit=67_108_864,
                     labels={"team": "core", "com.example/tier": 'web "front"\\edge'},
+                    engine_state="running",
+                    health="healthy",
+                    restart_count=2,
+                    memory_reservation=33_554_432,
+                    memory_swap_limit=134_217_728,
+                    cpu_shares=512,
                 ),
                 app="0123456789abcdef",
                 replica=255,
@@ -102,7 +111,13 @@ def _snapshot() -> Snapshot:
                 processes=ProcessCounts(3, 5, 17),
             ),
             ContainerSample(
-                info=_info("app-deadbeef-0001", "b"),
+                info=_info(
+                    "app-deadbeef-0001",
+                    "b",
+                    engine_state="paused",
+                    health="unhealthy",
+                    memory_swap_limit=-1,
+                ),
                 app="deadbeef",
                 replica=1,
                 stats=_stats(2, v2=True),
@@ -111,7 +126,15 @@ def _snapshot() -> Snapshot:
             ),
             ContainerSample(
                 info=_info(
-                    "app-deadbeef-0002", "c", state=ContainerState.STOPPED, pid=0, started=0
+                    "app-deadbeef-0002",
+                    "c",
+                    state=ContainerState.STOPPED,
+                    pid=0,
+                    started=0,
+                    engine_state="exited",
+                    health="unhealthy",
+                    exit_code=137,
+                    oom_killed=True,
                 ),
                 app="deadbeef",
                 replica=2,
@@ -216,12 +239,52 @@ def test_stopped_container_exports_state_but_no_usage() -> None:
     }
     assert registry.get_sample_value("container_cpu_usage_seconds_total", labels) is None
     assert registry.get_sample_value("container_start_time_seconds", labels) is None
-    assert (
-        registry.get_sample_value("sysinner_container_state", {**labels, "state": "stopped"}) == 1
-    )
+    assert registry.get_sample_value("sysinner_container_state", {**labels, "state": "exited"}) == 1
     assert (
         registry.get_sample_value("sysinner_container_state", {**labels, "state": "running"}) == 0
     )
+    # Health means something only while it runs; its last exit does after.
+    assert registry.get_sample_value("container_health_state", labels) is None
+    assert registry.get_sample_value("sysinner_container_exit_code", labels) == 137
+    assert registry.get_sample_value("sysinner_container_oom_killed", labels) == 1
+
+
+def test_engine_states_are_not_folded_and_health_reads_as_cadvisor() -> None:
+    registry = _registry(_snapshot())
+    paused = {
+        "name": "app-deadbeef-0001",
+        "id": "b" * 64,
+        "image": "local/busybox:latest",
+        "app": "deadbeef",
+        "replica": "1",
+    }
+    states = {
+        state: registry.get_sample_value("sysinner_container_state", {**paused, "state": state})
+        for state in ENGINE_STATES
+    }
+    assert states == {state: 1.0 if state == "paused" else 0.0 for state in ENGINE_STATES}
+    assert registry.get_sample_value("container_health_state", paused) == 0
+    healthy = {
+        "name": "app-0123456789abcdef-00ff",
+        "id": "a" * 64,
+        "image": "local/busybox:latest",
+        "app": "0123456789abcdef",
+        "replica": "255",
+    }
+    assert registry.get_sample_value("container_health_state", healthy) == 1
+    assert registry.get_sample_value("sysinner_container_restarts_total", healthy) == 2
+    assert registry.get_sample_value("container_spec_cpu_shares", healthy) == 512
+    assert registry.get_sample_value("container_spec_memory_swap_limit_bytes", healthy) == 2**27
+    # No healthcheck reads -1; no engine state (a driver without one) reads as its driver state;
+    # unset shares are the kernel's 1024; unlimited swap (-1) has no series.
+    unmanaged = {"name": "postgres", "id": "d" * 64, "image": "postgres:16"}
+    assert registry.get_sample_value("container_health_state", unmanaged) == -1
+    assert (
+        registry.get_sample_value("sysinner_container_state", {**unmanaged, "state": "running"})
+        == 1
+    )
+    assert registry.get_sample_value("container_spec_cpu_shares", unmanaged) == 1024
+    assert registry.get_sample_value("container_spec_memory_swap_limit_bytes", paused) is None
 
 
 def test_docker_labels_only_on_the_info_series_and_escaped() -> None:
@@ -391,3 +454,19 @@ def test_a_container_row_has_a_getter_exactly_when_it_is_of_kind_value() -> None
         ContainerMetric("container_test_nothing", "No getter.", "gauge")
     with pytest.raises(ValueError, match="getter"):
         ContainerMetric("container_test_both", "Both.", "gauge", lambda s: 1, kind="state")
+
+
+@pytest.mark.promtool
+def test_promtool_check_metrics_finds_no_problem_in_the_golden_exposition() -> None:
+    # Prometheus' own linter: names, suffixes and units as it expects them.
+    require(shutil.which("promtool") is not None, "promtool")
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=GOLDEN.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert GOLDEN.read_text().count("# TYPE ") == len(CONTAINER_METRICS)

@@ -10,9 +10,16 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from exporter.drivers import docker_json as dj
-from exporter.models import ContainerCreateOptions, ContainerState, ContainerStats, PortBinding
+from exporter.models import (
+    ContainerCreateOptions,
+    ContainerInfo,
+    ContainerState,
+    ContainerStats,
+    PortBinding,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "engine"
 
@@ -154,6 +161,48 @@ def test_stats_with_host_networking_have_no_network_figures() -> None:
 
 
 # -- inspect and list --------------------------------------------------------
+
+
+def test_inspect_carries_what_cadvisors_families_need() -> None:
+    raw = load("inspect_running.json")
+    c = dj.container_from_inspect(raw)
+    # A running container without a healthcheck, never restarted, default weight.
+    assert (c.engine_state, c.health, c.restart_count, c.exit_code, c.oom_killed) == (
+        "running",
+        "",
+        0,
+        0,
+        False,
+    )
+    assert c.memory_swap_limit == raw["HostConfig"]["MemorySwap"] == 64 * 1024 * 1024
+    assert (c.memory_reservation, c.cpu_shares) == (0, 0)
+    raw["State"].update(
+        Status="restarting", ExitCode=3, OOMKilled=True, Health={"Status": "unhealthy"}
+    )
+    raw["RestartCount"] = 6
+    raw["HostConfig"].update(MemoryReservation=32 * 1024 * 1024, CpuShares=512, MemorySwap=-1)
+    c = dj.container_from_inspect(raw)
+    assert c.state is ContainerState.STARTING  # the contract's folding stays for the API
+    assert (c.engine_state, c.health, c.restart_count, c.exit_code, c.oom_killed) == (
+        "restarting",
+        "unhealthy",
+        6,
+        3,
+        True,
+    )
+    assert (c.memory_reservation, c.cpu_shares, c.memory_swap_limit) == (2**25, 512, -1)
+    # Kept out of the API's answers, which stay the contract's.
+    dumped = TypeAdapter(ContainerInfo).dump_python(c)
+    assert "health" not in dumped
+    assert "restart_count" not in dumped
+
+
+def test_list_entry_keeps_the_engine_state_the_contract_folds() -> None:
+    entry = load("list.json")[0]
+    entry["State"] = "paused"
+    c = dj.container_from_list(entry)
+    assert c.state is ContainerState.RUNNING
+    assert c.engine_state == "paused"
 
 
 def test_inspect_recording() -> None:
