@@ -33,7 +33,7 @@ from exporter.metrics import (
     Getter,
     container_labels,
 )
-from exporter.models import ENGINE_STATES, engine_state_of
+from exporter.models import ENGINE_STATES, ContainerState, engine_state_of
 from exporter.naming import sanitize_label_name
 from exporter.snapshot import ContainerSample, Snapshot, SnapshotView
 
@@ -111,7 +111,12 @@ def render_container_families(
         part = samples[i : i + CHUNK_CONTAINERS]
         parts.append(_Part(part, [_label_string(s) + "} " for s in part]))
     allow = [(key, sanitize_label_name(key)) for key in label_allowlist]
-    seen_at = repr(snapshot.completed_at)
+    # container_last_seen carries the poll's time as its sample's timestamp too
+    # (milliseconds in the text format, seconds in OpenMetrics), as cAdvisor's
+    # does: Prometheus then keeps a vanished container's last sample for its
+    # lookback, and `time() - container_last_seen > 60` can fire.
+    stamp = repr(snapshot.completed_at) if openmetrics else str(int(snapshot.completed_at * 1000))
+    seen_at = f"{snapshot.completed_at!r} {stamp}"
     for spec in table:
         head = _header(spec.name, spec.family, spec.help, spec.type, openmetrics)
         prefix = spec.name + "{"
@@ -144,7 +149,10 @@ def _value_lines(prefix: str, value: Getter, part: _Part) -> str:
 
 
 def _poll_time_lines(prefix: str, seen_at: str, part: _Part) -> str:
-    return _lines(prefix, part.closed, repeat(seen_at))
+    # Only containers the poll saw running (paused ones included), as cAdvisor
+    # sees only those with a cgroup: a stopped container's series goes stale.
+    running = [s.info.state is ContainerState.RUNNING for s in part.samples]
+    return _lines(prefix, compress(part.closed, running), repeat(seen_at))
 
 
 # Per engine state, the tail of its line for a container in each state; a

@@ -45,7 +45,8 @@ class ContainerMetric:
 
     ``kind`` says what series a container gets (exposition renders each kind
     at C speed): ``value``, one series of ``value``'s number (None: none);
-    ``poll_time``, one series of when the poll completed (unix seconds);
+    ``poll_time``, for a running container one series of when the poll
+    completed (unix seconds), stamped with that time;
     ``state``, one series per container state, labelled ``state``, 1 for the
     container's own and 0 for the others; ``info``, one series of 1 that also
     carries the container's allow-listed Docker labels.
@@ -355,7 +356,8 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
     ),
     ContainerMetric(
         "container_last_seen",
-        "When the exporter last saw the container, unix seconds.",
+        "When the exporter last saw the container running, unix seconds; the sample carries "
+        "that time as its timestamp, so it outlives the container for Prometheus' lookback.",
         "gauge",
         kind="poll_time",
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -470,3 +471,25 @@ def test_promtool_check_metrics_finds_no_problem_in_the_golden_exposition() -> N
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert GOLDEN.read_text().count("# TYPE ") == len(CONTAINER_METRICS)
+
+
+def test_last_seen_is_for_running_containers_only_and_stamped_with_the_poll_time() -> None:
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as parse_openmetrics,
+    )
+
+    snapshot = dataclasses.replace(_snapshot(), completed_at=T0 + 0.25)
+    text = _render(snapshot)
+    om = b"".join(render_container_families(snapshot, openmetrics=True)).decode() + "# EOF\n"
+    for families in (text_string_to_metric_families(text), parse_openmetrics(om)):
+        seen = {
+            s.labels["name"]: (s.value, s.timestamp)
+            for f in families
+            if f.name == "container_last_seen"
+            for s in f.samples
+        }
+        # The stopped container has none; the paused one (b) is still seen.
+        assert set(seen) == {"app-0123456789abcdef-00ff", "app-deadbeef-0001", "postgres"}
+        for value, timestamp in seen.values():
+            assert value == T0 + 0.25
+            assert float(timestamp) == T0 + 0.25
