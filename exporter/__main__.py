@@ -32,6 +32,7 @@ from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from exporter.sources.base import DriverStatsSource, FallbackStatsSource, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
+from exporter.sources.host import read_host_stats
 from exporter.state import StateStore
 
 log = logging.getLogger("exporter")
@@ -176,6 +177,7 @@ def build_poller(settings: Settings, driver: DockerDriver) -> Poller:
             if settings.collect_processes
             else None
         ),
+        host_reader=functools.partial(read_host_stats, settings.proc_root),
     )
 
 

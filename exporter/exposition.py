@@ -33,9 +33,12 @@ from exporter.metrics import (
     Getter,
     container_labels,
 )
-from exporter.models import ENGINE_STATES, ContainerState, engine_state_of
+from exporter.models import ENGINE_STATES, ContainerInfo, ContainerState, engine_state_of
 from exporter.naming import sanitize_label_name
 from exporter.snapshot import ContainerSample, Snapshot, SnapshotView
+
+#: cAdvisor's root container: the host's totals carry id="/" and an empty name.
+ROOT_INFO = ContainerInfo(id="/", name="", state=ContainerState.RUNNING, cgroup_path="/")
 
 #: What the container block is written in; every Prometheus 2.x parses both.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -117,8 +120,15 @@ def render_container_families(
     # lookback, and `time() - container_last_seen > 60` can fire.
     stamp = repr(snapshot.completed_at) if openmetrics else str(int(snapshot.completed_at * 1000))
     seen_at = f"{snapshot.completed_at!r} {stamp}"
+    root = None
+    if snapshot.host is not None:
+        root = ContainerSample(info=ROOT_INFO, app=None, replica=None, stats=snapshot.host)
     for spec in table:
         head = _header(spec.name, spec.family, spec.help, spec.type, openmetrics)
+        if spec.host and root is not None and spec.value is not None:
+            value = spec.value(root)
+            if value is not None:
+                head += f'{spec.name}{{name="",id="/"}} {value}\n'
         prefix = spec.name + "{"
         lines: Callable[[_Part], str]
         if spec.value is not None:

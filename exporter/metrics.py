@@ -8,7 +8,8 @@ at every scrape by a prometheus_client ``Collector`` that does no I/O.
 Adding a metric is adding a row here: the exposition and the README's
 reference (:mod:`exporter.reference`) follow from the table.
 
-Every container series carries ``name``, ``id``, ``image`` and, for managed
+Every container series carries ``name``, ``id`` (the cgroup path, as
+cAdvisor's), ``image`` and, for managed
 containers, ``app`` and ``replica`` (decimal); Docker labels go only on the
 single ``sysinner_container_info`` series, never on every series.
 """
@@ -49,7 +50,8 @@ class ContainerMetric:
     completed (unix seconds), stamped with that time;
     ``state``, one series per container state, labelled ``state``, 1 for the
     container's own and 0 for the others; ``info``, one series of 1 that also
-    carries the container's allow-listed Docker labels.
+    carries the container's allow-listed Docker labels. A ``host`` row also
+    renders the snapshot's host totals as the root container.
     """
 
     name: str
@@ -57,6 +59,8 @@ class ContainerMetric:
     type: MetricType
     value: Getter | None = None
     kind: RowKind = "value"
+    #: The row has a series for the host too, cAdvisor's root container (id="/").
+    host: bool = False
 
     def __post_init__(self) -> None:
         if (self.value is None) == (self.kind == "value"):
@@ -133,48 +137,56 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "Cumulative CPU time consumed, in seconds (resets when the container restarts).",
         "counter",
         _stat(lambda s: s.stats.cpu_total_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_cpu_user_seconds_total",
         "Cumulative user CPU time consumed, in seconds.",
         "counter",
         _stat(lambda s: s.stats.cpu_user_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_cpu_system_seconds_total",
         "Cumulative system CPU time consumed, in seconds.",
         "counter",
         _stat(lambda s: s.stats.cpu_system_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_memory_usage_bytes",
         "Current memory usage in bytes, page cache included.",
         "gauge",
         _stat(lambda s: s.stats.memory_usage),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_memory_cache",
         "Page cache memory in bytes (cgroup v2: file).",
         "gauge",
         _stat(lambda s: s.stats.memory_cache),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_memory_working_set_bytes",
         "Memory usage minus inactive file pages, in bytes: what the OOM killer weighs.",
         "gauge",
         _stat(lambda s: s.stats.memory_working_set),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_memory_rss",
         "Anonymous memory (and swap cache) in bytes; cgroup v2: anon.",
         "gauge",
         _field("memory_rss"),
+        host=True,
     ),
     ContainerMetric(
         "container_memory_swap",
         "Container swap usage in bytes; absent where swap is not accounted.",
         "gauge",
         _field("memory_swap"),
+        host=True,
     ),
     ContainerMetric(
         "container_memory_mapped_file",
@@ -227,48 +239,56 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "Cumulative bytes received over all of the container's interfaces.",
         "counter",
         _stat(lambda s: s.stats.net_rx_bytes),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_network_transmit_bytes_total",
         "Cumulative bytes transmitted over all of the container's interfaces.",
         "counter",
         _stat(lambda s: s.stats.net_tx_bytes),  # type: ignore[union-attr]
+        host=True,
     ),
     ContainerMetric(
         "container_network_receive_packets_total",
         "Cumulative packets received over all of the container's interfaces.",
         "counter",
         _field("net_rx_packets"),
+        host=True,
     ),
     ContainerMetric(
         "container_network_transmit_packets_total",
         "Cumulative packets transmitted over all of the container's interfaces.",
         "counter",
         _field("net_tx_packets"),
+        host=True,
     ),
     ContainerMetric(
         "container_network_receive_errors_total",
         "Cumulative errors encountered while receiving.",
         "counter",
         _field("net_rx_errors"),
+        host=True,
     ),
     ContainerMetric(
         "container_network_transmit_errors_total",
         "Cumulative errors encountered while transmitting.",
         "counter",
         _field("net_tx_errors"),
+        host=True,
     ),
     ContainerMetric(
         "container_network_receive_packets_dropped_total",
         "Cumulative packets dropped while receiving.",
         "counter",
         _field("net_rx_dropped"),
+        host=True,
     ),
     ContainerMetric(
         "container_network_transmit_packets_dropped_total",
         "Cumulative packets dropped while transmitting.",
         "counter",
         _field("net_tx_dropped"),
+        host=True,
     ),
     ContainerMetric(
         "container_fs_reads_bytes_total",
@@ -415,7 +435,9 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
 def container_labels(sample: ContainerSample) -> dict[str, str]:
     """Return the identifying labels of every series of a container."""
     info = sample.info
-    labels = {"name": info.name, "id": info.id, "image": info.image}
+    # cAdvisor's id is the cgroup path, which the Docker dashboards select on
+    # (id=~"/system.slice/docker.+"); the bare id where a driver cannot say.
+    labels = {"name": info.name, "id": info.cgroup_path or info.id, "image": info.image}
     if sample.app is not None and sample.replica is not None:
         labels["app"] = sample.app
         labels["replica"] = str(sample.replica)

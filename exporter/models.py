@@ -313,6 +313,12 @@ class ContainerInfo:
         default=0, exclude=True, description="memory plus swap, bytes; 0 unset, -1 unlimited"
     )
     cpu_shares: int = Field(default=0, exclude=True, description="relative weight; 0 is default")
+    cgroup_path: str = Field(
+        default="",
+        exclude=True,
+        description="the container's cgroup as the kernel names it (/docker/<id>, "
+        "/system.slice/docker-<id>.scope); empty when the driver cannot say",
+    )
 
 
 def engine_state_of(info: ContainerInfo) -> str:

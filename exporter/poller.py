@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
 from exporter.errors import ConflictError, DriverError, DriverTimeoutError, NotFoundError
-from exporter.models import ContainerInfo, ContainerState
+from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
 from exporter.processes import count_processes
 from exporter.snapshot import (
@@ -88,6 +88,7 @@ class Poller:
         process_counter: ProcessCounter | None = count_processes,
         clock: Callable[[], float] = time.time,
         inspect_max_age: float = INSPECT_MAX_AGE,
+        host_reader: Callable[[], ContainerStats | None] | None = None,
     ) -> None:
         self._driver = driver
         self._source = stats_source
@@ -99,6 +100,7 @@ class Poller:
         self._process_counter = process_counter
         self._clock = clock
         self._inspect_max_age = inspect_max_age
+        self._host_reader = host_reader
         # id -> (list fingerprint, monotonic time it expires, inspected info)
         self._inspected: dict[
             str, tuple[tuple[ContainerState, str, str], float, ContainerInfo]
@@ -254,8 +256,8 @@ class Poller:
         del tracked, inspected  # a megabyte at thousands of containers, not needed past here
         running = [info for info, _, _ in rows if info.state is ContainerState.RUNNING]
         # Both catch their own errors; gather also cancels both if the poll is cancelled.
-        stats, processes = await asyncio.gather(
-            self._read_stats(running), self._count_processes(running)
+        stats, processes, host = await asyncio.gather(
+            self._read_stats(running), self._count_processes(running), self._read_host()
         )
         read_at = time.monotonic()
 
@@ -292,8 +294,19 @@ class Poller:
                 (PollPhase.STATS, read_at - inspected_at),
             ),
             engine_up=True,
+            host=host,
         )
         return self._finish(self.snapshot)
+
+    async def _read_host(self) -> ContainerStats | None:
+        """Return the host's totals (cAdvisor's root container), None when they cannot be read."""
+        if self._host_reader is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._host_reader)
+        except Exception as e:  # noqa: BLE001 - the host's totals must not break the poll
+            log.warning("reading the host's totals failed: %s", e)
+            return None
 
     def _stale_or_bare(self, sample: ContainerSample) -> ContainerSample:
         """Keep a running container's previous stats for one poll after a failed read."""

@@ -140,9 +140,12 @@ def _cell(text: str) -> str:
 def metric_reference_markdown() -> str:
     """Return the reference as Markdown: a note on labels, then the table of families."""
     rows = [
-        "Container series carry `name`, `id` and `image`; `app` and `replica` (decimal) only",
-        "for managed containers. `sysinner_container_info` also carries the Docker labels",
-        "allow-listed with `--collect.labels`, as `label_<key>`. The process collector of",
+        "Container series carry `name`, `id` (the container's cgroup path, as cAdvisor's:",
+        "`/docker/<id>` with the cgroupfs driver, `/system.slice/docker-<id>.scope` with",
+        "systemd) and `image`; `app` and `replica` (decimal) only for managed containers.",
+        'The host\'s totals are the root container, `id="/"` with `name=""`, as cAdvisor\'s.',
+        "`sysinner_container_info` also carries the Docker labels allow-listed with",
+        "`--collect.labels`, as `label_<key>`. The process collector of",
         "`prometheus_client` adds the standard `process_*` and `python_info` families.",
         "The `sysinner_exporter_remediation_*` families exist when the lifecycle API is",
         "on (a token is set).",

@@ -66,6 +66,8 @@ class Snapshot:
     phase_seconds: tuple[tuple[PollPhase, float], ...] = ()
     engine_up: bool = False
     error: str | None = None
+    #: The host's totals, rendered as cAdvisor's root container (id="/"); None: unknown.
+    host: ContainerStats | None = None
 
 
 @dataclass

@@ -193,8 +193,40 @@ def cpu_millicores(host_config: JSON) -> int:
     return quota * 1000 // period if quota > 0 else 0
 
 
-def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo:
-    """Return a ContainerInfo from ``GET /containers/{id}/json``."""
+def _systemd_slice_path(slice_name: str) -> str:
+    """Return the path systemd gives a slice: ``a-b.slice`` is ``/a.slice/a-b.slice``."""
+    if slice_name in ("", "-.slice"):
+        return ""
+    stem = slice_name.removesuffix(".slice")
+    parts = stem.split("-")
+    return "".join("/" + "-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def cgroup_path(container_id: str, cgroup_parent: str, cgroup_driver: str) -> str:
+    """Return the cgroup the engine puts a container in, as the kernel (and cAdvisor) names it.
+
+    cgroupfs: ``<parent or /docker>/<id>``; systemd: the parent slice's path
+    (``system.slice`` by default) then ``docker-<id>.scope``. Both cgroup
+    versions name it the same way.
+    """
+    if cgroup_driver == "systemd":
+        parent = cgroup_parent or "system.slice"
+        if parent.endswith(".slice"):
+            return f"{_systemd_slice_path(parent)}/docker-{container_id}.scope"
+        # A parent that is not a slice is taken as a plain path by the engine.
+        return f"/{parent.strip('/')}/docker-{container_id}.scope"
+    parent = "/" + (cgroup_parent or "/docker").strip("/")
+    return f"{parent.rstrip('/')}/{container_id}"
+
+
+def container_from_inspect(
+    raw: JSON, now: float | None = None, *, cgroup_driver: str = "cgroupfs"
+) -> ContainerInfo:
+    """Return a ContainerInfo from ``GET /containers/{id}/json``.
+
+    ``cgroup_driver`` is the engine's (``GET /info`` ``CgroupDriver``): it
+    says where the container's cgroup is.
+    """
     state = raw.get("State") or {}
     config = raw.get("Config") or {}
     host = raw.get("HostConfig") or {}
@@ -226,6 +258,7 @@ def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo
         memory_reservation=int(host.get("MemoryReservation") or 0),
         memory_swap_limit=int(host.get("MemorySwap") or 0),
         cpu_shares=int(host.get("CpuShares") or 0),
+        cgroup_path=cgroup_path(raw["Id"], host.get("CgroupParent") or "", cgroup_driver),
     )
 
 

@@ -38,6 +38,8 @@ from tests.conftest import require
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "metrics.prom"
 T0 = 1_700_000_000.0
+#: Container b's cgroup, as the systemd driver names it: its series' id.
+B_CGROUP = "/system.slice/docker-" + "b" * 64 + ".scope"
 
 
 def _info(name: str, cid: str, **fields: object) -> ContainerInfo:
@@ -115,6 +117,7 @@ def _snapshot() -> Snapshot:
                 info=_info(
                     "app-deadbeef-0001",
                     "b",
+                    cgroup_path=B_CGROUP,
                     engine_state="paused",
                     health="unhealthy",
                     memory_swap_limit=-1,
@@ -151,6 +154,7 @@ def _snapshot() -> Snapshot:
         completed_at=T0,
         duration_seconds=0.25,
         engine_up=True,
+        host=_stats(100, v2=True),
     )
 
 
@@ -225,7 +229,7 @@ def test_unmanaged_container_has_no_app_or_replica_label() -> None:
             if sample.labels.get("name") == "postgres":
                 assert "app" not in sample.labels
                 assert "replica" not in sample.labels
-            elif "name" in sample.labels:
+            elif sample.labels.get("name"):  # the root container (name="") has neither
                 assert sample.labels["app"] in ("0123456789abcdef", "deadbeef")
 
 
@@ -254,7 +258,7 @@ def test_engine_states_are_not_folded_and_health_reads_as_cadvisor() -> None:
     registry = _registry(_snapshot())
     paused = {
         "name": "app-deadbeef-0001",
-        "id": "b" * 64,
+        "id": B_CGROUP,
         "image": "local/busybox:latest",
         "app": "deadbeef",
         "replica": "1",
@@ -323,7 +327,7 @@ def test_label_names_are_sanitized(key: str, expected: str) -> None:
 
 def test_stale_flag_marks_reused_samples() -> None:
     registry = _registry(_snapshot())
-    stale = {"name": "app-deadbeef-0001", "id": "b" * 64, "image": "local/busybox:latest"}
+    stale = {"name": "app-deadbeef-0001", "id": B_CGROUP, "image": "local/busybox:latest"}
     fresh = {"name": "app-0123456789abcdef-00ff", "id": "a" * 64, "image": "local/busybox:latest"}
     assert (
         registry.get_sample_value(
@@ -493,3 +497,25 @@ def test_last_seen_is_for_running_containers_only_and_stamped_with_the_poll_time
         for value, timestamp in seen.values():
             assert value == T0 + 0.25
             assert float(timestamp) == T0 + 0.25
+
+
+def test_host_totals_are_the_root_container_and_ids_are_cgroup_paths() -> None:
+    registry = _registry(_snapshot())
+    root = {"name": "", "id": "/"}
+    assert registry.get_sample_value("container_cpu_usage_seconds_total", root) == 150
+    assert registry.get_sample_value("container_memory_working_set_bytes", root) == 943_718_400
+    assert registry.get_sample_value("container_network_receive_packets_total", root) == 1000
+    # Only the host rows: no spec, state or health series for the root.
+    assert registry.get_sample_value("container_health_state", root) is None
+    assert registry.get_sample_value("container_cpu_cfs_periods_total", root) is None
+    ids = {
+        s.labels["name"]: s.labels["id"]
+        for f in _Parsed(_render(_snapshot())).families
+        if f.name == "container_cpu_usage_seconds"
+        for s in f.samples
+    }
+    # The cgroup path where the driver gave one; the bare id where it could not.
+    assert ids["app-deadbeef-0001"] == B_CGROUP
+    assert ids["postgres"] == "d" * 64
+    no_host = _render(dataclasses.replace(_snapshot(), host=None))
+    assert 'id="/"' not in no_host

@@ -21,6 +21,7 @@ from exporter.metrics import build_registry
 from exporter.poller import Poller
 from exporter.processes import count_processes
 from tests.conftest import ContainerFactory, new_app_id, poller_on, require, wait_for
+from tests.integration.kernel import kernel_cgroup_path
 from tests.socket_proxy import UnixSocketProxy
 
 pytestmark = pytest.mark.engine
@@ -84,7 +85,9 @@ async def test_metrics_has_managed_series_with_labels_and_unmanaged_is_left_out(
     cpu = {labels["name"]: labels for labels, _ in families["container_cpu_usage_seconds_total"]}
     for c in managed:
         labels = cpu[c.name]
-        assert labels["id"] == c.id
+        # cAdvisor's id: the cgroup path the kernel shows for the container's init.
+        assert labels["id"] == kernel_cgroup_path(c.pid)
+        assert labels["id"].endswith(c.id)
         assert labels["image"] == "local/busybox:latest"
         assert labels["app"] == app_id
         assert labels["replica"] == str(int(c.name[-4:], 16))
@@ -134,7 +137,7 @@ async def test_cpu_and_memory_match_the_engines_own_stats(
     families = await _families(client)
 
     def ours(metric: str) -> float:
-        return next(v for lab, v in families[metric] if lab["id"] == c.id)
+        return next(v for lab, v in families[metric] if lab["name"] == c.name)
 
     engine_cpu = engine["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
     assert engine_cpu > 0.05

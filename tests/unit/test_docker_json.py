@@ -515,3 +515,22 @@ def test_binds_come_from_the_mounts_however_they_were_created() -> None:
     c = dj.container_from_inspect(raw)
     assert c.binds == ["/srv/a:/a"]
     assert c.mount_sources == ("/srv/a", "/var/lib/docker/volumes/v/_data")
+
+
+@pytest.mark.parametrize(
+    ("parent", "driver", "path"),
+    [
+        ("", "cgroupfs", "/docker/{id}"),
+        ("/custom/parent/", "cgroupfs", "/custom/parent/{id}"),
+        ("", "systemd", "/system.slice/docker-{id}.scope"),
+        ("my-apps.slice", "systemd", "/my.slice/my-apps.slice/docker-{id}.scope"),
+        ("-.slice", "systemd", "/docker-{id}.scope"),
+    ],
+)
+def test_cgroup_path_is_where_the_engine_puts_the_container(
+    parent: str, driver: str, path: str
+) -> None:
+    raw = load("inspect_running.json")
+    raw["HostConfig"]["CgroupParent"] = parent
+    c = dj.container_from_inspect(raw, cgroup_driver=driver)
+    assert c.cgroup_path == path.format(id=raw["Id"])
