@@ -24,7 +24,7 @@ from exporter.confinement import MountPolicy
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
-from exporter.metrics import build_registry
+from exporter.metrics import build_registry, enabled_rows
 from exporter.poller import Poller
 from exporter.processes import CgroupProcessCounter
 from exporter.remediation import RemediationPolicy, Remediator
@@ -148,11 +148,16 @@ def build_stats_source(settings: Settings, driver: DockerDriver) -> StatsSource:
                 f"{flag_name('stats_source')}=cgroup, but {settings.proc_root}/self/cgroup "
                 f"or {settings.cgroup_root} is not readable"
             )
-        source = CgroupStatsSource(settings.proc_root, settings.cgroup_root)
+        source = CgroupStatsSource(
+            settings.proc_root, settings.cgroup_root, disabled_groups=settings.collect_disable
+        )
         why = f"{flag_name('stats_source')}=cgroup"
     elif readable:
         source = FallbackStatsSource(
-            CgroupStatsSource(settings.proc_root, settings.cgroup_root), engine
+            CgroupStatsSource(
+                settings.proc_root, settings.cgroup_root, disabled_groups=settings.collect_disable
+            ),
+            engine,
         )
         why = f"cgroup files readable under {settings.cgroup_root}; the engine for the rest"
     else:
@@ -174,7 +179,7 @@ def build_poller(settings: Settings, driver: DockerDriver) -> Poller:
         include_unmanaged=settings.collect_all,
         process_counter=(
             CgroupProcessCounter(str(settings.proc_root), str(settings.cgroup_root))
-            if settings.collect_processes
+            if settings.collect_processes and "processes" not in settings.collect_disable
             else None
         ),
         host_reader=functools.partial(read_host_stats, settings.proc_root),
@@ -233,7 +238,13 @@ async def _once(settings: Settings) -> int:
     try:
         poller = build_poller(settings, driver)
         snapshot = await poller.poll_once()
-        exposition = Exposition(poller, build_registry(poller), settings.collect_labels)
+        exposition = Exposition(
+            poller,
+            build_registry(poller),
+            settings.collect_labels,
+            table=enabled_rows(settings.collect_disable),
+            series_labels=settings.collect_series_labels,
+        )
         sys.stdout.buffer.write(b"".join(exposition.body().chunks))
         if not snapshot.engine_up:
             log.error("engine unreachable: %s", snapshot.error)

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme, sanitize_label_name
+from exporter.snapshot import COLLECT_GROUPS
 from exporter.vpc import parse_pool
 
 #: Outside 9100-9999 (the exporters' range) and used by no well-known exporter.
@@ -103,6 +104,17 @@ class Settings(BaseSettings):
     collect_labels: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Docker label keys to copy onto container_info (allow-list)",
+    )
+    collect_series_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Docker label keys to copy onto every container series as "
+        "container_label_<key> (* for all, as cAdvisor does); each adds a label to every "
+        "series, and a label whose value changes starts new series",
+    )
+    collect_disable: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="metric groups to leave out (cAdvisor's --disable_metrics): "
+        + ", ".join(COLLECT_GROUPS),
     )
     collect_processes: bool = Field(
         default=True,
@@ -220,6 +232,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "collect_labels",
+        "collect_series_labels",
+        "collect_disable",
         "api_mount_prefixes",
         "api_image_allowlist",
         "api_vpc_subnet_pool",
@@ -250,6 +264,17 @@ class Settings(BaseSettings):
                     "keep one of them"
                 )
         return list(first_key.values())
+
+    @field_validator("collect_disable")
+    @classmethod
+    def _known_groups(cls, v: list[str]) -> list[str]:
+        unknown = [g for g in v if g not in COLLECT_GROUPS]
+        if unknown:
+            raise ValueError(
+                f"unknown group {', '.join(map(repr, unknown))}; the groups are "
+                + ", ".join(COLLECT_GROUPS)
+            )
+        return list(dict.fromkeys(v))
 
     @field_validator("api_vpc_subnet_pool")
     @classmethod

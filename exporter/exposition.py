@@ -70,8 +70,27 @@ def _header(name: str, family: str, help_text: str, type_: str, openmetrics: boo
     return f"# HELP {shown} {_escape_help(help_text, openmetrics)}\n# TYPE {shown} {type_}\n"
 
 
-def _label_string(sample: ContainerSample) -> str:
-    return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in container_labels(sample).items()])
+def _label_string(sample: ContainerSample, series_labels: Sequence[str] = ()) -> str:
+    text = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in container_labels(sample).items()])
+    if series_labels:
+        text += "".join(
+            f',{name}="{escape_label_value(value)}"'
+            for name, value in _series_labels(sample.info.labels, series_labels).items()
+        )
+    return text
+
+
+def _series_labels(labels: dict[str, str], allow: Sequence[str]) -> dict[str, str]:
+    """Return ``container_label_<key>`` labels for the allowed keys (``*``: every key).
+
+    Keys are taken in sorted order, so when two keys sanitize to one name the
+    same one wins at every scrape, and no series ever carries a label twice.
+    """
+    keys = sorted(labels) if "*" in allow else [k for k in allow if k in labels]
+    out: dict[str, str] = {}
+    for key in keys:
+        out.setdefault("container_" + sanitize_label_name(key), labels[key])
+    return out
 
 
 def _lines(prefix: str, closed: Iterable[str], values: Iterable[str]) -> str:
@@ -102,6 +121,7 @@ def render_container_families(
     *,
     openmetrics: bool = False,
     table: Sequence[ContainerMetric] = CONTAINER_METRICS,
+    series_labels: Sequence[str] = (),
 ) -> Iterator[bytes]:
     """Yield the families of ``table`` for ``snapshot`` as encoded chunks, none over one family.
 
@@ -112,7 +132,7 @@ def render_container_families(
     parts = []
     for i in range(0, max(len(samples), 1), CHUNK_CONTAINERS):
         part = samples[i : i + CHUNK_CONTAINERS]
-        parts.append(_Part(part, [_label_string(s) + "} " for s in part]))
+        parts.append(_Part(part, [_label_string(s, series_labels) + "} " for s in part]))
     allow = [(key, sanitize_label_name(key)) for key in label_allowlist]
     # container_last_seen carries the poll's time as its sample's timestamp too
     # (milliseconds in the text format, seconds in OpenMetrics), as cAdvisor's
@@ -280,11 +300,19 @@ class Exposition:
     """
 
     def __init__(
-        self, view: SnapshotView, registry: CollectorRegistry, label_allowlist: Sequence[str] = ()
+        self,
+        view: SnapshotView,
+        registry: CollectorRegistry,
+        label_allowlist: Sequence[str] = (),
+        *,
+        table: Sequence[ContainerMetric] = CONTAINER_METRICS,
+        series_labels: Sequence[str] = (),
     ) -> None:
         self._view = view
         self._registry = registry
         self._allow = tuple(label_allowlist)
+        self._table = tuple(table)
+        self._series_labels = tuple(series_labels)
         self._blocks: dict[bool, tuple[Snapshot, _Compressed]] = {}
         # Concurrent scrapes of a new snapshot render it once; the others wait for it.
         self._lock = threading.Lock()
@@ -296,7 +324,13 @@ class Exposition:
             if cached is None or cached[0] is not snapshot:
                 # Drop the previous snapshot's block before rendering the new one.
                 self._blocks.pop(openmetrics, None)
-                chunks = render_container_families(snapshot, self._allow, openmetrics=openmetrics)
+                chunks = render_container_families(
+                    snapshot,
+                    self._allow,
+                    openmetrics=openmetrics,
+                    table=self._table,
+                    series_labels=self._series_labels,
+                )
                 cached = self._blocks[openmetrics] = (snapshot, _compress(chunks))
             return cached[1]
 

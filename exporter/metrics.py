@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.models import ContainerState
-from exporter.snapshot import ContainerSample, ErrorKind, SnapshotView
+from exporter.snapshot import COLLECT_GROUPS, ContainerSample, ErrorKind, SnapshotView
 
 MetricType = Literal["counter", "gauge"]
 Getter = Callable[[ContainerSample], float | None]
@@ -61,8 +61,12 @@ class ContainerMetric:
     kind: RowKind = "value"
     #: The row has a series for the host too, cAdvisor's root container (id="/").
     host: bool = False
+    #: The group ``--collect.disable`` turns it off by (one of COLLECT_GROUPS); "" always on.
+    group: str = ""
 
     def __post_init__(self) -> None:
+        if self.group and self.group not in COLLECT_GROUPS:
+            raise ValueError(f"{self.name}: unknown group {self.group!r}")
         if (self.value is None) == (self.kind == "value"):
             raise ValueError(f"{self.name}: a getter is for, and only for, a row of kind value")
 
@@ -138,6 +142,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _stat(lambda s: s.stats.cpu_total_usage / NS_PER_SECOND),  # type: ignore[union-attr]
         host=True,
+        group="cpu",
     ),
     ContainerMetric(
         "container_cpu_user_seconds_total",
@@ -145,6 +150,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _stat(lambda s: s.stats.cpu_user_usage / NS_PER_SECOND),  # type: ignore[union-attr]
         host=True,
+        group="cpu",
     ),
     ContainerMetric(
         "container_cpu_system_seconds_total",
@@ -152,6 +158,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _stat(lambda s: s.stats.cpu_system_usage / NS_PER_SECOND),  # type: ignore[union-attr]
         host=True,
+        group="cpu",
     ),
     ContainerMetric(
         "container_memory_usage_bytes",
@@ -159,6 +166,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "gauge",
         _stat(lambda s: s.stats.memory_usage),  # type: ignore[union-attr]
         host=True,
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_cache",
@@ -166,6 +174,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "gauge",
         _stat(lambda s: s.stats.memory_cache),  # type: ignore[union-attr]
         host=True,
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_working_set_bytes",
@@ -173,6 +182,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "gauge",
         _stat(lambda s: s.stats.memory_working_set),  # type: ignore[union-attr]
         host=True,
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_rss",
@@ -180,6 +190,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "gauge",
         _field("memory_rss"),
         host=True,
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_swap",
@@ -187,12 +198,14 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "gauge",
         _field("memory_swap"),
         host=True,
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_mapped_file",
         "Size of memory-mapped files in bytes, tmpfs included.",
         "gauge",
         _field("memory_mapped_file"),
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_failcnt",
@@ -202,30 +215,35 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "Times memory usage hit the limit, cumulative (cgroup v1 only; cAdvisor's name).",
         "gauge",
         _field("memory_failcnt"),
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_max_usage_bytes",
         "Peak memory usage in bytes (cgroup v1; v2 where the kernel has memory.peak).",
         "gauge",
         _field("memory_max_usage"),
+        group="memory",
     ),
     ContainerMetric(
         "container_cpu_cfs_periods_total",
         "Elapsed CFS enforcement periods (counted only while a CPU limit is set).",
         "counter",
         _field("cpu_periods"),
+        group="cpu",
     ),
     ContainerMetric(
         "container_cpu_cfs_throttled_periods_total",
         "CFS periods in which the container was throttled.",
         "counter",
         _field("cpu_throttled_periods"),
+        group="cpu",
     ),
     ContainerMetric(
         "container_cpu_cfs_throttled_seconds_total",
         "Total time the container was throttled, in seconds.",
         "counter",
         _field("cpu_throttled_time", NS_PER_SECOND),
+        group="cpu",
     ),
     ContainerMetric(
         "container_oom_events_total",
@@ -233,6 +251,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "stats lack it).",
         "counter",
         _field("oom_events"),
+        group="oom",
     ),
     ContainerMetric(
         "container_network_receive_bytes_total",
@@ -240,6 +259,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _stat(lambda s: s.stats.net_rx_bytes),  # type: ignore[union-attr]
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_transmit_bytes_total",
@@ -247,6 +267,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _stat(lambda s: s.stats.net_tx_bytes),  # type: ignore[union-attr]
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_receive_packets_total",
@@ -254,6 +275,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _field("net_rx_packets"),
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_transmit_packets_total",
@@ -261,6 +283,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _field("net_tx_packets"),
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_receive_errors_total",
@@ -268,6 +291,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _field("net_rx_errors"),
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_transmit_errors_total",
@@ -275,6 +299,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _field("net_tx_errors"),
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_receive_packets_dropped_total",
@@ -282,6 +307,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _field("net_rx_dropped"),
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_transmit_packets_dropped_total",
@@ -289,66 +315,77 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "counter",
         _field("net_tx_dropped"),
         host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_fs_reads_bytes_total",
         "Cumulative bytes read from block devices.",
         "counter",
         _stat(lambda s: s.stats.blk_read_bytes),  # type: ignore[union-attr]
+        group="blkio",
     ),
     ContainerMetric(
         "container_fs_writes_bytes_total",
         "Cumulative bytes written to block devices.",
         "counter",
         _stat(lambda s: s.stats.blk_write_bytes),  # type: ignore[union-attr]
+        group="blkio",
     ),
     ContainerMetric(
         "container_fs_reads_total",
         "Cumulative block device read operations.",
         "counter",
         _stat(lambda s: s.stats.blk_read_ops),  # type: ignore[union-attr]
+        group="blkio",
     ),
     ContainerMetric(
         "container_fs_writes_total",
         "Cumulative block device write operations.",
         "counter",
         _stat(lambda s: s.stats.blk_write_ops),  # type: ignore[union-attr]
+        group="blkio",
     ),
     ContainerMetric(
         "container_spec_memory_limit_bytes",
         "Memory limit in bytes; absent when unlimited.",
         "gauge",
         _spec(lambda s: s.info.memory_limit),
+        group="spec",
     ),
     ContainerMetric(
         "container_spec_cpu_quota",
         "CPU quota in microseconds per container_spec_cpu_period; absent when unlimited.",
         "gauge",
         _spec(lambda s: s.info.cpu_limit * CPU_PERIOD_US // 1000),
+        group="spec",
     ),
     ContainerMetric(
         "container_spec_cpu_period",
         "CPU period in microseconds that container_spec_cpu_quota is measured against.",
         "gauge",
         _spec(lambda s: CPU_PERIOD_US if s.info.cpu_limit else 0),
+        group="spec",
     ),
     ContainerMetric(
         "container_spec_memory_reservation_limit_bytes",
         "Memory reservation (soft limit) in bytes; absent when none.",
         "gauge",
         _spec(lambda s: s.info.memory_reservation),
+        group="spec",
     ),
     ContainerMetric(
         "container_spec_memory_swap_limit_bytes",
         "Memory plus swap limit in bytes; absent when unset or unlimited.",
         "gauge",
         _spec(lambda s: max(s.info.memory_swap_limit, 0)),
+        group="spec",
     ),
     ContainerMetric(
         "container_spec_cpu_shares",
         "CPU shares (relative weight) of the container; 1024, the kernel's default, when unset.",
         "gauge",
         lambda s: s.info.cpu_shares or DEFAULT_CPU_SHARES,
+        group="spec",
     ),
     ContainerMetric(
         "container_start_time_seconds",
@@ -361,18 +398,21 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "Processes in the container's cgroup (those started by docker exec included).",
         "gauge",
         _proc(lambda s: s.processes.processes),  # type: ignore[union-attr]
+        group="processes",
     ),
     ContainerMetric(
         "container_threads",
         "Threads in the container's processes.",
         "gauge",
         _proc(lambda s: s.processes.threads),  # type: ignore[union-attr]
+        group="processes",
     ),
     ContainerMetric(
         "container_file_descriptors",
         "Open file descriptors of the container's processes.",
         "gauge",
         _proc(lambda s: s.processes.fds),  # type: ignore[union-attr]
+        group="processes",
     ),
     ContainerMetric(
         "container_last_seen",
@@ -387,6 +427,7 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "or not judged yet (starting).",
         "gauge",
         _live(lambda s: _HEALTH.get(s.info.health, -1)),
+        group="health",
     ),
     ContainerMetric(
         "sysinner_container_state",
@@ -404,18 +445,21 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "RestartCount; a manual start resets it).",
         "counter",
         lambda s: s.info.restart_count,
+        group="lifecycle",
     ),
     ContainerMetric(
         "sysinner_container_exit_code",
         "Exit code of the container's last exit (0 while running, as the engine resets it).",
         "gauge",
         lambda s: s.info.exit_code,
+        group="lifecycle",
     ),
     ContainerMetric(
         "sysinner_container_oom_killed",
         "1 when the container's last exit was an OOM kill of its init (the engine's OOMKilled).",
         "gauge",
         lambda s: 1 if s.info.oom_killed else 0,
+        group="lifecycle",
     ),
     ContainerMetric(
         "sysinner_container_stats_stale",
@@ -430,6 +474,14 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         kind="info",
     ),
 )
+
+
+def enabled_rows(
+    disabled: Iterable[str], table: Sequence[ContainerMetric] = CONTAINER_METRICS
+) -> tuple[ContainerMetric, ...]:
+    """Return the rows of ``table`` whose group is not in ``disabled``."""
+    off = frozenset(disabled)
+    return tuple(row for row in table if row.group not in off)
 
 
 def container_labels(sample: ContainerSample) -> dict[str, str]:

@@ -243,6 +243,7 @@ class Poller:
         listed_at = time.monotonic()
         tracked = [entry for c in listed if (entry := self._listed(c)) is not None]
         listed_ids = {c.id for c in listed}
+        left_out = len(listed) - len(tracked)
         for gone in self._inspected.keys() - listed_ids:
             del self._inspected[gone]
         del listed  # thousands of list models are megabytes; the inspected ones replace them
@@ -295,6 +296,7 @@ class Poller:
             ),
             engine_up=True,
             host=host,
+            unmanaged_left_out=left_out,
         )
         return self._finish(self.snapshot)
 
@@ -360,9 +362,21 @@ class Poller:
                     log.error("engine unreachable: %s", snapshot.error)
                 elif snapshot.engine_up and engine_was_up is False:
                     log.info("engine answers again")
+                if snapshot.engine_up and engine_was_up is None:
+                    self._log_left_out(snapshot)
                 engine_was_up = snapshot.engine_up
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self.interval - elapsed, 0.0))
+
+    def _log_left_out(self, snapshot: Snapshot) -> None:
+        """Say once, after the first poll, how many containers are left out and why."""
+        if snapshot.unmanaged_left_out:
+            log.info(
+                "tracking %d managed containers; %d unmanaged ones (names outside the naming "
+                "pattern) are left out: --collect.all includes them",
+                len(snapshot.containers),
+                snapshot.unmanaged_left_out,
+            )
 
     async def aclose(self) -> None:
         """Cancel the inspects still under way from earlier polls and wait for them."""

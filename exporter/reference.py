@@ -31,6 +31,7 @@ from exporter.metrics import (
 )
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.snapshot import (
+    COLLECT_GROUPS,
     ContainerSample,
     HeldSnapshot,
     PollPhase,
@@ -156,6 +157,13 @@ def metric_reference_markdown() -> str:
     for doc in metric_docs():
         labels = ", ".join(f"`{label}`" for label in doc.labels) or "-"
         rows.append(f"| `{doc.name}` | {doc.type} | {_cell(doc.help)} | {labels} |")
+    rows += ["", "`--collect.disable` turns off these groups of the container families:", ""]
+    for group in COLLECT_GROUPS:
+        names = ", ".join(f"`{row.name}`" for row in CONTAINER_METRICS if row.group == group)
+        rows.append(f"- `{group}`: {names}")
+    rows.append(
+        "- always on: " + ", ".join(f"`{row.name}`" for row in CONTAINER_METRICS if not row.group)
+    )
     return "\n".join(rows) + "\n"
 
 

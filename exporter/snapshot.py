@@ -14,6 +14,20 @@ from typing import NamedTuple, Protocol
 
 from exporter.models import ContainerInfo, ContainerStats
 
+#: The metric groups ``--collect.disable`` may name (cAdvisor's ``--disable_metrics``):
+#: each row of the container table belongs to one, or to none (always on).
+COLLECT_GROUPS = (
+    "cpu",
+    "memory",
+    "oom",
+    "network",
+    "blkio",
+    "spec",
+    "processes",
+    "health",
+    "lifecycle",
+)
+
 
 class ErrorKind(StrEnum):
     """The kinds of poll error, as they appear in ``sysinner_exporter_errors_total``."""
@@ -68,6 +82,8 @@ class Snapshot:
     error: str | None = None
     #: The host's totals, rendered as cAdvisor's root container (id="/"); None: unknown.
     host: ContainerStats | None = None
+    #: Containers listed but left out because they are not managed (``--collect.all`` is off).
+    unmanaged_left_out: int = 0
 
 
 @dataclass

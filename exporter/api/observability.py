@@ -10,6 +10,7 @@ from aiohttp import web
 
 from exporter.api.keys import POLLER, REGISTRY, REMEDIATION, SETTINGS
 from exporter.exposition import Exposition
+from exporter.metrics import enabled_rows
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "last_poll_age_seconds": None if age is None else round(age, 3),
         "fresh_within_seconds": fresh_within,
         "containers": len(snapshot.containers),
+        # Unmanaged containers are not the product; say how many and which flag takes them.
+        "unmanaged_left_out": snapshot.unmanaged_left_out,
+        **({"include_unmanaged_with": "--collect.all"} if snapshot.unmanaged_left_out else {}),
         "stats_source": poller.stats_source_name,
         "error": snapshot.error,
         **({} if remediation is None else {"remediation_state_error": state_error}),
@@ -121,7 +125,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, telemetry_path: str) -> None:
     """Register the observability routes on ``app`` (its poller and registry set first)."""
-    app[EXPOSITION] = Exposition(app[POLLER], app[REGISTRY], app[SETTINGS].collect_labels)
+    settings = app[SETTINGS]
+    app[EXPOSITION] = Exposition(
+        app[POLLER],
+        app[REGISTRY],
+        settings.collect_labels,
+        table=enabled_rows(settings.collect_disable),
+        series_labels=settings.collect_series_labels,
+    )
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

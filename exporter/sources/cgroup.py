@@ -96,6 +96,15 @@ _V2_FILES = (
     ("memory.peak", False),  # kernels >= 5.19
     ("memory.swap.current", False),  # only with swap accounting
 )
+#: The optional files only a group of families needs: ``--collect.disable``
+#: of the group spares reading them (required files are always read).
+GROUP_FILES = {
+    "cpu": frozenset({"cpu.stat"}),
+    "memory": frozenset(
+        {"memory.max_usage_in_bytes", "memory.failcnt", "memory.peak", "memory.swap.current"}
+    ),
+    "oom": frozenset({"memory.oom_control", "memory.events"}),
+}
 #: The first two files of every container, before its cgroup files.
 _NET_DEV, _CGROUP, _FIRST_CGROUP_FILE = 0, 1, 2
 
@@ -296,8 +305,10 @@ class CgroupStatsSource:
         cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
         *,
         max_held_files: int | None = None,
+        disabled_groups: Sequence[str] = (),
     ) -> None:
         self._proc = os.fspath(proc_root).rstrip("/") or "/"
+        self._skip = frozenset().union(*(GROUP_FILES.get(g, frozenset()) for g in disabled_groups))
         self._cgroup = os.fspath(cgroup_root).rstrip("/") or "/"
         self._files: dict[tuple[str, int], _Files] = {}
         self._host_netns: str | None = None
@@ -480,7 +491,9 @@ class CgroupStatsSource:
                                 raise
                             dirs[controller] = None  # e.g. no cpu controller: no throttling
                     path = f"{dirs[controller]}/{file}"
-                    here = dirs[controller] is not None and (required or os.path.exists(path))
+                    here = dirs[controller] is not None and (
+                        required or (file not in self._skip and os.path.exists(path))
+                    )
                     present.append(here)
                     if here:
                         paths.append(path)
@@ -489,7 +502,7 @@ class CgroupStatsSource:
                 directory = where.v2_dir()
                 for file, required in _V2_FILES:
                     path = f"{directory}/{file}"
-                    here = required or os.path.exists(path)
+                    here = required or (file not in self._skip and os.path.exists(path))
                     present.append(here)
                     if here:
                         paths.append(path)

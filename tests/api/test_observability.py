@@ -144,6 +144,15 @@ async def test_readyz_follows_the_last_poll(
     assert doc["ready"] is True
     assert doc["containers"] == 2
     assert doc["stats_source"] == "fake"
+    assert doc["unmanaged_left_out"] == 0
+    assert "include_unmanaged_with" not in doc
+
+    driver.add("postgres")  # not a managed name: left out, and counted
+    await poller.poll_once()
+    doc = await (await client.get("/readyz")).json()
+    assert doc["containers"] == 2
+    assert doc["unmanaged_left_out"] == 1
+    assert doc["include_unmanaged_with"] == "--collect.all"
 
     driver.fail("container_list", EngineUnreachableError("cannot connect to Docker Engine"))
     await poller.poll_once()

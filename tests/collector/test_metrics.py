@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -21,11 +22,13 @@ from exporter.metrics import (
     ContainerMetric,
     ExporterHealthCollector,
     LiveMetric,
+    enabled_rows,
 )
 from exporter.models import ENGINE_STATES, ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import sanitize_label_name
 from exporter.reference import MetricDoc, metric_docs
 from exporter.snapshot import (
+    COLLECT_GROUPS,
     ContainerSample,
     ErrorKind,
     HeldSnapshot,
@@ -519,3 +522,51 @@ def test_host_totals_are_the_root_container_and_ids_are_cgroup_paths() -> None:
     assert ids["postgres"] == "d" * 64
     no_host = _render(dataclasses.replace(_snapshot(), host=None))
     assert 'id="/"' not in no_host
+
+
+def test_series_labels_go_on_every_series_when_asked() -> None:
+    snapshot = _snapshot()
+    plain = _render(snapshot)
+    assert "container_label_" not in plain  # the default: on sysinner_container_info only
+    every = _render_with(snapshot, series_labels=("*",))
+    cpu = {
+        s.labels["name"]: s.labels
+        for f in _Parsed(every).families
+        if f.name == "container_cpu_usage_seconds"
+        for s in f.samples
+    }
+    a = cpu["app-0123456789abcdef-00ff"]
+    assert a["container_label_team"] == "core"
+    assert a["container_label_com_example_tier"] == 'web "front"\\edge'
+    assert not any(k.startswith("container_label_") for k in cpu["postgres"])
+    assert not any(k.startswith("container_label_") for k in cpu[""])  # the root container
+    only_team = _render_with(snapshot, series_labels=("team", "absent"))
+    assert 'container_label_team="core"' in only_team
+    assert "container_label_com_example_tier" not in only_team
+
+
+def test_two_label_keys_of_one_name_give_one_label_the_same_each_time() -> None:
+    sample = _snapshot().containers[0]
+    info = dataclasses.replace(sample.info, labels={"a.b": "dot", "a-b": "dash"})
+    snapshot = Snapshot(containers=(dataclasses.replace(sample, info=info),), completed_at=T0)
+    text = _render_with(snapshot, series_labels=("*",))
+    line = next(x for x in text.splitlines() if x.startswith("container_cpu_usage_seconds_total{"))
+    assert line.count("container_label_a_b=") == 1
+    assert 'container_label_a_b="dash"' in line  # "a-b" sorts first
+
+
+def test_disabled_groups_leave_their_families_out() -> None:
+    table = enabled_rows(["network", "oom", "processes"])
+    text = _render_with(_snapshot(), table=table)
+    assert "container_network_" not in text
+    assert "container_oom_events_total" not in text
+    assert "container_threads" not in text
+    assert "container_cpu_usage_seconds_total{" in text
+    assert "container_last_seen{" in text  # always on
+    full = _render(_snapshot())
+    assert len(text) < len(full)
+    assert {row.group for row in CONTAINER_METRICS} - {""} == set(COLLECT_GROUPS)
+
+
+def _render_with(snapshot: Snapshot, **options: Any) -> str:
+    return b"".join(render_container_families(snapshot, **options)).decode()

@@ -615,3 +615,21 @@ async def test_pids_seen_once_mean_later_exits_are_not_blamed_on_mounts(
     with caplog.at_level(logging.WARNING, logger="exporter.sources.cgroup"):
         await src.read_many([info(V2_SYSTEMD_ID, 999_001)])
     assert not [r for r in caplog.records if "pid: host" in r.getMessage()]
+
+
+async def test_disabled_groups_spare_their_optional_files(tmp_path: Path) -> None:
+    root = tree(tmp_path, "v1")
+    src = CgroupStatsSource(
+        root / "proc", root / "sys/fs/cgroup", disabled_groups=("cpu", "memory", "oom")
+    )
+    got = sample((await src.read_many([info(V1_ID, V1_PID)]))[V1_ID])
+    assert src.held_files == 8  # net/dev, cgroup and the six required files only
+    assert (got.cpu_periods, got.memory_max_usage, got.memory_failcnt, got.oom_events) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    full = sample((await read(DATA / "v1", info(V1_ID, V1_PID)))[V1_ID])
+    assert got.memory_usage == full.memory_usage  # the rest is read as ever
+    src.close()
