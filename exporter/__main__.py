@@ -24,6 +24,7 @@ from exporter.confinement import MountPolicy
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
+from exporter.fsusage import LayerSizer
 from exporter.metrics import build_registry, enabled_rows
 from exporter.poller import Poller
 from exporter.processes import CgroupProcessCounter
@@ -183,6 +184,12 @@ def build_poller(settings: Settings, driver: DockerDriver) -> Poller:
             else None
         ),
         host_reader=functools.partial(read_host_stats, settings.proc_root),
+        layer_sizer=(
+            None
+            if "fs" in settings.collect_disable
+            else LayerSizer(budget=settings.collect_fs_budget)
+        ),
+        layer_interval=settings.collect_fs_interval,
     )
 
 

@@ -116,6 +116,16 @@ class Settings(BaseSettings):
         description="metric groups to leave out (cAdvisor's --disable_metrics): "
         + ", ".join(COLLECT_GROUPS),
     )
+    collect_fs_interval: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=60.0,
+        description="seconds between two sizings of the containers' writable layers "
+        "(container_fs_*: a directory walk, far dearer than a poll)",
+    )
+    collect_fs_budget: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=2.0,
+        description="most seconds one sizing round may walk; the layers it did not "
+        "reach are sized first in the next round",
+    )
     collect_processes: bool = Field(
         default=True,
         description="count processes, threads and fds per container (cgroup.procs and /proc)",

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.models import ContainerState
-from exporter.snapshot import COLLECT_GROUPS, ContainerSample, ErrorKind, SnapshotView
+from exporter.snapshot import COLLECT_GROUPS, ContainerSample, ErrorKind, FsUsage, SnapshotView
 
 MetricType = Literal["counter", "gauge"]
 Getter = Callable[[ContainerSample], float | None]
@@ -125,6 +125,15 @@ def _live(read: Callable[[ContainerSample], float]) -> Getter:
 _HEALTH = {"healthy": 1, "unhealthy": 0}
 #: The kernel's default CPU weight when the engine sets none (CpuShares 0).
 DEFAULT_CPU_SHARES = 1024
+
+
+def _fs(read: Callable[[FsUsage], float]) -> Getter:
+    """Wrap a getter of the layer sizing: not sized yet (or not sizable), no sample."""
+
+    def get(s: ContainerSample) -> float | None:
+        return read(s.fs) if s.fs is not None else None
+
+    return get
 
 
 def _proc(read: Callable[[ContainerSample], float]) -> Getter:
@@ -346,6 +355,34 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         group="blkio",
     ),
     ContainerMetric(
+        "container_fs_usage_bytes",
+        "Bytes the container's writable layer uses (sized on the slower --collect.fs-interval).",
+        "gauge",
+        _fs(lambda f: f.usage),
+        group="fs",
+    ),
+    ContainerMetric(
+        "container_fs_limit_bytes",
+        "Size in bytes of the filesystem that holds the container's writable layer.",
+        "gauge",
+        _fs(lambda f: f.limit),
+        group="fs",
+    ),
+    ContainerMetric(
+        "container_fs_inodes_total",
+        "Inodes of the filesystem that holds the container's writable layer.",
+        "gauge",
+        _fs(lambda f: f.inodes_total),
+        group="fs",
+    ),
+    ContainerMetric(
+        "container_fs_inodes_free",
+        "Free inodes of the filesystem that holds the container's writable layer.",
+        "gauge",
+        _fs(lambda f: f.inodes_free),
+        group="fs",
+    ),
+    ContainerMetric(
         "container_spec_memory_limit_bytes",
         "Memory limit in bytes; absent when unlimited.",
         "gauge",
@@ -474,6 +511,12 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         kind="info",
     ),
 )
+
+
+#: cAdvisor's gauges whose names end in _total, kept for the rules that query them
+#: (awesome-prometheus-alerts' volume rule divides by container_fs_inodes_total);
+#: promtool's linter says so of each, and nothing else.
+GAUGES_NAMED_TOTAL = frozenset({"container_fs_inodes_total"})
 
 
 def enabled_rows(

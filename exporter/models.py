@@ -313,6 +313,11 @@ class ContainerInfo:
         default=0, exclude=True, description="memory plus swap, bytes; 0 unset, -1 unlimited"
     )
     cpu_shares: int = Field(default=0, exclude=True, description="relative weight; 0 is default")
+    layer_dir: str = Field(
+        default="",
+        exclude=True,
+        description="host path of the writable layer (overlay2's UpperDir); empty if none",
+    )
     cgroup_path: str = Field(
         default="",
         exclude=True,

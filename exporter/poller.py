@@ -34,12 +34,14 @@ from dataclasses import dataclass
 from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
 from exporter.errors import ConflictError, DriverError, DriverTimeoutError, NotFoundError
+from exporter.fsusage import LayerSizer
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
 from exporter.processes import count_processes
 from exporter.snapshot import (
     ContainerSample,
     ErrorKind,
+    FsUsage,
     PollHealth,
     PollPhase,
     ProcessCounts,
@@ -89,6 +91,8 @@ class Poller:
         clock: Callable[[], float] = time.time,
         inspect_max_age: float = INSPECT_MAX_AGE,
         host_reader: Callable[[], ContainerStats | None] | None = None,
+        layer_sizer: LayerSizer | None = None,
+        layer_interval: float = 60.0,
     ) -> None:
         self._driver = driver
         self._source = stats_source
@@ -101,6 +105,12 @@ class Poller:
         self._clock = clock
         self._inspect_max_age = inspect_max_age
         self._host_reader = host_reader
+        # Layer sizing walks directories: its own slower rounds, in the background.
+        self._sizer = layer_sizer
+        self._layer_interval = layer_interval
+        self._layers: dict[str, FsUsage] = {}
+        self._next_sizing = 0.0
+        self._sizing: asyncio.Task[None] | None = None
         # id -> (list fingerprint, monotonic time it expires, inspected info)
         self._inspected: dict[
             str, tuple[tuple[ContainerState, str, str], float, ContainerInfo]
@@ -261,6 +271,7 @@ class Poller:
             self._read_stats(running), self._count_processes(running), self._read_host()
         )
         read_at = time.monotonic()
+        self._size_layers(running)
 
         samples: list[ContainerSample] = []
         seen: set[str] = set()
@@ -274,6 +285,7 @@ class Poller:
                 stats=got.stats if got else None,
                 stats_source=got.source if got else None,
                 processes=processes.get(info.id),
+                fs=self._layers.get(info.id),
             )
             if got is None and info.state is ContainerState.RUNNING:
                 sample = self._stale_or_bare(sample)
@@ -299,6 +311,30 @@ class Poller:
             unmanaged_left_out=left_out,
         )
         return self._finish(self.snapshot)
+
+    def _size_layers(self, running: Sequence[ContainerInfo]) -> None:
+        """Start a round of layer sizing when one is due and none is under way."""
+        if self._sizer is None or (self._sizing is not None and not self._sizing.done()):
+            return
+        if time.monotonic() < self._next_sizing:
+            return
+        self._next_sizing = time.monotonic() + self._layer_interval
+        sizer, ids = self._sizer, {c.id for c in running}
+
+        async def round_() -> None:
+            try:
+                sized = await asyncio.to_thread(sizer.measure, list(running))
+            except Exception as e:  # noqa: BLE001 - sizing must never break polling
+                log.warning("sizing writable layers failed: %s", e)
+                return
+            # Bounded by the running containers: the gone ones' figures go.
+            self._layers = {
+                cid: usage for cid, usage in {**self._layers, **sized}.items() if cid in ids
+            }
+
+        self._sizing = asyncio.create_task(round_(), name="poller-layers")
+        self._background.add(self._sizing)
+        self._sizing.add_done_callback(self._background.discard)
 
     async def _read_host(self) -> ContainerStats | None:
         """Return the host's totals (cAdvisor's root container), None when they cannot be read."""

@@ -33,6 +33,7 @@ from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.snapshot import (
     COLLECT_GROUPS,
     ContainerSample,
+    FsUsage,
     HeldSnapshot,
     PollPhase,
     ProcessCounts,
@@ -79,6 +80,7 @@ def _example_snapshot() -> Snapshot:
         ),
         stats_source="docker",
         processes=ProcessCounts(1, 1, 1),
+        fs=FsUsage(1, 1, 1, 1),
     )
     phases = tuple((phase, 0.0) for phase in PollPhase)
     return Snapshot(containers=(sample,), completed_at=1.0, phase_seconds=phases, engine_up=True)

@@ -22,6 +22,7 @@ COLLECT_GROUPS = (
     "oom",
     "network",
     "blkio",
+    "fs",
     "spec",
     "processes",
     "health",
@@ -56,6 +57,15 @@ class ProcessCounts(NamedTuple):
     fds: int
 
 
+class FsUsage(NamedTuple):
+    """A container's writable layer: bytes it uses, and its filesystem's size and inodes."""
+
+    usage: int
+    limit: int
+    inodes_total: int
+    inodes_free: int
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerSample:
     """One tracked container as the latest poll saw it."""
@@ -67,6 +77,7 @@ class ContainerSample:
     stats_source: str | None = None
     stale: bool = False
     processes: ProcessCounts | None = None
+    fs: FsUsage | None = None  # from the slower layer sizing; None until sized
 
 
 @dataclass(frozen=True, slots=True)

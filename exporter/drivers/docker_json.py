@@ -259,6 +259,7 @@ def container_from_inspect(
         memory_swap_limit=int(host.get("MemorySwap") or 0),
         cpu_shares=int(host.get("CpuShares") or 0),
         cgroup_path=cgroup_path(raw["Id"], host.get("CgroupParent") or "", cgroup_driver),
+        layer_dir=str(((raw.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir") or ""),
     )
 
 

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.drivers.docker import DockerDriver
 from exporter.exposition import render_container_families
+from exporter.fsusage import LayerSizer
 from exporter.models import ContainerInfo, ContainerStats
 from exporter.naming import NamingScheme, container_name
 from exporter.poller import Poller
@@ -309,3 +310,33 @@ async def test_a_stopped_container_has_no_last_seen(driver: DockerDriver, run: R
         )
 
     await wait_for(gone, timeout=20, what="the stopped container to lose container_last_seen")
+
+
+async def test_the_writable_layer_is_sized_on_its_own_interval(
+    driver: DockerDriver, run: Run
+) -> None:
+    sdk = run(f"dd if=/dev/urandom of=/blob bs=1M count=8 2>/dev/null; {IDLE}")
+    p = Poller(
+        driver,
+        CgroupStatsSource(),
+        naming=NamingScheme(),
+        process_counter=None,
+        layer_sizer=LayerSizer(budget=5.0),
+        layer_interval=0.5,
+    )
+    last: dict[str, float | None] = {}
+
+    async def sized() -> bool:
+        series = await series_of(p, sdk.name)
+        for metric in ("usage_bytes", "limit_bytes", "inodes_total", "inodes_free"):
+            last[metric] = value(series, f"container_fs_{metric}")
+        return (last["usage_bytes"] or 0) >= 8 * 1024 * 1024
+
+    await wait_for(sized, timeout=30, what=f"the 8 MiB blob in the layer's usage (last {last})")
+    assert last["limit_bytes"] is not None
+    assert last["usage_bytes"] is not None
+    assert last["limit_bytes"] > last["usage_bytes"]
+    assert last["inodes_total"] is not None
+    assert last["inodes_free"] is not None
+    assert 0 < last["inodes_free"] < last["inodes_total"]
+    await p.aclose()
