@@ -9,9 +9,11 @@ Adding a metric is adding a row here: the exposition and the README's
 reference (:mod:`exporter.reference`) follow from the table.
 
 Every container series carries ``name``, ``id`` (the cgroup path, as
-cAdvisor's), ``image`` and, for managed
-containers, ``app`` and ``replica`` (decimal); Docker labels go only on the
-single ``sysinner_container_info`` series, never on every series.
+cAdvisor's), ``image`` and, for managed containers, ``app`` and ``replica``
+(decimal); Docker labels go on the single ``sysinner_container_info``
+series, and on every series only when ``--collect.series-labels`` asks.
+Each row belongs to a ``--collect.disable`` group (:data:`COLLECT_GROUPS`),
+and ``host`` rows also render the host's totals as cAdvisor's root container.
 """
 
 from __future__ import annotations

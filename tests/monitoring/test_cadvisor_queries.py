@@ -168,6 +168,7 @@ DASHBOARD_QUERIES = {
     "179 host network": 'sum(rate(container_network_receive_bytes_total{id="/"}[1m]))',
     "179 max usage": "container_memory_max_usage_bytes{NAME}",
     "179 machine memory": "machine_memory_bytes",
+    "179 container fs": "sum by (name) (container_fs_usage_bytes{NAME})",
     # Grafana's docker-mixin
     "mixin cpu": (
         f"sum by (name) (rate(container_cpu_usage_seconds_total{{{DOCKER_IDS}, NAME}}[1m]))"
@@ -194,6 +195,11 @@ ALERT_RULES: dict[str, tuple[str, str | None]] = {
         "busy",
     ),
     "ContainerUnhealthy": ('container_health_state{name!="", NAME} == 0', "unhealthy"),
+    "ContainerVolumeUsage (its data: the disk is far from full)": (
+        '(1 - (sum by (instance) (container_fs_inodes_free{name!="", NAME})'
+        " / sum by (instance) (container_fs_inodes_total{NAME}))) * 100",
+        None,
+    ),
     "ContainerHighCpuUtilization (its data)": (
         'sum by (instance, name) (rate(container_cpu_usage_seconds_total{name!="", NAME}[1m]))'
         " * 100",

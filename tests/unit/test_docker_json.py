@@ -176,6 +176,8 @@ def test_inspect_carries_what_cadvisors_families_need() -> None:
     )
     assert c.memory_swap_limit == raw["HostConfig"]["MemorySwap"] == 64 * 1024 * 1024
     assert (c.memory_reservation, c.cpu_shares) == (0, 0)
+    assert c.layer_dir == raw["GraphDriver"]["Data"]["UpperDir"]
+    assert c.layer_dir.endswith("/diff")
     raw["State"].update(
         Status="restarting", ExitCode=3, OOMKilled=True, Health={"Status": "unhealthy"}
     )
