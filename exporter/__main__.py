@@ -33,7 +33,7 @@ from exporter.config import (
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
 from exporter.listeners import ListenError, bind_all, shown
-from exporter.metrics import build_registry
+from exporter.metrics import build_registry, enabled_rows
 from exporter.poller import Poller
 from exporter.webconfig import WebConfigError, WebConfigWatcher
 from exporter.wiring import build_driver, build_poller, choose_stats_source, read_api_token, wire
@@ -132,7 +132,12 @@ async def _once(settings: Settings) -> int:
             log.error("engine unreachable, nothing printed: %s", snapshot.error)
             return 1
         exposition = Exposition(
-            poller, build_registry(poller), settings.collect_labels, settings.collect_id_label
+            poller,
+            build_registry(poller),
+            settings.collect_labels,
+            with_id=settings.collect_id_label,
+            table=enabled_rows(settings.collect_disable),
+            series_labels=settings.collect_series_labels,
         )
         sys.stdout.buffer.write(b"".join(exposition.body().chunks))
         return 0

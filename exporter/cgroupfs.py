@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import NamedTuple
 
 #: One read of this size returns a whole cgroup or /proc seq file; larger ones loop.
 READ_SIZE = 32 * 1024
@@ -85,12 +86,48 @@ def parse_fields(data: bytes, what: str, *keys: bytes) -> list[int]:
     return values
 
 
-def parse_net_dev(data: bytes) -> tuple[int, int]:
-    """Return (rx bytes, tx bytes) summed over every interface but ``lo``."""
+def parse_optional_fields(data: bytes, what: str, *keys: bytes) -> list[int | None]:
+    """Return the values of ``keys`` like :func:`parse_fields`; None for a key with no line.
+
+    For lines a kernel writes only with a feature on (``total_swap`` with swap
+    accounting, ``oom_kill`` since 4.13).
+    """
+    text = b"\n" + complete(data, what)
+    values: list[int | None] = []
+    for key in keys:
+        start = text.find(b"\n" + key + b" ")
+        if start < 0:
+            values.append(None)
+            continue
+        start += len(key) + 2
+        values.append(parse_int(text[start : text.index(b"\n", start)], f"{what} {key.decode()}"))
+    return values
+
+
+class NetDev(NamedTuple):
+    """Counters of a net/dev file summed over every interface but ``lo``."""
+
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+
+# The columns of a net/dev line (after "name:") that NetDev keeps, in its order:
+# receive bytes packets errs drop, transmit bytes packets errs drop.
+_NET_DEV_COLUMNS = (0, 1, 2, 3, 8, 9, 10, 11)
+
+
+def parse_net_dev(data: bytes) -> NetDev:
+    """Return the byte, packet, error and drop counters summed over every interface but ``lo``."""
     lines = complete(data, "net/dev").splitlines()
     if len(lines) < 2 or b"|" not in lines[0]:
         raise Garbled("net/dev has no header")
-    rx = tx = 0
+    sums = [0] * len(_NET_DEV_COLUMNS)
     for line in lines[2:]:
         name, sep, rest = line.partition(b":")
         fields = rest.split()
@@ -98,9 +135,9 @@ def parse_net_dev(data: bytes) -> tuple[int, int]:
             raise Garbled(f"net/dev: bad line {line[:60]!r}")
         if name.strip() == b"lo":
             continue
-        rx += parse_int(fields[0], "net/dev rx_bytes")
-        tx += parse_int(fields[8], "net/dev tx_bytes")
-    return rx, tx
+        for i, column in enumerate(_NET_DEV_COLUMNS):
+            sums[i] += parse_int(fields[column], "net/dev")
+    return NetDev(*sums)
 
 
 def parse_blkio_v1(data: bytes, what: str) -> tuple[int, int]:

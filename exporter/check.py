@@ -336,6 +336,28 @@ async def check_host_paths(
     return Finding("host paths", True, f"the engine sees {', '.join(roots)} as we do")
 
 
+async def check_containers(settings: Settings, driver: Driver) -> Finding:
+    """Return how many containers would be tracked, and how many unmanaged ones left out."""
+    try:
+        async with asyncio.timeout(ENGINE_TIMEOUT):
+            listed = await driver.container_list()
+    except (TimeoutError, ExporterError) as e:
+        return Finding("containers", False, f"cannot list containers: {e or 'timed out'}")
+    naming = settings.naming()
+    managed = sum(1 for c in listed if naming.parse(c.name) is not None)
+    unmanaged = len(listed) - managed
+    if settings.collect_all or not unmanaged:
+        return Finding(
+            "containers", True, f"{len(listed) if settings.collect_all else managed} tracked"
+        )
+    return Finding(
+        "containers",
+        True,
+        f"{managed} managed tracked; {unmanaged} unmanaged left out "
+        f"({flag_name('collect_all')} includes them)",
+    )
+
+
 def check_settings(settings: Settings) -> Finding:
     """Return the settings that differ from the defaults (secrets masked)."""
     given = sorted(settings.model_fields_set)
@@ -379,6 +401,8 @@ async def run_checks(
     findings.append(check_web_config(web_config_check))
     findings.extend(check_port(host, port) for host, port in settings.listen_addresses())
     findings.append(await check_host_paths(settings, driver))
+    if engine.ok:  # without an engine there is nothing to count, and it is told already
+        findings.append(await check_containers(settings, driver))
     findings.append(check_settings(settings))
     return findings
 

@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from exporter.naming import DEFAULT_PATTERN, DEFAULT_TEMPLATE, NamingScheme, sanitize_label_name
+from exporter.snapshot import COLLECT_GROUPS
 from exporter.vpc import parse_pool
 
 #: The prefix of every setting's environment variable.
@@ -155,6 +156,27 @@ class Settings(BaseSettings):
         default=True,
         description="put the 64-character container id on every container series; off: only "
         "on sysinner_container_info (names are unique in a sysinner fleet)",
+    )
+    collect_series_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Docker label keys to copy onto every container series as "
+        "container_label_<key> (* for all, as cAdvisor does); each adds a label to every "
+        "series, and a label whose value changes starts new series",
+    )
+    collect_disable: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="metric groups to leave out (cAdvisor's --disable_metrics): "
+        + ", ".join(COLLECT_GROUPS),
+    )
+    collect_fs_interval: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=60.0,
+        description="seconds between two sizings of the containers' writable layers "
+        "(container_fs_*: a directory walk, far dearer than a poll)",
+    )
+    collect_fs_budget: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=2.0,
+        description="most seconds one sizing round may walk; the layers it did not "
+        "reach are sized first in the next round",
     )
     collect_processes: bool = Field(
         default=True,
@@ -301,6 +323,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "collect_labels",
+        "collect_series_labels",
+        "collect_disable",
         "api_mount_prefixes",
         "api_image_allowlist",
         "api_vpc_subnet_pool",
@@ -332,6 +356,17 @@ class Settings(BaseSettings):
                     "keep one of them"
                 )
         return list(first_key.values())
+
+    @field_validator("collect_disable")
+    @classmethod
+    def _known_groups(cls, v: list[str]) -> list[str]:
+        unknown = [g for g in v if g not in COLLECT_GROUPS]
+        if unknown:
+            raise ValueError(
+                f"unknown group {', '.join(map(repr, unknown))}; the groups are "
+                + ", ".join(COLLECT_GROUPS)
+            )
+        return list(dict.fromkeys(v))
 
     @field_validator("api_vpc_subnet_pool")
     @classmethod

@@ -31,11 +31,15 @@ from exporter.metrics import (
     CONTAINER_METRICS,
     ContainerMetric,
     Getter,
+    container_id_label,
     container_labels,
 )
-from exporter.models import ContainerState
+from exporter.models import ENGINE_STATES, ContainerInfo, ContainerState, engine_state_of
 from exporter.naming import sanitize_label_name
 from exporter.snapshot import ContainerSample, Snapshot, SnapshotView
+
+#: cAdvisor's root container: the host's totals carry id="/" and an empty name.
+ROOT_INFO = ContainerInfo(id="/", name="", state=ContainerState.RUNNING, cgroup_path="/")
 
 #: What the container block is written in; every Prometheus 2.x parses both.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,9 +71,30 @@ def _header(name: str, family: str, help_text: str, type_: str, openmetrics: boo
     return f"# HELP {shown} {_escape_help(help_text, openmetrics)}\n# TYPE {shown} {type_}\n"
 
 
-def _label_string(sample: ContainerSample, with_id: bool = True) -> str:
+def _label_string(
+    sample: ContainerSample, with_id: bool = True, series_labels: Sequence[str] = ()
+) -> str:
     labels = container_labels(sample, with_id)
-    return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in labels.items()])
+    text = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in labels.items()])
+    if series_labels:
+        text += "".join(
+            f',{name}="{escape_label_value(value)}"'
+            for name, value in _series_labels(sample.info.labels, series_labels).items()
+        )
+    return text
+
+
+def _series_labels(labels: dict[str, str], allow: Sequence[str]) -> dict[str, str]:
+    """Return ``container_label_<key>`` labels for the allowed keys (``*``: every key).
+
+    Keys are taken in sorted order, so when two keys sanitize to one name the
+    same one wins at every scrape, and no series ever carries a label twice.
+    """
+    keys = sorted(labels) if "*" in allow else [k for k in allow if k in labels]
+    out: dict[str, str] = {}
+    for key in keys:
+        out.setdefault("container_" + sanitize_label_name(key), labels[key])
+    return out
 
 
 def _lines(prefix: str, closed: Iterable[str], values: Iterable[str]) -> str:
@@ -101,6 +126,7 @@ def render_container_families(
     openmetrics: bool = False,
     table: Sequence[ContainerMetric] = CONTAINER_METRICS,
     with_id: bool = True,
+    series_labels: Sequence[str] = (),
 ) -> Iterator[bytes]:
     """Yield the families of ``table`` for ``snapshot`` as encoded chunks, none over one family.
 
@@ -112,11 +138,23 @@ def render_container_families(
     parts = []
     for i in range(0, max(len(samples), 1), CHUNK_CONTAINERS):
         part = samples[i : i + CHUNK_CONTAINERS]
-        parts.append(_Part(part, [_label_string(s, with_id) + "} " for s in part]))
+        parts.append(_Part(part, [_label_string(s, with_id, series_labels) + "} " for s in part]))
     allow = [(key, sanitize_label_name(key)) for key in label_allowlist]
-    seen_at = repr(snapshot.completed_at)
+    # container_last_seen carries the poll's time as its sample's timestamp too
+    # (milliseconds in the text format, seconds in OpenMetrics), as cAdvisor's
+    # does: Prometheus then keeps a vanished container's last sample for its
+    # lookback, and `time() - container_last_seen > 60` can fire.
+    stamp = repr(snapshot.completed_at) if openmetrics else str(int(snapshot.completed_at * 1000))
+    seen_at = f"{snapshot.completed_at!r} {stamp}"
+    root = None
+    if snapshot.host is not None:
+        root = ContainerSample(info=ROOT_INFO, app=None, replica=None, stats=snapshot.host)
     for spec in table:
         head = _header(spec.name, spec.family, spec.help, spec.type, openmetrics)
+        if spec.host and root is not None and spec.value is not None:
+            value = spec.value(root)
+            if value is not None:
+                head += f'{spec.name}{{name="",id="/"}} {value}\n'
         prefix = spec.name + "{"
         lines: Callable[[_Part], str]
         if spec.value is not None:
@@ -147,23 +185,30 @@ def _value_lines(prefix: str, value: Getter, part: _Part) -> str:
 
 
 def _poll_time_lines(prefix: str, seen_at: str, part: _Part) -> str:
-    return _lines(prefix, part.closed, repeat(seen_at))
+    # Only containers the poll saw running (paused ones included), as cAdvisor
+    # sees only those with a cgroup: a stopped container's series goes stale.
+    running = [s.info.state is ContainerState.RUNNING for s in part.samples]
+    return _lines(prefix, compress(part.closed, running), repeat(seen_at))
 
 
-# Per state, the tail of its line for a container in each state.
+# Per engine state, the tail of its line for a container in each state; a
+# state the engine adds later reads 0 in every line.
 _STATE_TAILS = [
-    {now: f',state="{st.value}"}} {"1" if now is st else "0"}\n' for now in ContainerState}
-    for st in ContainerState
+    (
+        {now: f',state="{st}"}} {"1" if now == st else "0"}\n' for now in ENGINE_STATES},
+        f',state="{st}"}} 0\n',
+    )
+    for st in ENGINE_STATES
 ]
 
 
 def _state_lines(prefix: str, part: _Part) -> str:
-    states = [s.info.state for s in part.samples]
+    states = [engine_state_of(s.info) for s in part.samples]
     labels = part.bare()
     columns: list[Iterable[str]] = []
-    for tails in _STATE_TAILS:
-        columns += (repeat(prefix), labels, map(tails.__getitem__, states))
-    # Row by row: each container's line for every state, in the enum's order;
+    for tails, zero in _STATE_TAILS:
+        columns += (repeat(prefix), labels, map(tails.get, states, repeat(zero)))
+    # Row by row: each container's line for every state, in ENGINE_STATES' order;
     # the endless repeat()s stop with the labels.
     return "".join(chain.from_iterable(zip(*columns, strict=False)))
 
@@ -173,7 +218,7 @@ def _info_lines(prefix: str, allow: list[tuple[str, str]], with_id: bool, part: 
     if not with_id:
         # The one series that keeps the id, for joins: one per container, not one per family.
         closed = [
-            f'{label},id="{escape_label_value(s.info.id)}"}} '
+            f'{label},id="{escape_label_value(container_id_label(s.info))}"}} '
             for s, label in zip(part.samples, part.bare(), strict=True)
         ]
     if allow:
@@ -271,12 +316,17 @@ class Exposition:
         view: SnapshotView,
         registry: CollectorRegistry,
         label_allowlist: Sequence[str] = (),
+        *,
         with_id: bool = True,
+        table: Sequence[ContainerMetric] = CONTAINER_METRICS,
+        series_labels: Sequence[str] = (),
     ) -> None:
         self._with_id = with_id
         self._view = view
         self._registry = registry
         self._allow = tuple(label_allowlist)
+        self._table = tuple(table)
+        self._series_labels = tuple(series_labels)
         self._blocks: dict[bool, tuple[Snapshot, _Compressed]] = {}
         # Concurrent scrapes of a new snapshot render it once; the others wait for it.
         self._lock = threading.Lock()
@@ -289,7 +339,12 @@ class Exposition:
                 # Drop the previous snapshot's block before rendering the new one.
                 self._blocks.pop(openmetrics, None)
                 chunks = render_container_families(
-                    snapshot, self._allow, openmetrics=openmetrics, with_id=self._with_id
+                    snapshot,
+                    self._allow,
+                    openmetrics=openmetrics,
+                    with_id=self._with_id,
+                    table=self._table,
+                    series_labels=self._series_labels,
                 )
                 cached = self._blocks[openmetrics] = (snapshot, _compress(chunks))
             return cached[1]

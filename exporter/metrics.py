@@ -8,13 +8,17 @@ at every scrape by a prometheus_client ``Collector`` that does no I/O.
 Adding a metric is adding a row here: the exposition and the README's
 reference (:mod:`exporter.reference`) follow from the table.
 
-Every container series carries ``name``, ``id``, ``image`` and, for managed
-containers, ``app`` and ``replica`` (decimal); Docker labels go only on the
-single ``sysinner_container_info`` series, never on every series.
+Every container series carries ``name``, ``id`` (the cgroup path, as
+cAdvisor's), ``image`` and, for managed containers, ``app`` and ``replica``
+(decimal); Docker labels go on the single ``sysinner_container_info``
+series, and on every series only when ``--collect.series-labels`` asks.
+Each row belongs to a ``--collect.disable`` group (:data:`COLLECT_GROUPS`),
+and ``host`` rows also render the host's totals as cAdvisor's root container.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +29,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
-from exporter.snapshot import ContainerSample, ErrorKind, SnapshotView
+from exporter.models import ContainerInfo, ContainerState
+from exporter.snapshot import COLLECT_GROUPS, ContainerSample, ErrorKind, FsUsage, SnapshotView
 
 MetricType = Literal["counter", "gauge"]
 Getter = Callable[[ContainerSample], float | None]
@@ -43,10 +48,12 @@ class ContainerMetric:
 
     ``kind`` says what series a container gets (exposition renders each kind
     at C speed): ``value``, one series of ``value``'s number (None: none);
-    ``poll_time``, one series of when the poll completed (unix seconds);
+    ``poll_time``, for a running container one series of when the poll
+    completed (unix seconds), stamped with that time;
     ``state``, one series per container state, labelled ``state``, 1 for the
     container's own and 0 for the others; ``info``, one series of 1 that also
-    carries the container's allow-listed Docker labels.
+    carries the container's allow-listed Docker labels. A ``host`` row also
+    renders the snapshot's host totals as the root container.
     """
 
     name: str
@@ -54,8 +61,14 @@ class ContainerMetric:
     type: MetricType
     value: Getter | None = None
     kind: RowKind = "value"
+    #: The row has a series for the host too, cAdvisor's root container (id="/").
+    host: bool = False
+    #: The group ``--collect.disable`` turns it off by (one of COLLECT_GROUPS); "" always on.
+    group: str = ""
 
     def __post_init__(self) -> None:
+        if self.group and self.group not in COLLECT_GROUPS:
+            raise ValueError(f"{self.name}: unknown group {self.group!r}")
         if (self.value is None) == (self.kind == "value"):
             raise ValueError(f"{self.name}: a getter is for, and only for, a row of kind value")
 
@@ -76,12 +89,51 @@ def _stat(read: Callable[[ContainerSample], float]) -> Getter:
     return get
 
 
+def _field(name: str, scale: float = 1) -> Getter:
+    """Read an optional ContainerStats field: no stats or no figure (None), no sample."""
+
+    def get(s: ContainerSample) -> float | None:
+        if s.stats is None:
+            return None
+        value: int | None = getattr(s.stats, name)
+        if value is None:
+            return None
+        return value / scale if scale != 1 else value
+
+    return get
+
+
 def _spec(read: Callable[[ContainerSample], float]) -> Getter:
     """Wrap a getter of a limit: 0 (unlimited) yields no sample, as in cAdvisor."""
 
     def get(s: ContainerSample) -> float | None:
         v = read(s)
         return v if v else None
+
+    return get
+
+
+def _live(read: Callable[[ContainerSample], float]) -> Getter:
+    """Wrap a getter that means something only while the container runs (paused included)."""
+
+    def get(s: ContainerSample) -> float | None:
+        return read(s) if s.info.state is ContainerState.RUNNING else None
+
+    return get
+
+
+#: cAdvisor's container_health_state: healthy 1, unhealthy 0, anything else
+#: (no healthcheck, or "starting": not judged yet) -1.
+_HEALTH = {"healthy": 1, "unhealthy": 0}
+#: The kernel's default CPU weight when the engine sets none (CpuShares 0).
+DEFAULT_CPU_SHARES = 1024
+
+
+def _fs(read: Callable[[FsUsage], float]) -> Getter:
+    """Wrap a getter of the layer sizing: not sized yet (or not sizable), no sample."""
+
+    def get(s: ContainerSample) -> float | None:
+        return read(s.fs) if s.fs is not None else None
 
     return get
 
@@ -100,90 +152,279 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "Cumulative CPU time consumed, in seconds (resets when the container restarts).",
         "counter",
         _stat(lambda s: s.stats.cpu_total_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+        host=True,
+        group="cpu",
     ),
     ContainerMetric(
         "container_cpu_user_seconds_total",
         "Cumulative user CPU time consumed, in seconds.",
         "counter",
         _stat(lambda s: s.stats.cpu_user_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+        host=True,
+        group="cpu",
     ),
     ContainerMetric(
         "container_cpu_system_seconds_total",
         "Cumulative system CPU time consumed, in seconds.",
         "counter",
         _stat(lambda s: s.stats.cpu_system_usage / NS_PER_SECOND),  # type: ignore[union-attr]
+        host=True,
+        group="cpu",
     ),
     ContainerMetric(
         "container_memory_usage_bytes",
         "Current memory usage in bytes, page cache included.",
         "gauge",
         _stat(lambda s: s.stats.memory_usage),  # type: ignore[union-attr]
+        host=True,
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_cache",
         "Page cache memory in bytes (cgroup v2: file).",
         "gauge",
         _stat(lambda s: s.stats.memory_cache),  # type: ignore[union-attr]
+        host=True,
+        group="memory",
     ),
     ContainerMetric(
         "container_memory_working_set_bytes",
         "Memory usage minus inactive file pages, in bytes: what the OOM killer weighs.",
         "gauge",
         _stat(lambda s: s.stats.memory_working_set),  # type: ignore[union-attr]
+        host=True,
+        group="memory",
+    ),
+    ContainerMetric(
+        "container_memory_rss",
+        "Anonymous memory (and swap cache) in bytes; cgroup v2: anon.",
+        "gauge",
+        _field("memory_rss"),
+        host=True,
+        group="memory",
+    ),
+    ContainerMetric(
+        "container_memory_swap",
+        "Container swap usage in bytes; absent where swap is not accounted.",
+        "gauge",
+        _field("memory_swap"),
+        host=True,
+        group="memory",
+    ),
+    ContainerMetric(
+        "container_memory_mapped_file",
+        "Size of memory-mapped files in bytes, tmpfs included.",
+        "gauge",
+        _field("memory_mapped_file"),
+        group="memory",
+    ),
+    ContainerMetric(
+        "container_memory_failcnt",
+        # cAdvisor types it a counter, but a counter's name must end in _total
+        # (OpenMetrics, promtool, client parsers rename it): cAdvisor's name wins,
+        # and a gauge keeps the name as it is everywhere; rate() works on either.
+        "Times memory usage hit the limit, cumulative (cgroup v1 only; cAdvisor's name).",
+        "gauge",
+        _field("memory_failcnt"),
+        group="memory",
+    ),
+    ContainerMetric(
+        "container_memory_max_usage_bytes",
+        "Peak memory usage in bytes (cgroup v1; v2 where the kernel has memory.peak).",
+        "gauge",
+        _field("memory_max_usage"),
+        group="memory",
+    ),
+    ContainerMetric(
+        "container_cpu_cfs_periods_total",
+        "Elapsed CFS enforcement periods (counted only while a CPU limit is set).",
+        "counter",
+        _field("cpu_periods"),
+        group="cpu",
+    ),
+    ContainerMetric(
+        "container_cpu_cfs_throttled_periods_total",
+        "CFS periods in which the container was throttled.",
+        "counter",
+        _field("cpu_throttled_periods"),
+        group="cpu",
+    ),
+    ContainerMetric(
+        "container_cpu_cfs_throttled_seconds_total",
+        "Total time the container was throttled, in seconds.",
+        "counter",
+        _field("cpu_throttled_time", NS_PER_SECOND),
+        group="cpu",
+    ),
+    ContainerMetric(
+        "container_oom_events_total",
+        "Processes of the container killed by the OOM killer (from the cgroup; the engine's "
+        "stats lack it).",
+        "counter",
+        _field("oom_events"),
+        group="oom",
     ),
     ContainerMetric(
         "container_network_receive_bytes_total",
         "Cumulative bytes received over all of the container's interfaces.",
         "counter",
         _stat(lambda s: s.stats.net_rx_bytes),  # type: ignore[union-attr]
+        host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_network_transmit_bytes_total",
         "Cumulative bytes transmitted over all of the container's interfaces.",
         "counter",
         _stat(lambda s: s.stats.net_tx_bytes),  # type: ignore[union-attr]
+        host=True,
+        group="network",
+    ),
+    ContainerMetric(
+        "container_network_receive_packets_total",
+        "Cumulative packets received over all of the container's interfaces.",
+        "counter",
+        _field("net_rx_packets"),
+        host=True,
+        group="network",
+    ),
+    ContainerMetric(
+        "container_network_transmit_packets_total",
+        "Cumulative packets transmitted over all of the container's interfaces.",
+        "counter",
+        _field("net_tx_packets"),
+        host=True,
+        group="network",
+    ),
+    ContainerMetric(
+        "container_network_receive_errors_total",
+        "Cumulative errors encountered while receiving.",
+        "counter",
+        _field("net_rx_errors"),
+        host=True,
+        group="network",
+    ),
+    ContainerMetric(
+        "container_network_transmit_errors_total",
+        "Cumulative errors encountered while transmitting.",
+        "counter",
+        _field("net_tx_errors"),
+        host=True,
+        group="network",
+    ),
+    ContainerMetric(
+        "container_network_receive_packets_dropped_total",
+        "Cumulative packets dropped while receiving.",
+        "counter",
+        _field("net_rx_dropped"),
+        host=True,
+        group="network",
+    ),
+    ContainerMetric(
+        "container_network_transmit_packets_dropped_total",
+        "Cumulative packets dropped while transmitting.",
+        "counter",
+        _field("net_tx_dropped"),
+        host=True,
+        group="network",
     ),
     ContainerMetric(
         "container_fs_reads_bytes_total",
         "Cumulative bytes read from block devices.",
         "counter",
         _stat(lambda s: s.stats.blk_read_bytes),  # type: ignore[union-attr]
+        group="blkio",
     ),
     ContainerMetric(
         "container_fs_writes_bytes_total",
         "Cumulative bytes written to block devices.",
         "counter",
         _stat(lambda s: s.stats.blk_write_bytes),  # type: ignore[union-attr]
+        group="blkio",
     ),
     ContainerMetric(
         "container_fs_reads_total",
         "Cumulative block device read operations.",
         "counter",
         _stat(lambda s: s.stats.blk_read_ops),  # type: ignore[union-attr]
+        group="blkio",
     ),
     ContainerMetric(
         "container_fs_writes_total",
         "Cumulative block device write operations.",
         "counter",
         _stat(lambda s: s.stats.blk_write_ops),  # type: ignore[union-attr]
+        group="blkio",
+    ),
+    ContainerMetric(
+        "container_fs_usage_bytes",
+        "Bytes the container's writable layer uses (sized on the slower --collect.fs-interval).",
+        "gauge",
+        _fs(lambda f: f.usage),
+        group="fs",
+    ),
+    ContainerMetric(
+        "container_fs_limit_bytes",
+        "Size in bytes of the filesystem that holds the container's writable layer.",
+        "gauge",
+        _fs(lambda f: f.limit),
+        group="fs",
+    ),
+    ContainerMetric(
+        "container_fs_inodes_total",
+        "Inodes of the filesystem that holds the container's writable layer.",
+        "gauge",
+        _fs(lambda f: f.inodes_total),
+        group="fs",
+    ),
+    ContainerMetric(
+        "container_fs_inodes_free",
+        "Free inodes of the filesystem that holds the container's writable layer.",
+        "gauge",
+        _fs(lambda f: f.inodes_free),
+        group="fs",
     ),
     ContainerMetric(
         "container_spec_memory_limit_bytes",
         "Memory limit in bytes; absent when unlimited.",
         "gauge",
         _spec(lambda s: s.info.memory_limit),
+        group="spec",
     ),
     ContainerMetric(
         "container_spec_cpu_quota",
         "CPU quota in microseconds per container_spec_cpu_period; absent when unlimited.",
         "gauge",
         _spec(lambda s: s.info.cpu_limit * CPU_PERIOD_US // 1000),
+        group="spec",
     ),
     ContainerMetric(
         "container_spec_cpu_period",
         "CPU period in microseconds that container_spec_cpu_quota is measured against.",
         "gauge",
         _spec(lambda s: CPU_PERIOD_US if s.info.cpu_limit else 0),
+        group="spec",
+    ),
+    ContainerMetric(
+        "container_spec_memory_reservation_limit_bytes",
+        "Memory reservation (soft limit) in bytes; absent when none.",
+        "gauge",
+        _spec(lambda s: s.info.memory_reservation),
+        group="spec",
+    ),
+    ContainerMetric(
+        "container_spec_memory_swap_limit_bytes",
+        "Memory plus swap limit in bytes; absent when unset or unlimited.",
+        "gauge",
+        _spec(lambda s: max(s.info.memory_swap_limit, 0)),
+        group="spec",
+    ),
+    ContainerMetric(
+        "container_spec_cpu_shares",
+        "CPU shares (relative weight) of the container; 1024, the kernel's default, when unset.",
+        "gauge",
+        lambda s: s.info.cpu_shares or DEFAULT_CPU_SHARES,
+        group="spec",
     ),
     ContainerMetric(
         "container_start_time_seconds",
@@ -196,31 +437,68 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
         "Processes in the container's cgroup (those started by docker exec included).",
         "gauge",
         _proc(lambda s: s.processes.processes),  # type: ignore[union-attr]
+        group="processes",
     ),
     ContainerMetric(
         "container_threads",
         "Threads in the container's processes.",
         "gauge",
         _proc(lambda s: s.processes.threads),  # type: ignore[union-attr]
+        group="processes",
     ),
     ContainerMetric(
         "container_file_descriptors",
         "Open file descriptors of the container's processes.",
         "gauge",
         _proc(lambda s: s.processes.fds),  # type: ignore[union-attr]
+        group="processes",
     ),
     ContainerMetric(
         "container_last_seen",
-        "When the exporter last saw the container, unix seconds.",
+        "When the exporter last saw the container running, unix seconds; the sample carries "
+        "that time as its timestamp, so it outlives the container for Prometheus' lookback.",
         "gauge",
         kind="poll_time",
     ),
     ContainerMetric(
+        "container_health_state",
+        "Healthcheck status of a running container: 1 healthy, 0 unhealthy, -1 no healthcheck "
+        "or not judged yet (starting).",
+        "gauge",
+        _live(lambda s: _HEALTH.get(s.info.health, -1)),
+        group="health",
+    ),
+    ContainerMetric(
         "sysinner_container_state",
-        "1 for the container's current state (running, stopped, starting, created), "
-        "0 for the others.",
+        "1 for the container's engine state (created, running, paused, restarting, removing, "
+        "exited, dead), 0 for the others.",
         "gauge",
         kind="state",
+    ),
+    ContainerMetric(
+        # The issue's sysinner_container_restart_count: promtool refuses a
+        # "_count" suffix outside histograms and summaries, and a counter
+        # (resets included: a manual start zeroes RestartCount) is what it is.
+        "sysinner_container_restarts_total",
+        "Times the engine restarted the container under its restart policy (the engine's "
+        "RestartCount; a manual start resets it).",
+        "counter",
+        lambda s: s.info.restart_count,
+        group="lifecycle",
+    ),
+    ContainerMetric(
+        "sysinner_container_exit_code",
+        "Exit code of the container's last exit (0 while running, as the engine resets it).",
+        "gauge",
+        lambda s: s.info.exit_code,
+        group="lifecycle",
+    ),
+    ContainerMetric(
+        "sysinner_container_oom_killed",
+        "1 when the container's last exit was an OOM kill of its init (the engine's OOMKilled).",
+        "gauge",
+        lambda s: 1 if s.info.oom_killed else 0,
+        group="lifecycle",
     ),
     ContainerMetric(
         "sysinner_container_stats_stale",
@@ -237,14 +515,35 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
 )
 
 
+#: cAdvisor's gauges whose names end in _total, kept for the rules that query them
+#: (awesome-prometheus-alerts' volume rule divides by container_fs_inodes_total);
+#: promtool's linter says so of each, and nothing else.
+GAUGES_NAMED_TOTAL = frozenset({"container_fs_inodes_total"})
+
+
+def enabled_rows(
+    disabled: Iterable[str], table: Sequence[ContainerMetric] = CONTAINER_METRICS
+) -> tuple[ContainerMetric, ...]:
+    """Return the rows of ``table`` whose group is not in ``disabled``."""
+    off = frozenset(disabled)
+    return tuple(row for row in table if row.group not in off)
+
+
+def container_id_label(info: ContainerInfo) -> str:
+    """Return a container's ``id`` label as cAdvisor writes it: its cgroup path, else its id."""
+    return info.cgroup_path or info.id
+
+
 def container_labels(sample: ContainerSample, with_id: bool = True) -> dict[str, str]:
     """Return the identifying labels of every series of a container.
 
-    Without ``with_id`` the 64-character ``id`` is left out (names are unique
-    on a host, and in a sysinner fleet across hosts): ~40% fewer label bytes.
+    Without ``with_id`` the ``id`` is left out (names are unique on a host,
+    and in a sysinner fleet across hosts): ~40% fewer label bytes.
     """
     info = sample.info
-    labels = {"name": info.name, "id": info.id, "image": info.image}
+    # cAdvisor's id is the cgroup path, which the Docker dashboards select on
+    # (id=~"/system.slice/docker.+"); the bare id where a driver cannot say.
+    labels = {"name": info.name, "id": container_id_label(info), "image": info.image}
     if not with_id:
         del labels["id"]
     if sample.app is not None and sample.replica is not None:
@@ -252,6 +551,11 @@ def container_labels(sample: ContainerSample, with_id: bool = True) -> dict[str,
         labels["replica"] = str(sample.replica)
     return labels
 
+
+#: The host's cores and memory, asked once: sysinfo(2) answers for the host
+#: even inside a container (a cgroup limits use, not what these report).
+MACHINE_CPU_CORES = os.cpu_count() or 0
+MACHINE_MEMORY_BYTES = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 LiveType = Literal["counter", "gauge", "info"]
 #: A sample of a live family: its labels and its value.
@@ -333,6 +637,18 @@ HEALTH_METRICS: tuple[LiveMetric[SnapshotView], ...] = (
         "Containers tracked by the last poll.",
         "gauge",
         _one(lambda v: len(v.snapshot.containers)),
+    ),
+    LiveMetric(
+        "machine_cpu_cores",
+        "Logical CPU cores of the host.",
+        "gauge",
+        _one(lambda v: MACHINE_CPU_CORES),
+    ),
+    LiveMetric(
+        "machine_memory_bytes",
+        "Memory of the host in bytes (MemTotal).",
+        "gauge",
+        _one(lambda v: MACHINE_MEMORY_BYTES),
     ),
     LiveMetric(
         "sysinner_exporter_stats_source",

@@ -80,6 +80,16 @@ class ContainerState(StrEnum):
     CREATED = "created"
 
 
+#: The engine's own states (``State.Status``), in the order metrics list them.
+ENGINE_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
+# What a driver state stands for when a driver gives no engine state.
+_ENGINE_STATE_OF = {
+    ContainerState.RUNNING: "running",
+    ContainerState.STOPPED: "exited",
+    ContainerState.STARTING: "created",
+}
+
+
 class _Input(BaseModel):
     """Base of models that come from users: unknown fields are an error."""
 
@@ -289,6 +299,42 @@ class ContainerInfo:
     # empty one costs nothing per cached container.
     mount_sources: tuple[str, ...] = Field(default=(), exclude=True)
     last_inspect_time: int = Field(default=0, exclude=True, description="unix seconds")
+    # What the metrics need of inspect beyond the contract's fields. Kept out
+    # of the API's answers (exclude), which stay the contract's.
+    engine_state: str = Field(
+        default="",
+        exclude=True,
+        description="the engine's own state (paused, restarting, ...); state folds it",
+    )
+    health: str = Field(
+        default="", exclude=True, description="healthcheck status; empty without a healthcheck"
+    )
+    restart_count: int = Field(default=0, exclude=True)
+    exit_code: int = Field(default=0, exclude=True, description="the last exit's code")
+    oom_killed: bool = Field(
+        default=False, exclude=True, description="the last exit was an OOM kill"
+    )
+    memory_reservation: int = Field(default=0, exclude=True, description="bytes; 0 is none")
+    memory_swap_limit: int = Field(
+        default=0, exclude=True, description="memory plus swap, bytes; 0 unset, -1 unlimited"
+    )
+    cpu_shares: int = Field(default=0, exclude=True, description="relative weight; 0 is default")
+    layer_dir: str = Field(
+        default="",
+        exclude=True,
+        description="host path of the writable layer (overlay2's UpperDir); empty if none",
+    )
+    cgroup_path: str = Field(
+        default="",
+        exclude=True,
+        description="the container's cgroup as the kernel names it (/docker/<id>, "
+        "/system.slice/docker-<id>.scope); empty when the driver cannot say",
+    )
+
+
+def engine_state_of(info: ContainerInfo) -> str:
+    """Return the engine's state of ``info``: its own, or what its driver state stands for."""
+    return info.engine_state or _ENGINE_STATE_OF[info.state]
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +343,8 @@ class ContainerStats:
 
     The first ten fields are the seed's. The ``cpu_user_usage``,
     ``cpu_system_usage`` and ``memory_inactive_file`` fields extend it so the
-    working set and the user/system split can be exported too.
+    working set and the user/system split can be exported too; the optional
+    fields after them fill cAdvisor's other families.
 
     A slotted dataclass rather than a pydantic model: the poller holds one
     per container, two generations during a poll, and a model's per-instance
@@ -319,6 +366,24 @@ class ContainerStats:
     cpu_user_usage: int = 0  # user CPU time, nanoseconds
     cpu_system_usage: int = 0  # system CPU time, nanoseconds
     memory_inactive_file: int = 0  # bytes, reclaimable first
+    # cAdvisor's further families. None where the source cannot know the
+    # figure (a cgroup v2 file the kernel lacks, a field the engine's answer
+    # does not carry): the series is then absent, never a made-up 0.
+    memory_rss: int | None = None  # bytes of anonymous memory (v1 total_rss, v2 anon)
+    memory_swap: int | None = None  # bytes swapped out (v1 total_swap, v2 memory.swap.current)
+    memory_mapped_file: int | None = None  # bytes (v1 total_mapped_file, v2 file_mapped)
+    memory_failcnt: int | None = None  # times usage hit the limit (v1 memory.failcnt)
+    memory_max_usage: int | None = None  # bytes, peak usage (v1 max_usage_in_bytes, v2 peak)
+    cpu_periods: int | None = None  # CFS enforcement periods elapsed
+    cpu_throttled_periods: int | None = None  # periods the cgroup was throttled in
+    cpu_throttled_time: int | None = None  # nanoseconds throttled
+    net_rx_packets: int | None = None  # None: no network of its own (host networking)
+    net_tx_packets: int | None = None
+    net_rx_errors: int | None = None
+    net_tx_errors: int | None = None
+    net_rx_dropped: int | None = None
+    net_tx_dropped: int | None = None
+    oom_events: int | None = None  # processes the OOM killer killed in the cgroup
 
     @property
     def memory_working_set(self) -> int:

@@ -34,12 +34,14 @@ from dataclasses import dataclass
 from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
 from exporter.errors import ConflictError, DriverError, DriverTimeoutError, NotFoundError
-from exporter.models import ContainerInfo, ContainerState
+from exporter.fsusage import LayerSizer
+from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
 from exporter.processes import count_processes
 from exporter.snapshot import (
     ContainerSample,
     ErrorKind,
+    FsUsage,
     PollHealth,
     PollPhase,
     ProcessCounts,
@@ -88,6 +90,9 @@ class Poller:
         process_counter: ProcessCounter | None = count_processes,
         clock: Callable[[], float] = time.time,
         inspect_max_age: float = INSPECT_MAX_AGE,
+        host_reader: Callable[[], ContainerStats | None] | None = None,
+        layer_sizer: LayerSizer | None = None,
+        layer_interval: float = 60.0,
     ) -> None:
         self._driver = driver
         self._source = stats_source
@@ -99,6 +104,13 @@ class Poller:
         self._process_counter = process_counter
         self._clock = clock
         self._inspect_max_age = inspect_max_age
+        self._host_reader = host_reader
+        # Layer sizing walks directories: its own slower rounds, in the background.
+        self._sizer = layer_sizer
+        self._layer_interval = layer_interval
+        self._layers: dict[str, FsUsage] = {}
+        self._next_sizing = 0.0
+        self._sizing: asyncio.Task[None] | None = None
         # id -> (list fingerprint, monotonic time it expires, inspected info)
         self._inspected: dict[
             str, tuple[tuple[ContainerState, str, str], float, ContainerInfo]
@@ -241,6 +253,7 @@ class Poller:
         listed_at = time.monotonic()
         tracked = [entry for c in listed if (entry := self._listed(c)) is not None]
         listed_ids = {c.id for c in listed}
+        left_out = len(listed) - len(tracked)
         for gone in self._inspected.keys() - listed_ids:
             del self._inspected[gone]
         del listed  # thousands of list models are megabytes; the inspected ones replace them
@@ -254,10 +267,11 @@ class Poller:
         del tracked, inspected  # a megabyte at thousands of containers, not needed past here
         running = [info for info, _, _ in rows if info.state is ContainerState.RUNNING]
         # Both catch their own errors; gather also cancels both if the poll is cancelled.
-        stats, processes = await asyncio.gather(
-            self._read_stats(running), self._count_processes(running)
+        stats, processes, host = await asyncio.gather(
+            self._read_stats(running), self._count_processes(running), self._read_host()
         )
         read_at = time.monotonic()
+        self._size_layers(running)
 
         samples: list[ContainerSample] = []
         seen: set[str] = set()
@@ -271,6 +285,7 @@ class Poller:
                 stats=got.stats if got else None,
                 stats_source=got.source if got else None,
                 processes=processes.get(info.id),
+                fs=self._layers.get(info.id),
             )
             if got is None and info.state is ContainerState.RUNNING:
                 sample = self._stale_or_bare(sample)
@@ -292,8 +307,44 @@ class Poller:
                 (PollPhase.STATS, read_at - inspected_at),
             ),
             engine_up=True,
+            host=host,
+            unmanaged_left_out=left_out,
         )
         return self._finish(self.snapshot)
+
+    def _size_layers(self, running: Sequence[ContainerInfo]) -> None:
+        """Start a round of layer sizing when one is due and none is under way."""
+        if self._sizer is None or (self._sizing is not None and not self._sizing.done()):
+            return
+        if time.monotonic() < self._next_sizing:
+            return
+        self._next_sizing = time.monotonic() + self._layer_interval
+        sizer, ids = self._sizer, {c.id for c in running}
+
+        async def round_() -> None:
+            try:
+                sized = await asyncio.to_thread(sizer.measure, list(running))
+            except Exception as e:  # noqa: BLE001 - sizing must never break polling
+                log.warning("sizing writable layers failed: %s", e)
+                return
+            # Bounded by the running containers: the gone ones' figures go.
+            self._layers = {
+                cid: usage for cid, usage in {**self._layers, **sized}.items() if cid in ids
+            }
+
+        self._sizing = asyncio.create_task(round_(), name="poller-layers")
+        self._background.add(self._sizing)
+        self._sizing.add_done_callback(self._background.discard)
+
+    async def _read_host(self) -> ContainerStats | None:
+        """Return the host's totals (cAdvisor's root container), None when they cannot be read."""
+        if self._host_reader is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._host_reader)
+        except Exception as e:  # noqa: BLE001 - the host's totals must not break the poll
+            log.warning("reading the host's totals failed: %s", e)
+            return None
 
     def _stale_or_bare(self, sample: ContainerSample) -> ContainerSample:
         """Keep a running container's previous stats for one poll after a failed read."""
@@ -347,9 +398,21 @@ class Poller:
                     log.error("engine unreachable: %s", snapshot.error)
                 elif snapshot.engine_up and engine_was_up is False:
                     log.info("engine answers again")
+                if snapshot.engine_up and engine_was_up is None:
+                    self._log_left_out(snapshot)
                 engine_was_up = snapshot.engine_up
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self.interval - elapsed, 0.0))
+
+    def _log_left_out(self, snapshot: Snapshot) -> None:
+        """Say once, after the first poll, how many containers are left out and why."""
+        if snapshot.unmanaged_left_out:
+            log.info(
+                "tracking %d managed containers; %d unmanaged ones (names outside the naming "
+                "pattern) are left out: --collect.all includes them",
+                len(snapshot.containers),
+                snapshot.unmanaged_left_out,
+            )
 
     async def aclose(self) -> None:
         """Cancel the inspects still under way from earlier polls and wait for them."""

@@ -10,6 +10,7 @@ editing a list.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ from exporter.metrics import (
 )
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.snapshot import (
+    COLLECT_GROUPS,
     ContainerSample,
+    FsUsage,
     HeldSnapshot,
     PollPhase,
     ProcessCounts,
@@ -65,14 +68,20 @@ def _example_snapshot() -> Snapshot:
         started=1,
         cpu_limit=1000,
         memory_limit=1 << 30,
+        memory_reservation=1 << 29,
+        memory_swap_limit=1 << 31,
     )
     sample = ContainerSample(
         info=info,
         app="0123abcd",
         replica=1,
-        stats=ContainerStats(time=1.0),
+        # Every optional figure known (0), so its family has a row too.
+        stats=ContainerStats(
+            time=1.0, **{f.name: 0 for f in dataclasses.fields(ContainerStats) if f.default is None}
+        ),
         stats_source="docker",
         processes=ProcessCounts(1, 1, 1),
+        fs=FsUsage(1, 1, 1, 1),
     )
     phases = tuple((phase, 0.0) for phase in PollPhase)
     return Snapshot(containers=(sample,), completed_at=1.0, phase_seconds=phases, engine_up=True)
@@ -150,9 +159,12 @@ def _cell(text: str) -> str:
 def metric_reference_markdown() -> str:
     """Return the reference as Markdown: a note on labels, then the table of families."""
     rows = [
-        "Container series carry `name`, `id` and `image`; `app` and `replica` (decimal) only",
-        "for managed containers. `sysinner_container_info` also carries the Docker labels",
-        "allow-listed with `--collect.labels`, as `label_<key>`. The process collector of",
+        "Container series carry `name`, `id` (the container's cgroup path, as cAdvisor's:",
+        "`/docker/<id>` with the cgroupfs driver, `/system.slice/docker-<id>.scope` with",
+        "systemd) and `image`; `app` and `replica` (decimal) only for managed containers.",
+        'The host\'s totals are the root container, `id="/"` with `name=""`, as cAdvisor\'s.',
+        "`sysinner_container_info` also carries the Docker labels allow-listed with",
+        "`--collect.labels`, as `label_<key>`. The process collector of",
         "`prometheus_client` adds the standard `process_*` and `python_info` families.",
         "The `sysinner_exporter_remediation_*` families exist when the lifecycle API is",
         "on (a token is set) or pull mode is (`--alertmanager.url`); the",
@@ -164,6 +176,13 @@ def metric_reference_markdown() -> str:
     for doc in metric_docs():
         labels = ", ".join(f"`{label}`" for label in doc.labels) or "-"
         rows.append(f"| `{doc.name}` | {doc.type} | {_cell(doc.help)} | {labels} |")
+    rows += ["", "`--collect.disable` turns off these groups of the container families:", ""]
+    for group in COLLECT_GROUPS:
+        names = ", ".join(f"`{row.name}`" for row in CONTAINER_METRICS if row.group == group)
+        rows.append(f"- `{group}`: {names}")
+    rows.append(
+        "- always on: " + ", ".join(f"`{row.name}`" for row in CONTAINER_METRICS if not row.group)
+    )
     return "\n".join(rows) + "\n"
 
 

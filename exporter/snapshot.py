@@ -14,6 +14,21 @@ from typing import NamedTuple, Protocol
 
 from exporter.models import ContainerInfo, ContainerStats
 
+#: The metric groups ``--collect.disable`` may name (cAdvisor's ``--disable_metrics``):
+#: each row of the container table belongs to one, or to none (always on).
+COLLECT_GROUPS = (
+    "cpu",
+    "memory",
+    "oom",
+    "network",
+    "blkio",
+    "fs",
+    "spec",
+    "processes",
+    "health",
+    "lifecycle",
+)
+
 
 class ErrorKind(StrEnum):
     """The kinds of poll error, as they appear in ``sysinner_exporter_errors_total``."""
@@ -42,6 +57,15 @@ class ProcessCounts(NamedTuple):
     fds: int
 
 
+class FsUsage(NamedTuple):
+    """A container's writable layer: bytes it uses, and its filesystem's size and inodes."""
+
+    usage: int
+    limit: int
+    inodes_total: int
+    inodes_free: int
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerSample:
     """One tracked container as the latest poll saw it."""
@@ -53,6 +77,7 @@ class ContainerSample:
     stats_source: str | None = None
     stale: bool = False
     processes: ProcessCounts | None = None
+    fs: FsUsage | None = None  # from the slower layer sizing; None until sized
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +91,10 @@ class Snapshot:
     phase_seconds: tuple[tuple[PollPhase, float], ...] = ()
     engine_up: bool = False
     error: str | None = None
+    #: The host's totals, rendered as cAdvisor's root container (id="/"); None: unknown.
+    host: ContainerStats | None = None
+    #: Containers listed but left out because they are not managed (``--collect.all`` is off).
+    unmanaged_left_out: int = 0
 
 
 @dataclass

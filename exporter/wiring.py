@@ -8,6 +8,7 @@ drives itself) is a parameter of :func:`wire`, not a copy of it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from exporter.confinement import MountPolicy
 from exporter.drivers.base import Driver
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
+from exporter.fsusage import LayerSizer
 from exporter.metrics import build_registry
 from exporter.poller import Poller
 from exporter.processes import CgroupProcessCounter
@@ -32,6 +34,7 @@ from exporter.replica_deploy import START_SETTLE_SECONDS, ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from exporter.sources.base import DriverStatsSource, FallbackStatsSource, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
+from exporter.sources.host import read_host_stats
 from exporter.state import StateStore
 from exporter.webconfig import WebConfigWatcher
 
@@ -81,11 +84,18 @@ def choose_stats_source(settings: Settings, driver: Driver) -> tuple[StatsSource
                 f"{flag_name('stats_source')}=cgroup, but {settings.proc_root}/self/cgroup "
                 f"or {settings.cgroup_root} is not readable"
             )
-        source = CgroupStatsSource(settings.proc_root, settings.cgroup_root)
+        source = CgroupStatsSource(
+            settings.proc_root, settings.cgroup_root, disabled_groups=settings.collect_disable
+        )
         why = f"{flag_name('stats_source')}=cgroup"
     elif readable:
         source = FallbackStatsSource(
-            CgroupStatsSource(settings.proc_root, settings.cgroup_root, fallback="the engine"),
+            CgroupStatsSource(
+                settings.proc_root,
+                settings.cgroup_root,
+                fallback="the engine",
+                disabled_groups=settings.collect_disable,
+            ),
             engine,
         )
         why = f"cgroup files readable under {settings.cgroup_root}; the engine for the rest"
@@ -107,9 +117,16 @@ def build_poller(settings: Settings, driver: Driver) -> Poller:
         include_unmanaged=settings.collect_all,
         process_counter=(
             CgroupProcessCounter(str(settings.proc_root), str(settings.cgroup_root))
-            if settings.collect_processes
+            if settings.collect_processes and "processes" not in settings.collect_disable
             else None
         ),
+        host_reader=functools.partial(read_host_stats, settings.proc_root),
+        layer_sizer=(
+            None
+            if "fs" in settings.collect_disable
+            else LayerSizer(budget=settings.collect_fs_budget)
+        ),
+        layer_interval=settings.collect_fs_interval,
     )
 
 

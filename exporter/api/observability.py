@@ -13,6 +13,7 @@ from exporter import __version__
 from exporter.api.keys import ALERT_PULLER, POLLER, REGISTRY, REMEDIATION, SETTINGS
 from exporter.api.routes import OPENAPI_PATH
 from exporter.exposition import Exposition
+from exporter.metrics import enabled_rows
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "last_poll_age_seconds": None if age is None else round(age, 3),
         "fresh_within_seconds": fresh_within,
         "containers": len(snapshot.containers),
+        # Unmanaged containers are not the product; say how many and which flag takes them.
+        "unmanaged_left_out": snapshot.unmanaged_left_out,
+        **({"include_unmanaged_with": "--collect.all"} if snapshot.unmanaged_left_out else {}),
         "stats_source": poller.stats_source_name,
         "error": snapshot.error,
         **({} if remediation is None else {"remediation_state_error": state_error}),
@@ -156,7 +160,12 @@ def add_routes(app: web.Application, telemetry_path: str) -> None:
     """Register the observability routes on ``app`` (its poller and registry set first)."""
     settings = app[SETTINGS]
     app[EXPOSITION] = Exposition(
-        app[POLLER], app[REGISTRY], settings.collect_labels, settings.collect_id_label
+        app[POLLER],
+        app[REGISTRY],
+        settings.collect_labels,
+        with_id=settings.collect_id_label,
+        table=enabled_rows(settings.collect_disable),
+        series_labels=settings.collect_series_labels,
     )
     page = landing_page(telemetry_path)
 

@@ -160,6 +160,7 @@ class DockerDriver:
         self._prefix: str | None = None
         self._one_shot = True
         self._negotiate_lock = asyncio.Lock()
+        self._cgroup_driver_name: str | None = None
 
     def name(self) -> str:
         """Return ``docker``."""
@@ -297,9 +298,23 @@ class DockerDriver:
 
     async def container_inspect(self, name_or_id: str) -> ContainerInfo:
         """Return one container in full."""
+        cgroup_driver = await self._cgroup_driver()
         raw = await self._call("GET", f"/containers/{_seg(name_or_id)}/json")
         with _garbled(f"GET /containers/{name_or_id}/json"):
-            return dj.container_from_inspect(raw)
+            return dj.container_from_inspect(raw, cgroup_driver=cgroup_driver)
+
+    async def _cgroup_driver(self) -> str:
+        """Return the engine's cgroup driver (``cgroupfs``, ``systemd``), asked once."""
+        if self._cgroup_driver_name is None:
+            try:
+                info = await self._call("GET", "/info")
+            except (EngineUnreachableError, DriverTimeoutError):
+                raise  # the inspect after it would fail too; ask again next time
+            except DriverError:
+                info = None  # an engine (or proxy) that refuses /info: the default layout
+            found = info.get("CgroupDriver") if isinstance(info, dict) else None
+            self._cgroup_driver_name = str(found or "cgroupfs")
+        return self._cgroup_driver_name
 
     async def container_create(self, opts: ContainerCreateOptions) -> ContainerInfo:
         """Create a container as ``opts`` says (its network too) and inspect it.

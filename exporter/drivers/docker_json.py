@@ -173,6 +173,7 @@ def container_from_list(raw: JSON) -> ContainerInfo:
         image=_shared(raw.get("Image", "")),
         image_id=_shared(raw.get("ImageID", "")),
         state=map_state(raw.get("State", "")),
+        engine_state=_shared(raw.get("State", "")),
         status=_shared(raw.get("Status", "")),
         ip=_first_ip((raw.get("NetworkSettings") or {}).get("Networks")),
         ports=_list_ports(raw.get("Ports")),
@@ -192,8 +193,40 @@ def cpu_millicores(host_config: JSON) -> int:
     return quota * 1000 // period if quota > 0 else 0
 
 
-def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo:
-    """Return a ContainerInfo from ``GET /containers/{id}/json``."""
+def _systemd_slice_path(slice_name: str) -> str:
+    """Return the path systemd gives a slice: ``a-b.slice`` is ``/a.slice/a-b.slice``."""
+    if slice_name in ("", "-.slice"):
+        return ""
+    stem = slice_name.removesuffix(".slice")
+    parts = stem.split("-")
+    return "".join("/" + "-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def cgroup_path(container_id: str, cgroup_parent: str, cgroup_driver: str) -> str:
+    """Return the cgroup the engine puts a container in, as the kernel (and cAdvisor) names it.
+
+    cgroupfs: ``<parent or /docker>/<id>``; systemd: the parent slice's path
+    (``system.slice`` by default) then ``docker-<id>.scope``. Both cgroup
+    versions name it the same way.
+    """
+    if cgroup_driver == "systemd":
+        parent = cgroup_parent or "system.slice"
+        if parent.endswith(".slice"):
+            return f"{_systemd_slice_path(parent)}/docker-{container_id}.scope"
+        # A parent that is not a slice is taken as a plain path by the engine.
+        return f"/{parent.strip('/')}/docker-{container_id}.scope"
+    parent = "/" + (cgroup_parent or "/docker").strip("/")
+    return f"{parent.rstrip('/')}/{container_id}"
+
+
+def container_from_inspect(
+    raw: JSON, now: float | None = None, *, cgroup_driver: str = "cgroupfs"
+) -> ContainerInfo:
+    """Return a ContainerInfo from ``GET /containers/{id}/json``.
+
+    ``cgroup_driver`` is the engine's (``GET /info`` ``CgroupDriver``): it
+    says where the container's cgroup is.
+    """
     state = raw.get("State") or {}
     config = raw.get("Config") or {}
     host = raw.get("HostConfig") or {}
@@ -217,6 +250,16 @@ def container_from_inspect(raw: JSON, now: float | None = None) -> ContainerInfo
         binds=_binds(raw),
         mount_sources=_mount_sources(raw.get("Mounts")),
         last_inspect_time=int(time.time() if now is None else now),
+        engine_state=_shared(engine_state),
+        health=_shared((state.get("Health") or {}).get("Status") or ""),
+        restart_count=int(raw.get("RestartCount") or 0),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        memory_reservation=int(host.get("MemoryReservation") or 0),
+        memory_swap_limit=int(host.get("MemorySwap") or 0),
+        cpu_shares=int(host.get("CpuShares") or 0),
+        cgroup_path=cgroup_path(raw["Id"], host.get("CgroupParent") or "", cgroup_driver),
+        layer_dir=str(((raw.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir") or ""),
     )
 
 
@@ -240,18 +283,34 @@ def _blkio_sum(entries: list[JSON] | None, op: str) -> int:
     return sum(int(e.get("value") or 0) for e in entries or [] if str(e.get("op")).lower() == op)
 
 
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _network_counter(networks: list[JSON], key: str) -> int | None:
+    # No networks (host networking): no counters, as the cgroup source has none.
+    return sum(int(n.get(key) or 0) for n in networks) if networks else None
+
+
 def stats_from_engine(raw: JSON, now: float | None = None) -> ContainerStats:
-    """Return ContainerStats from one ``GET /containers/{id}/stats`` answer (v1 or v2)."""
-    cpu = (raw.get("cpu_stats") or {}).get("cpu_usage") or {}
+    """Return ContainerStats from one ``GET /containers/{id}/stats`` answer (v1 or v2).
+
+    Fields the answer does not carry stay None (their series are absent):
+    swap and OOM kills always, ``failcnt`` and ``max_usage`` on cgroup v2.
+    """
+    cpu_stats = raw.get("cpu_stats") or {}
+    cpu = cpu_stats.get("cpu_usage") or {}
+    throttling = cpu_stats.get("throttling_data") or {}
     mem = raw.get("memory_stats") or {}
     mem_stats = mem.get("stats") or {}
     blkio = raw.get("blkio_stats") or {}
-    networks = (raw.get("networks") or {}).values()
+    networks = list((raw.get("networks") or {}).values())
     taken = parse_timestamp(raw.get("read")) or (time.time() if now is None else now)
     # v1 names page cache "cache" and the hierarchical inactive file
     # "total_inactive_file"; v2 has "file" and "inactive_file".
     cache = mem_stats.get("cache", mem_stats.get("file", 0))
     inactive = mem_stats.get("total_inactive_file", mem_stats.get("inactive_file", 0))
+    v1 = "total_rss" in mem_stats
     return ContainerStats(
         time=taken,
         cpu_total_usage=int(cpu.get("total_usage") or 0),
@@ -266,6 +325,23 @@ def stats_from_engine(raw: JSON, now: float | None = None) -> ContainerStats:
         blk_write_bytes=_blkio_sum(blkio.get("io_service_bytes_recursive"), "write"),
         blk_read_ops=_blkio_sum(blkio.get("io_serviced_recursive"), "read"),
         blk_write_ops=_blkio_sum(blkio.get("io_serviced_recursive"), "write"),
+        # The hierarchical v1 figures, as cAdvisor reads them; v2's own names.
+        memory_rss=_int_or_none(mem_stats.get("total_rss", mem_stats.get("anon"))),
+        memory_mapped_file=_int_or_none(
+            mem_stats.get("total_mapped_file", mem_stats.get("file_mapped"))
+        ),
+        # The engine omits both when 0 (omitempty), and v2 has neither.
+        memory_failcnt=int(mem.get("failcnt") or 0) if v1 else None,
+        memory_max_usage=int(mem.get("max_usage") or 0) if v1 else None,
+        cpu_periods=_int_or_none(throttling.get("periods")),
+        cpu_throttled_periods=_int_or_none(throttling.get("throttled_periods")),
+        cpu_throttled_time=_int_or_none(throttling.get("throttled_time")),
+        net_rx_packets=_network_counter(networks, "rx_packets"),
+        net_tx_packets=_network_counter(networks, "tx_packets"),
+        net_rx_errors=_network_counter(networks, "rx_errors"),
+        net_tx_errors=_network_counter(networks, "tx_errors"),
+        net_rx_dropped=_network_counter(networks, "rx_dropped"),
+        net_tx_dropped=_network_counter(networks, "tx_dropped"),
     )
 
 

@@ -6,11 +6,15 @@ source reads ``<proc_root>/<pid>/net/dev`` (the container's own network
 namespace, ``lo`` excluded), ``<proc_root>/<pid>/cgroup`` (where its cgroup
 is, and proof that the pid is still the container's) and its cgroup files:
 
-- CPU: v1 ``cpuacct.usage`` and ``cpuacct.stat`` (USER_HZ ticks); v2
-  ``cpu.stat`` (usec).
-- Memory: v1 ``memory.usage_in_bytes`` and ``memory.stat`` (``cache``,
-  ``total_inactive_file``); v2 ``memory.current`` and ``memory.stat``
-  (``file``, ``inactive_file``).
+- CPU: v1 ``cpuacct.usage`` and ``cpuacct.stat`` (USER_HZ ticks), and the
+  cpu controller's ``cpu.stat`` for CFS throttling; v2 ``cpu.stat`` (usec).
+- Memory: v1 ``memory.usage_in_bytes``, ``memory.stat`` (``cache``,
+  ``total_inactive_file``, ``total_rss``, ``total_swap``,
+  ``total_mapped_file``), ``memory.max_usage_in_bytes``, ``memory.failcnt``
+  and ``memory.oom_control`` (``oom_kill``); v2 ``memory.current``,
+  ``memory.stat`` (``file``, ``inactive_file``, ``anon``, ``file_mapped``),
+  ``memory.events`` (``oom_kill``) and, where the kernel has them,
+  ``memory.peak`` and ``memory.swap.current``.
 - Block I/O, summed over devices: v1 ``blkio.throttle.io_service_bytes_recursive``
   and ``blkio.throttle.io_serviced_recursive``; v2 ``io.stat``.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -42,6 +47,8 @@ from exporter.cgroupfs import (
     ContainerCgroup,
     Garbled,
     HeldFiles,
+    NetDev,
+    NotTheContainers,
     interfaces,
     namespace,
     parse_blkio_v1,
@@ -49,6 +56,7 @@ from exporter.cgroupfs import (
     parse_io_stat_v2,
     parse_net_dev,
     parse_number,
+    parse_optional_fields,
     read_file,
 )
 from exporter.errors import ExporterError, NotFoundError, StatsUnavailableError
@@ -62,15 +70,41 @@ _NS_PER_USEC = 1_000
 #: cpuacct.stat counts USER_HZ ticks (100 on Linux; asked, not assumed).
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+#: (controller, file, required). A required file missing makes the container
+#: unreadable here (the engine is asked instead); an optional one (a
+#: controller some hosts leave unmounted, a file newer kernels add) only
+#: leaves its fields None.
 _V1_FILES = (
-    ("cpuacct", "cpuacct.usage"),
-    ("cpuacct", "cpuacct.stat"),
-    ("memory", "memory.usage_in_bytes"),
-    ("memory", "memory.stat"),
-    ("blkio", "blkio.throttle.io_service_bytes_recursive"),
-    ("blkio", "blkio.throttle.io_serviced_recursive"),
+    ("cpuacct", "cpuacct.usage", True),
+    ("cpuacct", "cpuacct.stat", True),
+    ("memory", "memory.usage_in_bytes", True),
+    ("memory", "memory.stat", True),
+    ("blkio", "blkio.throttle.io_service_bytes_recursive", True),
+    ("blkio", "blkio.throttle.io_serviced_recursive", True),
+    ("cpu", "cpu.stat", False),
+    ("memory", "memory.max_usage_in_bytes", False),
+    ("memory", "memory.failcnt", False),
+    ("memory", "memory.oom_control", False),
 )
-_V2_FILES = ("cpu.stat", "memory.current", "memory.stat", "io.stat")
+#: (file, required), as for v1.
+_V2_FILES = (
+    ("cpu.stat", True),
+    ("memory.current", True),
+    ("memory.stat", True),
+    ("io.stat", True),
+    ("memory.events", False),
+    ("memory.peak", False),  # kernels >= 5.19
+    ("memory.swap.current", False),  # only with swap accounting
+)
+#: The optional files only a group of families needs: ``--collect.disable``
+#: of the group spares reading them (required files are always read).
+GROUP_FILES = {
+    "cpu": frozenset({"cpu.stat"}),
+    "memory": frozenset(
+        {"memory.max_usage_in_bytes", "memory.failcnt", "memory.peak", "memory.swap.current"}
+    ),
+    "oom": frozenset({"memory.oom_control", "memory.events"}),
+}
 #: The first two files of every container, before its cgroup files.
 _NET_DEV, _CGROUP, _FIRST_CGROUP_FILE = 0, 1, 2
 
@@ -87,14 +121,65 @@ def cgroup_files_readable(
     return os.path.isdir(cgroup_root)
 
 
-def stats_v1(contents: Sequence[bytes], net: tuple[int, int], now: float) -> ContainerStats:
-    """Return ContainerStats from the v1 files read in ``_V1_FILES`` order."""
-    usage, cpu_stat, mem_usage, mem_stat, io_bytes, io_ops = contents
+Contents = Sequence[bytes | None]
+
+
+def _number(data: bytes | None, what: str) -> int | None:
+    return None if data is None else parse_number(data, what)
+
+
+def _throttling(
+    cpu_stat: bytes | None, time_key: bytes, ns_per_unit: int
+) -> tuple[int | None, int | None, int | None]:
+    """Return (periods, throttled periods, throttled ns) from a cpu.stat; None where absent."""
+    if cpu_stat is None:
+        return None, None, None
+    periods, throttled, throttled_time = parse_optional_fields(
+        cpu_stat, "cpu.stat", b"nr_periods", b"nr_throttled", time_key
+    )
+    return periods, throttled, None if throttled_time is None else throttled_time * ns_per_unit
+
+
+def _with_net(stats: ContainerStats, net: NetDev | None) -> ContainerStats:
+    """Return ``stats`` with the network counters; bytes 0 and no packets without a network.
+
+    A container on the host's network has none of its own to report (the
+    engine shows none either); the byte counters stay 0 as they always were.
+    """
+    if net is None:
+        return dataclasses.replace(stats, net_rx_bytes=0, net_tx_bytes=0)
+    return dataclasses.replace(
+        stats,
+        net_rx_bytes=net.rx_bytes,
+        net_tx_bytes=net.tx_bytes,
+        net_rx_packets=net.rx_packets,
+        net_tx_packets=net.tx_packets,
+        net_rx_errors=net.rx_errors,
+        net_tx_errors=net.tx_errors,
+        net_rx_dropped=net.rx_dropped,
+        net_tx_dropped=net.tx_dropped,
+    )
+
+
+def stats_v1(contents: Contents, net: NetDev | None, now: float) -> ContainerStats:
+    """Return ContainerStats from the v1 files read in ``_V1_FILES`` order (None: absent)."""
+    usage, cpu_stat, mem_usage, mem_stat, io_bytes, io_ops = (
+        _required(contents[i], _V1_FILES[i][1]) for i in range(6)
+    )
+    throttle_stat, max_usage, failcnt, oom_control = contents[6:10]
     user, system = parse_fields(cpu_stat, "cpuacct.stat", b"user", b"system")
     cache, inactive = parse_fields(mem_stat, "memory.stat", b"cache", b"total_inactive_file")
+    # The hierarchical figures, as cAdvisor reads them; total_swap only with swap accounting.
+    rss, swap, mapped = parse_optional_fields(
+        mem_stat, "memory.stat", b"total_rss", b"total_swap", b"total_mapped_file"
+    )
     read_bytes, write_bytes = parse_blkio_v1(io_bytes, "blkio.throttle.io_service_bytes_recursive")
     read_ops, write_ops = parse_blkio_v1(io_ops, "blkio.throttle.io_serviced_recursive")
-    return ContainerStats(
+    oom = None
+    if oom_control is not None:  # the oom_kill line came with kernel 4.13
+        (oom,) = parse_optional_fields(oom_control, "memory.oom_control", b"oom_kill")
+    periods, throttled, throttled_ns = _throttling(throttle_stat, b"throttled_time", 1)
+    stats = ContainerStats(
         time=now,
         cpu_total_usage=parse_number(usage, "cpuacct.usage"),
         # The engine converts ticks the same way (containerd's cgroups v1 cpuacct).
@@ -103,24 +188,40 @@ def stats_v1(contents: Sequence[bytes], net: tuple[int, int], now: float) -> Con
         memory_usage=parse_number(mem_usage, "memory.usage_in_bytes"),
         memory_cache=cache,
         memory_inactive_file=inactive,
-        net_rx_bytes=net[0],
-        net_tx_bytes=net[1],
         blk_read_bytes=read_bytes,
         blk_write_bytes=write_bytes,
         blk_read_ops=read_ops,
         blk_write_ops=write_ops,
+        memory_rss=rss,
+        memory_swap=swap,
+        memory_mapped_file=mapped,
+        memory_failcnt=_number(failcnt, "memory.failcnt"),
+        memory_max_usage=_number(max_usage, "memory.max_usage_in_bytes"),
+        oom_events=oom,
+        cpu_periods=periods,
+        cpu_throttled_periods=throttled,
+        cpu_throttled_time=throttled_ns,
     )
+    return _with_net(stats, net)
 
 
-def stats_v2(contents: Sequence[bytes], net: tuple[int, int], now: float) -> ContainerStats:
-    """Return ContainerStats from the v2 files read in ``_V2_FILES`` order."""
-    cpu_stat, mem_current, mem_stat, io_stat = contents
+def stats_v2(contents: Contents, net: NetDev | None, now: float) -> ContainerStats:
+    """Return ContainerStats from the v2 files read in ``_V2_FILES`` order (None: absent)."""
+    cpu_stat, mem_current, mem_stat, io_stat = (
+        _required(contents[i], _V2_FILES[i][0]) for i in range(4)
+    )
+    events, peak, swap = contents[4:7]
     usage, user, system = parse_fields(
         cpu_stat, "cpu.stat", b"usage_usec", b"user_usec", b"system_usec"
     )
     file, inactive = parse_fields(mem_stat, "memory.stat", b"file", b"inactive_file")
+    anon, mapped = parse_optional_fields(mem_stat, "memory.stat", b"anon", b"file_mapped")
     read_bytes, write_bytes, read_ops, write_ops = parse_io_stat_v2(io_stat)
-    return ContainerStats(
+    oom = None
+    if events is not None:
+        (oom,) = parse_optional_fields(events, "memory.events", b"oom_kill")
+    periods, throttled, throttled_ns = _throttling(cpu_stat, b"throttled_usec", _NS_PER_USEC)
+    stats = ContainerStats(
         time=now,
         cpu_total_usage=usage * _NS_PER_USEC,
         cpu_user_usage=user * _NS_PER_USEC,
@@ -128,29 +229,55 @@ def stats_v2(contents: Sequence[bytes], net: tuple[int, int], now: float) -> Con
         memory_usage=parse_number(mem_current, "memory.current"),
         memory_cache=file,
         memory_inactive_file=inactive,
-        net_rx_bytes=net[0],
-        net_tx_bytes=net[1],
         blk_read_bytes=read_bytes,
         blk_write_bytes=write_bytes,
         blk_read_ops=read_ops,
         blk_write_ops=write_ops,
+        memory_rss=anon,
+        memory_swap=_number(swap, "memory.swap.current"),
+        memory_mapped_file=mapped,
+        # v2 has no failcnt (memory.events' "max" counts something else).
+        memory_max_usage=_number(peak, "memory.peak"),
+        oom_events=oom,
+        cpu_periods=periods,
+        cpu_throttled_periods=throttled,
+        cpu_throttled_time=throttled_ns,
     )
+    return _with_net(stats, net)
+
+
+def _required(data: bytes | None, what: str) -> bytes:
+    if data is None:
+        raise Garbled(f"{what} was not located")
+    return data
 
 
 class _Files(HeldFiles):
     """One container's files, and what was learnt locating them."""
 
-    __slots__ = ("cgroup_text", "host_network", "version")
+    __slots__ = ("cgroup_text", "host_network", "present", "version")
 
     def __init__(
-        self, cgroup_text: bytes, version: int, paths: tuple[str, ...], host_network: bool
+        self,
+        cgroup_text: bytes,
+        version: int,
+        paths: tuple[str, ...],
+        host_network: bool,
+        present: tuple[bool, ...],
     ) -> None:
         # paths: net/dev, the pid's cgroup file, then the cgroup files in
-        # _V1_FILES/_V2_FILES order.
+        # _V1_FILES/_V2_FILES order, those not present left out.
         super().__init__(paths)
         self.cgroup_text = cgroup_text
         self.version = version
         self.host_network = host_network
+        #: Per row of _V1_FILES/_V2_FILES: whether its file is among the paths.
+        self.present = present
+
+    def contents(self) -> list[bytes | None]:
+        """Return the cgroup files' contents in table order, None for those not present."""
+        read = iter(range(_FIRST_CGROUP_FILE, len(self.paths)))
+        return [self.read(next(read)) if here else None for here in self.present]
 
 
 class CgroupStatsSource:
@@ -166,7 +293,7 @@ class CgroupStatsSource:
     (ESRCH once it is gone). Descriptors of containers a poll no longer
     lists are closed at the end of that poll.
 
-    Holding costs eight descriptors per container (six on v2). The source
+    Holding costs up to twelve descriptors per container (nine on v2). The source
     raises the soft ``RLIMIT_NOFILE`` to the hard limit, as Go's runtime
     does, and holds at most ``max_held_files`` (default: half the soft
     limit); containers past that are read with an open/read/close per file.
@@ -179,10 +306,12 @@ class CgroupStatsSource:
         *,
         max_held_files: int | None = None,
         fallback: str | None = None,
+        disabled_groups: Sequence[str] = (),
     ) -> None:
         self._proc = os.fspath(proc_root).rstrip("/") or "/"
         #: Who reads what this source cannot (named in the log), or None when nobody does.
         self._fallback = fallback
+        self._skip = frozenset().union(*(GROUP_FILES.get(g, frozenset()) for g in disabled_groups))
         self._cgroup = os.fspath(cgroup_root).rstrip("/") or "/"
         self._files: dict[tuple[str, int], _Files] = {}
         self._host_netns: str | None = None
@@ -304,7 +433,7 @@ class CgroupStatsSource:
             self._try_hold(files)
 
         try:
-            contents = [files.read(i) for i in range(_FIRST_CGROUP_FILE, len(files.paths))]
+            contents = files.contents()
         except OSError as e:
             self._drop(kept, key)
             # The cgroup goes (ENOENT, or ENODEV through a held descriptor) when the container does.
@@ -314,7 +443,7 @@ class CgroupStatsSource:
             raise _unavailable(c, f"cannot read {where}: {e.strerror}", e) from e
         now = time.time()
         try:
-            net = (0, 0) if files.host_network else parse_net_dev(net_dev)
+            net = None if files.host_network else parse_net_dev(net_dev)
             build = stats_v1 if files.version == 1 else stats_v2
             return build(contents, net, now)
         except Garbled as e:
@@ -352,20 +481,40 @@ class CgroupStatsSource:
         try:
             where = ContainerCgroup(self._cgroup, c.id, c.pid, cgroup_text)
             paths = [f"{proc}/net/dev", f"{proc}/cgroup"]
+            present: list[bool] = []
             if "cpuacct" in where.v1 or "memory" in where.v1:
                 version = 1
-                dirs: dict[str, str] = {}
-                for controller, file in _V1_FILES:
+                dirs: dict[str, str | None] = {}
+                for controller, file, required in _V1_FILES:
                     if controller not in dirs:
-                        dirs[controller] = where.v1_dir(controller)
-                    paths.append(f"{dirs[controller]}/{file}")
+                        try:
+                            dirs[controller] = where.v1_dir(controller)
+                        except NotTheContainers:
+                            raise
+                        except CgroupNotLocated:
+                            if required:
+                                raise
+                            dirs[controller] = None  # e.g. no cpu controller: no throttling
+                    path = f"{dirs[controller]}/{file}"
+                    here = dirs[controller] is not None and (
+                        required or (file not in self._skip and os.path.exists(path))
+                    )
+                    present.append(here)
+                    if here:
+                        paths.append(path)
             else:
                 version = 2
                 directory = where.v2_dir()
-                paths.extend(f"{directory}/{file}" for file in _V2_FILES)
+                for file, required in _V2_FILES:
+                    path = f"{directory}/{file}"
+                    here = required or (file not in self._skip and os.path.exists(path))
+                    present.append(here)
+                    if here:
+                        paths.append(path)
         except CgroupNotLocated as e:
             raise StatsUnavailableError(str(e)) from e
-        return _Files(cgroup_text, version, tuple(paths), self._host_network(c.pid, net_dev))
+        host_network = self._host_network(c.pid, net_dev)
+        return _Files(cgroup_text, version, tuple(paths), host_network, tuple(present))
 
     def _host_network(self, pid: int, net_dev: bytes) -> bool:
         """Return whether ``pid`` shares the host's network namespace (the engine shows none)."""

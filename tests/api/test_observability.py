@@ -61,7 +61,8 @@ async def test_metrics_serves_the_text_format(
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
     cpu = families["container_cpu_usage_seconds"]
-    assert {s.labels["replica"] for s in cpu.samples} == {"1", "2"}
+    containers = [s for s in cpu.samples if s.labels["id"] != "/"]  # "/": the host's totals
+    assert {s.labels["replica"] for s in containers} == {"1", "2"}
     assert families["sysinner_exporter_up"].samples[0].value == 1
     assert "process_cpu_seconds" in families
 
@@ -145,6 +146,15 @@ async def test_readyz_follows_the_last_poll(
     assert doc["ready"] is True
     assert doc["containers"] == 2
     assert doc["stats_source"] == "fake"
+    assert doc["unmanaged_left_out"] == 0
+    assert "include_unmanaged_with" not in doc
+
+    driver.add("postgres")  # not a managed name: left out, and counted
+    await poller.poll_once()
+    doc = await (await client.get("/readyz")).json()
+    assert doc["containers"] == 2
+    assert doc["unmanaged_left_out"] == 1
+    assert doc["include_unmanaged_with"] == "--collect.all"
 
     driver.fail("container_list", EngineUnreachableError("cannot connect to Docker Engine"))
     await poller.poll_once()

@@ -418,3 +418,38 @@ async def test_a_container_stopped_between_inspect_and_stats_is_skipped_silently
     snapshot = await poller.poll_once()
     assert snapshot.containers[0].stats is None
     assert sum(poller.health.errors.values()) == 0
+
+
+async def test_first_poll_tells_the_unmanaged_left_out_and_carries_the_host(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = FakeDriver()
+    driver.add("app-0123abcd-0001")
+    driver.add("postgres")
+    driver.add("redis")
+    host = ContainerStats(time=1.0, cpu_total_usage=7)
+    poller = poller_on(driver, interval=0.05, host_reader=lambda: host)
+    caplog.set_level("INFO", logger="exporter.poller")
+    async with poller.running():
+        snapshot = await poller.wait_next_poll()
+        await poller.wait_next_poll()  # a second poll: the log is told once, not again
+    assert snapshot.unmanaged_left_out == 2
+    assert snapshot.host is host
+    told = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert told == [
+        "tracking 1 managed containers; 2 unmanaged ones (names outside the naming pattern) "
+        "are left out: --collect.all includes them"
+    ]
+
+
+async def test_a_failing_host_reader_leaves_the_host_out_not_the_poll() -> None:
+    driver = FakeDriver()
+    driver.add("app-0123abcd-0001")
+
+    def broken() -> ContainerStats:
+        raise OSError("no /proc")
+
+    snapshot = await poller_on(driver, host_reader=broken).poll_once()
+    assert snapshot.engine_up
+    assert snapshot.host is None
+    assert len(snapshot.containers) == 1

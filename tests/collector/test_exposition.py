@@ -174,7 +174,7 @@ def test_a_plain_scrape_of_a_new_snapshot_is_complete(
     text = _text(body)
     block = b"".join(exposition.render_container_families(view.snapshot)).decode()
     assert text.startswith(block)
-    assert " 1800000000.0\n" in text
+    assert " 1800000000.0 1800000000000\n" in text  # container_last_seen, stamped
     assert text.endswith(generate_latest(live[0]).decode())
     assert len(body) == len(text.encode())
 

@@ -208,7 +208,11 @@ def parse_scrape(text: str) -> Scrape:
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        head, _, value = line.rpartition(" ")
+        # A sample may end in a timestamp (container_last_seen's): the value is
+        # the first field after the labels.
+        close = line.rfind("}")
+        head = line[: close + 1] if close >= 0 else line.split(" ", 1)[0]
+        value = line[len(head) :].split()[0]
         name, brace, rest = head.partition("{")
         labels = tuple(sorted(_LABEL.findall(rest))) if brace else ()
         key = (name, labels)

@@ -186,7 +186,7 @@ async def test_image_exports_app_containers_as_non_root_and_turns_healthy(
     body = await scrape_until(running, every_app_exported, 30, "the app containers' series")
     for c in apps:
         parsed = c.name.split("-")
-        labels = {"name": c.name, "id": c.id, "app": parsed[1], "replica": str(int(parsed[2], 16))}
+        labels = {"name": c.name, "app": parsed[1], "replica": str(int(parsed[2], 16))}
         assert value_for(body, "container_last_seen", **labels) is not None, c.name
         memory = value_for(body, "container_memory_usage_bytes", name=c.name)
         assert memory is not None, c.name

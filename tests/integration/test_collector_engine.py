@@ -22,6 +22,7 @@ from exporter.poller import Poller
 from exporter.wiring import wire
 from tests.conftest import ContainerFactory, new_app_id, require, wait_for
 from tests.cpu_burn import TICK_NS, burn_own_cpu
+from tests.integration.kernel import kernel_cgroup_path
 from tests.socket_proxy import UnixSocketProxy
 
 pytestmark = pytest.mark.engine
@@ -78,7 +79,9 @@ async def test_metrics_has_managed_series_with_labels_and_unmanaged_is_left_out(
     cpu = {labels["name"]: labels for labels, _ in families["container_cpu_usage_seconds_total"]}
     for c in managed:
         labels = cpu[c.name]
-        assert labels["id"] == c.id
+        # cAdvisor's id: the cgroup path the kernel shows for the container's init.
+        assert labels["id"] == kernel_cgroup_path(c.pid)
+        assert labels["id"].endswith(c.id)
         assert labels["image"] == "local/busybox:latest"
         assert labels["app"] == app_id
         assert labels["replica"] == str(int(c.name[-4:], 16))
@@ -132,7 +135,7 @@ async def test_cpu_and_memory_match_the_engines_own_stats(
             name: value
             for name, samples in (await _families(client)).items()
             for labels, value in samples
-            if labels.get("id") == c.id
+            if labels.get("name") == c.name
         }
         return ours, engine
 

@@ -122,6 +122,7 @@ def test_restart_alerts_keep_the_labels_the_webhook_needs() -> None:
     assert {r["alert"] for r in restart} == {
         "SysinnerContainerMemoryNearLimit",
         "SysinnerContainerCpuSaturated",
+        "SysinnerContainerUnhealthy",
     }
     for rule in restart:
         assert not _AGGREGATION.search(rule["expr"]), f"{rule['alert']} aggregates labels away"
@@ -141,6 +142,8 @@ def test_alerts_that_must_not_restart_do_not_ask_to() -> None:
         "SysinnerContainerRestartLoop",
         "SysinnerReplicaNotRunning",
         "SysinnerExporterDown",
+        "SysinnerContainerOOMKilled",
+        "SysinnerContainerCpuThrottled",
     ):
         assert "action" not in by_name[name]["labels"], name
 

@@ -89,11 +89,15 @@ def fields(stats: ContainerStats) -> dict[str, Any]:
 def v1_systemd(root: Path, cpu_mount: str) -> None:
     """Rearrange a v1 copy as the systemd driver lays it out, cpu and cpuacct mounted together."""
     cg = root / "sys" / "fs" / "cgroup"
-    for controller, mount in (("cpuacct", cpu_mount), ("memory", "memory"), ("blkio", "blkio")):
+    # cpu (CFS throttling) goes where cpuacct goes when they are mounted together.
+    cpu = cpu_mount if "," in cpu_mount else "cpu"
+    moves = (("cpuacct", cpu_mount), ("cpu", cpu), ("memory", "memory"), ("blkio", "blkio"))
+    for controller, mount in moves:
         old = cg / controller / "docker" / V1_ID
         new = cg / mount / V1_SCOPE.lstrip("/")
-        new.parent.mkdir(parents=True, exist_ok=True)
-        old.rename(new)
+        new.mkdir(parents=True, exist_ok=True)
+        for file in old.iterdir():
+            file.rename(new / file.name)
         shutil.rmtree(cg / controller / "docker")
     (root / "proc" / str(V1_PID) / "cgroup").write_text(
         f"10:blkio:{V1_SCOPE}\n"
@@ -113,7 +117,16 @@ async def test_v1_recording_reads_as_the_engine_answered(tmp_path: Path) -> None
     engine = stats_from_engine(json.loads((DATA / "v1" / "engine_stats.json").read_text()))
     # The idle cgroup gained a few us of CPU between the file read and the engine's.
     assert abs(got.cpu_total_usage - engine.cpu_total_usage) < 1_000_000
-    assert fields(got) | {"cpu_total_usage": 0} == fields(engine) | {"cpu_total_usage": 0}
+    # Swap and OOM kills are the kernel's to tell: the engine's answer has neither.
+    only_files = {"cpu_total_usage": 0, "memory_swap": None, "oom_events": None}
+    assert (got.memory_swap, got.oom_events) == (0, 0)
+    assert (engine.memory_swap, engine.oom_events) == (None, None)
+    assert fields(got) | only_files == fields(engine) | only_files
+    # The new figures are the recording's, not defaults that happen to agree.
+    assert got.memory_max_usage == 3_829_760
+    assert got.memory_rss == 106_496
+    assert (got.net_rx_packets, got.net_tx_packets) == (12, 6)
+    assert (got.cpu_periods, got.cpu_throttled_periods, got.cpu_throttled_time) == (0, 0, 0)
     # And what the recording did shows: 4 MiB direct write/read, 1 MiB cached, pings.
     assert got.blk_write_bytes == 4 * 1024 * 1024
     assert got.blk_write_ops == 64
@@ -149,6 +162,21 @@ async def test_v2_systemd_scope_on_two_networks_and_two_disks() -> None:
         "blk_write_bytes": 20_971_520,
         "blk_read_ops": 44,
         "blk_write_ops": 160,
+        "memory_rss": 5_373_952,
+        "memory_swap": 1_048_576,
+        "memory_mapped_file": 1_990_656,
+        "memory_failcnt": None,  # v2 has none
+        "memory_max_usage": 41_943_040,
+        "cpu_periods": 0,
+        "cpu_throttled_periods": 0,
+        "cpu_throttled_time": 0,
+        "net_rx_packets": 1290 + 64,
+        "net_tx_packets": 1011 + 32,
+        "net_rx_errors": 0,
+        "net_tx_errors": 0,
+        "net_rx_dropped": 1,
+        "net_tx_dropped": 0,
+        "oom_events": 2,
     }
 
 
@@ -157,6 +185,12 @@ async def test_v2_host_network_counts_no_traffic_and_empty_io_stat_is_zero() -> 
     got = sample(results[V2_HOSTNET_ID])
     # Its net/dev is the host's (lo and ens3): the engine reports no networks for it.
     assert (got.net_rx_bytes, got.net_tx_bytes) == (0, 0)
+    # ...so no packet counters at all, rather than zeros it cannot know.
+    assert got.net_rx_packets is None
+    assert got.net_tx_dropped is None
+    # A kernel without memory.peak, swap accounting or memory.events: absent, not 0.
+    assert (got.memory_max_usage, got.memory_swap, got.oom_events) == (None, None, None)
+    assert got.memory_rss == 602_112
     assert (got.blk_read_bytes, got.blk_write_bytes, got.blk_read_ops) == (0, 0, 0)
     assert got.cpu_total_usage == 81_234_000
     assert got.memory_usage == 954_368
@@ -335,7 +369,7 @@ async def test_exit_after_a_good_read_is_not_found(
     src = source(tree(tmp_path, "v1"))
     c = info(V1_ID, V1_PID)
     sample((await src.read_many([c]))[V1_ID])
-    assert src.held_files == 8
+    assert src.held_files == 12  # net/dev, cgroup, six cgroup files and four optional ones
     monkeypatch.setattr(cgroupfs, "pread_all", _fail_reads_of(f"{V1_PID}/cgroup", ESRCH))
     error((await src.read_many([c]))[V1_ID], NotFoundError)
     assert src.held_files == 0
@@ -398,11 +432,12 @@ async def test_descriptors_of_containers_no_longer_listed_are_closed(tmp_path: P
     src = source(root)
     a, b = info(V2_SYSTEMD_ID, V2_SYSTEMD_PID), info(V2_HOSTNET_ID, V2_HOSTNET_PID)
     await src.read_many([a, b])
-    assert src.held_files == 12  # net/dev, cgroup and four cgroup files each
-    assert _open_fds() == baseline + 12
+    # net/dev, cgroup and four cgroup files each; a has the three optional v2 files too.
+    assert src.held_files == 15
+    assert _open_fds() == baseline + 15
     await src.read_many([a])
-    assert src.held_files == 6
-    assert _open_fds() == baseline + 6
+    assert src.held_files == 9
+    assert _open_fds() == baseline + 9
     src.close()
     assert _open_fds() == baseline
 
@@ -579,3 +614,21 @@ async def test_pids_seen_once_mean_later_exits_are_not_blamed_on_mounts(
     with caplog.at_level(logging.WARNING, logger="exporter.sources.cgroup"):
         await src.read_many([info(V2_SYSTEMD_ID, 999_001)])
     assert not [r for r in caplog.records if "pid: host" in r.getMessage()]
+
+
+async def test_disabled_groups_spare_their_optional_files(tmp_path: Path) -> None:
+    root = tree(tmp_path, "v1")
+    src = CgroupStatsSource(
+        root / "proc", root / "sys/fs/cgroup", disabled_groups=("cpu", "memory", "oom")
+    )
+    got = sample((await src.read_many([info(V1_ID, V1_PID)]))[V1_ID])
+    assert src.held_files == 8  # net/dev, cgroup and the six required files only
+    assert (got.cpu_periods, got.memory_max_usage, got.memory_failcnt, got.oom_events) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    full = sample((await read(DATA / "v1", info(V1_ID, V1_PID)))[V1_ID])
+    assert got.memory_usage == full.memory_usage  # the rest is read as ever
+    src.close()

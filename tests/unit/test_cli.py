@@ -15,6 +15,7 @@ import pytest
 from exporter.__main__ import COMMANDS, build_parser, main
 from exporter.check import (
     Finding,
+    check_containers,
     check_engine,
     check_port,
     check_settings,
@@ -23,6 +24,7 @@ from exporter.check import (
 )
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.errors import ConfigError, EngineUnreachableError
+from exporter.models import ContainerState
 from exporter.testing import FakeDriver
 from exporter.wiring import build_driver, choose_stats_source
 from tests.conftest import ROOT, free_port
@@ -294,4 +296,20 @@ def test_render_aligns_and_counts() -> None:
         "                   hint: start it\n"
         "listen port  ok    free\n"
         "1 problem\n"
+    )
+
+
+async def test_check_counts_the_unmanaged_containers_it_leaves_out() -> None:
+    driver = FakeDriver()
+    driver.add("app-0123abcd-0001")
+    driver.add("postgres")
+    driver.add("redis", state=ContainerState.STOPPED)
+    finding = await check_containers(Settings(), driver)
+    assert finding == Finding(
+        "containers",
+        True,
+        "1 managed tracked; 2 unmanaged left out (--collect.all includes them)",
+    )
+    assert await check_containers(Settings(collect_all=True), driver) == Finding(
+        "containers", True, "3 tracked"
     )

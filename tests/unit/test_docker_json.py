@@ -10,9 +10,16 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from exporter.drivers import docker_json as dj
-from exporter.models import ContainerCreateOptions, ContainerState, ContainerStats, PortBinding
+from exporter.models import (
+    ContainerCreateOptions,
+    ContainerInfo,
+    ContainerState,
+    ContainerStats,
+    PortBinding,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "engine"
 
@@ -82,6 +89,37 @@ def test_stats_cgroup_v2_layout() -> None:
     assert (s.blk_read_ops, s.blk_write_ops) == (0, 0)
 
 
+def test_stats_cgroup_v1_fills_cadvisors_memory_cpu_and_network_families() -> None:
+    raw = load("stats_v1.json")
+    mem, nets = raw["memory_stats"], raw["networks"]
+    s = dj.stats_from_engine(raw)
+    # The hierarchical figures, as cAdvisor reads them.
+    assert s.memory_rss == mem["stats"]["total_rss"] > 0
+    assert s.memory_mapped_file == mem["stats"]["total_mapped_file"] > 0
+    assert s.memory_max_usage == mem["max_usage"] > 0
+    assert s.memory_failcnt == 0  # omitted when 0 (omitempty) on v1
+    throttling = raw["cpu_stats"]["throttling_data"]
+    assert (s.cpu_periods, s.cpu_throttled_periods, s.cpu_throttled_time) == (55, 11, 476040870)
+    assert s.cpu_throttled_time == throttling["throttled_time"]
+    assert s.net_rx_packets == nets["eth0"]["rx_packets"] + nets["eth1"]["rx_packets"] == 28
+    assert s.net_tx_packets == 5
+    assert (s.net_rx_errors, s.net_tx_errors, s.net_rx_dropped, s.net_tx_dropped) == (0, 0, 0, 0)
+    # The engine's answer has no swap and no OOM kills: absent, never 0.
+    assert s.memory_swap is None
+    assert s.oom_events is None
+    raw["memory_stats"]["failcnt"] = 7
+    assert dj.stats_from_engine(raw).memory_failcnt == 7
+
+
+def test_stats_cgroup_v2_has_no_failcnt_or_max_usage() -> None:
+    raw = load("stats_v2.json")
+    s = dj.stats_from_engine(raw)
+    assert s.memory_rss == raw["memory_stats"]["stats"]["anon"] == 155648
+    assert s.memory_mapped_file == raw["memory_stats"]["stats"]["file_mapped"] == 405504
+    assert (s.memory_failcnt, s.memory_max_usage, s.memory_swap) == (None, None, None)
+    assert (s.cpu_periods, s.cpu_throttled_periods) == (24, 11)
+
+
 def test_stats_op_is_case_insensitive() -> None:
     entries = [
         {"major": 8, "minor": 0, "op": "READ", "value": 1},
@@ -104,7 +142,12 @@ def test_stats_of_a_created_never_started_container_are_zero() -> None:
     s = dj.stats_from_engine(raw, now=1795911111.5)
     # Go's zero time is no time: the sample is stamped when we took it.
     assert s.time == 1795911111.5
-    assert dataclasses.replace(s, time=0) == ContainerStats(time=0)
+    # The engine answers zero throttling for it and no memory at all: absent, not 0.
+    assert dataclasses.replace(s, time=0) == ContainerStats(
+        time=0, cpu_periods=0, cpu_throttled_periods=0, cpu_throttled_time=0
+    )
+    assert s.memory_rss is None
+    assert s.memory_max_usage is None
 
 
 def test_stats_with_host_networking_have_no_network_figures() -> None:
@@ -112,10 +155,56 @@ def test_stats_with_host_networking_have_no_network_figures() -> None:
     del raw["networks"]
     s = dj.stats_from_engine(raw)
     assert (s.net_rx_bytes, s.net_tx_bytes) == (0, 0)
+    assert s.net_rx_packets is None
+    assert s.net_tx_dropped is None
     assert s.cpu_total_usage > 0
 
 
 # -- inspect and list --------------------------------------------------------
+
+
+def test_inspect_carries_what_cadvisors_families_need() -> None:
+    raw = load("inspect_running.json")
+    c = dj.container_from_inspect(raw)
+    # A running container without a healthcheck, never restarted, default weight.
+    assert (c.engine_state, c.health, c.restart_count, c.exit_code, c.oom_killed) == (
+        "running",
+        "",
+        0,
+        0,
+        False,
+    )
+    assert c.memory_swap_limit == raw["HostConfig"]["MemorySwap"] == 64 * 1024 * 1024
+    assert (c.memory_reservation, c.cpu_shares) == (0, 0)
+    assert c.layer_dir == raw["GraphDriver"]["Data"]["UpperDir"]
+    assert c.layer_dir.endswith("/diff")
+    raw["State"].update(
+        Status="restarting", ExitCode=3, OOMKilled=True, Health={"Status": "unhealthy"}
+    )
+    raw["RestartCount"] = 6
+    raw["HostConfig"].update(MemoryReservation=32 * 1024 * 1024, CpuShares=512, MemorySwap=-1)
+    c = dj.container_from_inspect(raw)
+    assert c.state is ContainerState.STARTING  # the contract's folding stays for the API
+    assert (c.engine_state, c.health, c.restart_count, c.exit_code, c.oom_killed) == (
+        "restarting",
+        "unhealthy",
+        6,
+        3,
+        True,
+    )
+    assert (c.memory_reservation, c.cpu_shares, c.memory_swap_limit) == (2**25, 512, -1)
+    # Kept out of the API's answers, which stay the contract's.
+    dumped = TypeAdapter(ContainerInfo).dump_python(c)
+    assert "health" not in dumped
+    assert "restart_count" not in dumped
+
+
+def test_list_entry_keeps_the_engine_state_the_contract_folds() -> None:
+    entry = load("list.json")[0]
+    entry["State"] = "paused"
+    c = dj.container_from_list(entry)
+    assert c.state is ContainerState.RUNNING
+    assert c.engine_state == "paused"
 
 
 def test_inspect_recording() -> None:
@@ -428,3 +517,22 @@ def test_binds_come_from_the_mounts_however_they_were_created() -> None:
     c = dj.container_from_inspect(raw)
     assert c.binds == ["/srv/a:/a"]
     assert c.mount_sources == ("/srv/a", "/var/lib/docker/volumes/v/_data")
+
+
+@pytest.mark.parametrize(
+    ("parent", "driver", "path"),
+    [
+        ("", "cgroupfs", "/docker/{id}"),
+        ("/custom/parent/", "cgroupfs", "/custom/parent/{id}"),
+        ("", "systemd", "/system.slice/docker-{id}.scope"),
+        ("my-apps.slice", "systemd", "/my.slice/my-apps.slice/docker-{id}.scope"),
+        ("-.slice", "systemd", "/docker-{id}.scope"),
+    ],
+)
+def test_cgroup_path_is_where_the_engine_puts_the_container(
+    parent: str, driver: str, path: str
+) -> None:
+    raw = load("inspect_running.json")
+    raw["HostConfig"]["CgroupParent"] = parent
+    c = dj.container_from_inspect(raw, cgroup_driver=driver)
+    assert c.cgroup_path == path.format(id=raw["Id"])

@@ -173,3 +173,29 @@ def test_web_config_file_is_the_toolkits_flag() -> None:
     assert _settings(["serve", "--web.config.file", "/etc/web.yml"])[1].web_config_file == Path(
         "/etc/web.yml"
     )
+
+
+def test_collect_disable_takes_groups_and_refuses_an_unknown_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, settings = _settings(["--collect.disable", "network, oom,network"])
+    assert settings.collect_disable == ["network", "oom"]
+    monkeypatch.setenv("EXPORTER_COLLECT_DISABLE", "processes")
+    _, settings = _settings([])
+    assert settings.collect_disable == ["processes"]
+    with pytest.raises(ConfigError) as caught:
+        _settings(["--collect.disable", "cpu,disk"])
+    message = str(caught.value)
+    assert "--collect.disable" in message
+    assert "'disk'" in message
+    assert "memory" in message  # the groups there are, named
+
+
+def test_collect_series_labels_from_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, settings = _settings([])
+    assert settings.collect_series_labels == []  # the default stays: info only
+    _, settings = _settings(["--collect.series-labels", "*"])
+    assert settings.collect_series_labels == ["*"]
+    monkeypatch.setenv("EXPORTER_COLLECT_SERIES_LABELS", "team,tier")
+    _, settings = _settings([])
+    assert settings.collect_series_labels == ["team", "tier"]

@@ -24,7 +24,14 @@ HERE = Path(__file__).resolve().parent / "v1"
 CGROUP = Path("/sys/fs/cgroup")
 FILES = {
     "cpuacct": ("cpuacct.usage", "cpuacct.stat"),
-    "memory": ("memory.usage_in_bytes", "memory.stat"),
+    "cpu": ("cpu.stat",),
+    "memory": (
+        "memory.usage_in_bytes",
+        "memory.stat",
+        "memory.max_usage_in_bytes",
+        "memory.failcnt",
+        "memory.oom_control",
+    ),
     "blkio": (
         "blkio.throttle.io_service_bytes_recursive",
         "blkio.throttle.io_serviced_recursive",
