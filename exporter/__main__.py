@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from exporter import __version__, logs
 from exporter.api import create_app, server
 from exporter.check import render, run_checks
-from exporter.config import Settings, StatsSourceKind, env_name, flag_name, shown_default
+from exporter.config import (
+    DiscoveryMode,
+    Settings,
+    StatsSourceKind,
+    env_name,
+    flag_name,
+    shown_default,
+)
 from exporter.confinement import MountPolicy
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
@@ -176,6 +183,8 @@ def build_poller(settings: Settings, driver: DockerDriver) -> Poller:
             if settings.collect_processes
             else None
         ),
+        events=driver if settings.discovery_mode is DiscoveryMode.EVENTS else None,
+        resync_interval=settings.discovery_resync_interval,
     )
 
 

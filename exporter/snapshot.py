@@ -24,6 +24,7 @@ class ErrorKind(StrEnum):
     STATS = "stats"
     STATS_TIMEOUT = "stats_timeout"
     PROCESSES = "processes"
+    EVENTS = "events"  # the engine's event stream broke (or would not open)
 
 
 class PollPhase(StrEnum):

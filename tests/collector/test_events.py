@@ -1,0 +1,230 @@
+"""Discovery from the event stream, on the in-memory driver: what events change, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+import exporter.poller as poller_module
+from exporter.models import ContainerCreateOptions, ContainerInfo, ContainerState
+from exporter.poller import Poller
+from exporter.snapshot import ErrorKind
+from exporter.testing import FakeDriver
+from tests.conftest import poller_on, wait_for
+
+#: Long enough that no timed poll comes while a test waits for an event's effect.
+NO_POLL = 3600.0
+
+
+def _names(poller: Poller) -> set[str]:
+    return {s.info.name for s in poller.snapshot.containers}
+
+
+def _following(driver: FakeDriver, interval: float = 0.05, **options: object) -> Poller:
+    return poller_on(driver, interval=interval, events=driver, **options)
+
+
+async def _polls_after(poller: Poller, count: int) -> None:
+    """Return once ``count`` more polls have completed."""
+    for _ in range(count):
+        await asyncio.wait_for(poller.wait_next_poll(), 10)
+
+
+async def test_containers_made_and_changed_are_seen_without_another_list() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    poller = _following(driver)
+    async with poller.running():
+        await wait_for(
+            _true(lambda: _names(poller) == {"app-abcdef12-0001"}), 5, "the listed container"
+        )
+        lists = driver.calls["container_list"]
+        await driver.container_create(
+            ContainerCreateOptions(name="app-abcdef12-0002", image="local/busybox:latest")
+        )
+        await driver.container_start("app-abcdef12-0002")
+        await wait_for(_true(lambda: "app-abcdef12-0002" in _names(poller)), 5, "the new container")
+        await driver.container_rename("app-abcdef12-0002", "app-abcdef12-0003")
+        await wait_for(
+            _true(lambda: _names(poller) == {"app-abcdef12-0001", "app-abcdef12-0003"}),
+            5,
+            "the renamed container under its new name",
+        )
+        await _polls_after(poller, 3)
+        assert driver.calls["container_list"] == lists, "a steady poll listed the containers"
+        # One inspect per event, none per poll.
+        inspects = driver.calls["container_inspect"]
+        await _polls_after(poller, 3)
+        assert driver.calls["container_inspect"] == inspects
+
+
+async def test_a_destroyed_container_leaves_the_snapshot_when_its_event_arrives() -> None:
+    driver = FakeDriver()
+    gone = driver.add("app-abcdef12-0001")
+    driver.add("app-abcdef12-0002")
+    poller = _following(driver, interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 2), 5, "both containers")
+        polls = poller.health.polls
+        await driver.container_remove(gone.id)
+        await wait_for(
+            _true(lambda: _names(poller) == {"app-abcdef12-0002"}), 5, "the destroyed one to go"
+        )
+        assert poller.health.polls == polls, "it took a poll, not the event"
+        assert poller.snapshot.engine_up
+
+
+async def test_a_die_updates_the_containers_inspect_fields_at_once() -> None:
+    driver = FakeDriver()
+    info = driver.add("app-abcdef12-0001")
+    poller = _following(driver, interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(poller.snapshot.containers) == 1), 5, "the container")
+        assert poller.snapshot.containers[0].stats is not None
+        await driver.container_stop(info.id)
+
+        def stopped() -> bool:
+            sample = poller.snapshot.containers[0]
+            return sample.info.state is ContainerState.STOPPED and sample.stats is None
+
+        await wait_for(_true(stopped), 5, "the die event's inspect to reach the snapshot")
+
+
+async def test_a_broken_stream_is_up_0_then_reconnects_resyncs_and_loses_nothing() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    poller = _following(driver)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 1), 5, "the container")
+        lists = driver.calls["container_list"]
+        driver.fail("container_events")
+        driver.break_events()
+        await wait_for(_true(lambda: not poller.snapshot.engine_up), 5, "up to drop to 0")
+        assert poller.snapshot.containers == ()
+        assert poller.health.errors[ErrorKind.EVENTS] == 1
+        # Made while no stream was open: no event will ever tell of it.
+        driver.add("app-abcdef12-0002")
+        await _polls_after(poller, 3)
+        assert not poller.snapshot.engine_up, "up was 1 with no stream"
+        # Reconnect attempts while down count as one outage, not one error each.
+        assert poller.health.errors[ErrorKind.EVENTS] == 1
+        driver.heal("container_events")
+        await wait_for(
+            _true(
+                lambda: (
+                    poller.snapshot.engine_up
+                    and _names(poller) == {"app-abcdef12-0001", "app-abcdef12-0002"}
+                )
+            ),
+            5,
+            "the resync after the reconnect",
+        )
+        assert driver.calls["container_list"] == lists + 1
+        assert driver.event_streams == 1
+
+
+async def test_the_resync_heals_a_missed_event() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    poller = _following(driver, resync_interval=0.3)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 1), 5, "the container")
+        driver.add("app-abcdef12-0002")  # no event: as if the stream had lost it
+        await wait_for(_true(lambda: len(_names(poller)) == 2), 5, "the resync to find it")
+
+
+async def test_a_list_under_way_cannot_bring_back_a_container_destroyed_meanwhile() -> None:
+    driver = FakeDriver()
+    gone = driver.add("app-abcdef12-0001")
+    driver.add("app-abcdef12-0002")
+    poller = _following(driver, interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 2), 5, "both containers")
+        list_entered = asyncio.Event()
+        destroyed = asyncio.Event()
+        original = driver.container_list
+
+        async def slow_list() -> list[ContainerInfo]:
+            listed = await original()
+            list_entered.set()
+            await destroyed.wait()  # the list's answer is in flight while the destroy lands
+            return listed
+
+        driver.container_list = slow_list  # type: ignore[method-assign]
+        poller._resync_wanted = True
+        resync = asyncio.create_task(poller.poll_once())
+        await list_entered.wait()
+        await driver.container_remove(gone.id)
+        await wait_for(_true(lambda: gone.id in poller._destroyed), 5, "the destroy event")
+        destroyed.set()
+        snapshot = await resync
+        assert {s.info.name for s in snapshot.containers} == {"app-abcdef12-0002"}
+
+
+async def test_a_missed_die_is_healed_by_the_failed_stats_read() -> None:
+    driver = FakeDriver()
+    info = driver.add("app-abcdef12-0001")
+    poller = _following(driver, interval=0.05)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 1), 5, "the container")
+        # Stopped behind the stream's back: no die event.
+        driver.containers[info.id] = dataclasses.replace(
+            driver.containers[info.id], state=ContainerState.STOPPED, pid=0
+        )
+        await wait_for(
+            _true(lambda: poller.snapshot.containers[0].info.state is ContainerState.STOPPED),
+            5,
+            "the stats read's 409 to re-inspect it",
+        )
+
+
+async def test_re_inspects_in_flight_are_bounded_and_past_the_bound_a_list_heals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(poller_module, "MAX_REFRESHING", 2)
+    driver = FakeDriver()
+    infos = [driver.add(f"app-abcdef12-{i:04x}") for i in range(1, 6)]
+    poller = _following(driver, interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 5), 5, "the containers")
+        driver.delays["container_inspect"] = 0.3
+        for info in infos:
+            driver.emit("update", info)
+        await asyncio.sleep(0)  # let the stream task take the events
+        await wait_for(_true(lambda: poller._resync_wanted), 5, "the overflow to ask for a list")
+        assert len(poller._refreshing) <= 2
+        lists = driver.calls["container_list"]
+        del driver.delays["container_inspect"]
+        await poller.poll_once()
+        assert driver.calls["container_list"] == lists + 1
+
+
+async def test_destroyed_ids_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(poller_module, "DESTROYED_KEPT", 3)
+    driver = FakeDriver()
+    poller = _following(driver, interval=NO_POLL)
+    for i in range(10):
+        poller._forget(f"{i:064x}")
+    assert list(poller._destroyed) == [f"{i:064x}" for i in (7, 8, 9)]
+
+
+async def test_poll_mode_lists_at_every_poll() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    poller = poller_on(driver, interval=0.05)
+    async with poller.running():
+        await _polls_after(poller, 3)
+    assert driver.calls["container_list"] >= 3
+    assert driver.calls["container_events"] == 0
+
+
+def _true(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """Wrap a sync check as wait_for's async predicate."""
+
+    async def predicate() -> bool:
+        return check()
+
+    return predicate
