@@ -38,7 +38,11 @@ from exporter.remediation import RemediationPolicy, Remediator
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from exporter.sources.base import DriverStatsSource, FallbackStatsSource, StatsSource
-from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
+from exporter.sources.cgroup import (
+    CgroupStatsSource,
+    cgroup_files_readable,
+    raise_open_files_limit,
+)
 from exporter.state import StateStore
 
 log = logging.getLogger("exporter")
@@ -331,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sysinner-exporter: {e}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format.value)
+    # Before anything is opened: the held cgroup files are sized from the raised limit.
+    soft, hard = raise_open_files_limit()
+    log.debug("open files limit: %d (hard %d)", soft, hard)
     try:
         if command == "once":
             return asyncio.run(_once(settings))

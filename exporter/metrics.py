@@ -328,6 +328,20 @@ HEALTH_METRICS: tuple[LiveMetric[SnapshotView], ...] = (
         _one(lambda v: len(v.snapshot.containers)),
     ),
     LiveMetric(
+        "sysinner_exporter_held_files",
+        "Cgroup and /proc files held open between polls, so a poll re-reads them without "
+        "open(); containers past sysinner_exporter_held_files_budget are read by path.",
+        "gauge",
+        _one(lambda v: v.held_files),
+    ),
+    LiveMetric(
+        "sysinner_exporter_held_files_budget",
+        "Files that may be held open at most: the soft RLIMIT_NOFILE (raised to the hard "
+        "limit at start) less a reserve for connections.",
+        "gauge",
+        _one(lambda v: v.held_files_budget),
+    ),
+    LiveMetric(
         "sysinner_exporter_stats_source",
         "Always 1; names the stats source in use.",
         "gauge",

@@ -174,6 +174,16 @@ class Poller:
         """Return the name of the stats source in use."""
         return self._source.name
 
+    @property
+    def held_files(self) -> int:
+        """Return how many files the stats source holds open between polls."""
+        return int(getattr(self._source, "held_files", 0))
+
+    @property
+    def held_files_budget(self) -> int:
+        """Return how many files the stats source may hold open at most."""
+        return int(getattr(self._source, "held_files_budget", 0))
+
     def _listed(self, c: ContainerInfo) -> _Listed | None:
         """Return what to keep of a list entry, or None when it is not tracked."""
         parsed = self._naming.parse(c.name)

@@ -108,6 +108,8 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "fresh_within_seconds": fresh_within,
         "containers": len(snapshot.containers),
         "stats_source": poller.stats_source_name,
+        "held_files": poller.held_files,
+        "held_files_budget": poller.held_files_budget,
         "error": snapshot.error,
         **({} if remediation is None else {"remediation_state_error": state_error}),
     }
