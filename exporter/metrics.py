@@ -193,19 +193,22 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
     ),
     ContainerMetric(
         "container_processes",
-        "Processes in the container's cgroup (those started by docker exec included).",
+        "Processes (thread group leaders) in the container's cgroup and those below it, "
+        "from cgroup.procs; those started by docker exec included.",
         "gauge",
         _proc(lambda s: s.processes.processes),  # type: ignore[union-attr]
     ),
     ContainerMetric(
         "container_threads",
-        "Threads in the container's processes.",
+        "Tasks in the container's cgroup, every thread of every process: the cgroup's "
+        "pids.current where the kernel has it (v2, v1 pids), else the processes' Threads summed.",
         "gauge",
         _proc(lambda s: s.processes.threads),  # type: ignore[union-attr]
     ),
     ContainerMetric(
         "container_file_descriptors",
-        "Open file descriptors of the container's processes.",
+        "Open file descriptors of the container's processes (a stat of /proc/<pid>/fd on "
+        "Linux >= 6.2, else a listing of it).",
         "gauge",
         _proc(lambda s: s.processes.fds),  # type: ignore[union-attr]
     ),
