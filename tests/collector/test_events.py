@@ -228,3 +228,19 @@ def _true(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return predicate
+
+
+async def test_events_of_containers_not_tracked_cost_no_inspect() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    other = driver.add("redis")
+    poller = _following(driver, interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 1), 5, "the container")
+        inspects = driver.calls["container_inspect"]
+        for _ in range(20):
+            driver.emit("update", other)
+        # Renamed into tracking: that one is inspected, and tracked from then on.
+        await driver.container_rename("redis", "app-abcdef12-0002")
+        await wait_for(_true(lambda: other.id in poller._known), 5, "the renamed one tracked")
+        assert driver.calls["container_inspect"] == inspects + 1, "inspected for untracked events"
