@@ -53,6 +53,8 @@ class Faults:
 HOLD_MAX_SECONDS = 600.0
 #: How many requests :attr:`SimulatedEngine.requests` remembers.
 REQUESTS_KEPT = 10_000
+#: Events an open stream may have pending; past it the stream is cut, as dockerd cuts one.
+EVENTS_KEPT = 1024
 
 
 def _container_id(i: int) -> str:
@@ -86,6 +88,8 @@ class SimulatedEngine:
         self.requests: collections.deque[tuple[str, str]] = collections.deque(maxlen=REQUESTS_KEPT)
         self._random = random.Random(seed)
         self._containers: dict[str, dict[str, Any]] = {}
+        # One queue per open event stream (GET /events), bounded: a stalled reader is cut.
+        self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         for i in range(containers):
             self.add(i)
 
@@ -94,11 +98,29 @@ class SimulatedEngine:
         cid = _container_id(i)
         app = f"{(i // 16) + 0x10000000:08x}"
         self._containers[cid] = {"i": i, "name": f"app-{app}-{i % 16:04x}"}
+        self._emit("create", cid)
+        self._emit("start", cid)
         return cid
 
     def remove(self, cid: str) -> None:
         """Remove a container."""
+        if cid in self._containers:
+            self._emit("destroy", cid)
         self._containers.pop(cid, None)
+
+    def _emit(self, action: str, cid: str) -> None:
+        name = self._containers[cid]["name"]
+        event = {
+            "Type": "container",
+            "Action": action,
+            "Actor": {"ID": cid, "Attributes": {"name": name}},
+            "timeNano": time.time_ns(),
+        }
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._subscribers.remove(queue)  # the stream is cut at its next wait
 
     def ids(self) -> list[str]:
         """Return the ids of every container."""
@@ -113,7 +135,30 @@ class SimulatedEngine:
         app.router.add_get(f"/v{API_VERSION}/containers/json", self._list)
         app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/json", self._inspect)
         app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/stats", self._stats)
+        app.router.add_get(f"/v{API_VERSION}/events", self._events)
         return app
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Stream the containers' create, start and destroy events, one JSON object a line."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(EVENTS_KEPT)
+        self._subscribers.append(queue)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        try:
+            await response.prepare(request)
+            while queue in self._subscribers:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        event = await queue.get()
+                        await response.write(json.dumps(event).encode() + b"\n")
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away
+        finally:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(queue)
+        return response
 
     @web.middleware
     async def _remember(
