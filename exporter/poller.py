@@ -410,9 +410,12 @@ class Poller:
         self, rows: dict[str, _Tracked], tracked: Sequence[_Listed], list_started: float
     ) -> None:
         """Let what events said since the list started win over the list, and keep late ones."""
+        late = False
         for entry in tracked:
-            if entry.id not in rows and (known := self._known.get(entry.id)) is not None:
-                rows[entry.id] = known  # inspect late: its last known state beats a gap
+            if entry.id not in rows and entry.id in self._inspecting:
+                late = True
+                if (known := self._known.get(entry.id)) is not None:
+                    rows[entry.id] = known  # inspect late: its last known state beats a gap
         for cid, at in self._touched.items():
             if at >= list_started:
                 if (known := self._known.get(cid)) is not None:
@@ -422,7 +425,8 @@ class Poller:
         for cid in self._destroyed.keys() & rows.keys():
             del rows[cid]
         self._touched = {cid: at for cid, at in self._touched.items() if at >= list_started}
-        self._resync_wanted = False
+        # Inspects still under way land in the cache: the next poll lists again to take them.
+        self._resync_wanted = late
         self._resync_due_at = time.monotonic() + self._resync_interval
 
     # -- event discovery ----------------------------------------------------

@@ -244,3 +244,15 @@ async def test_events_of_containers_not_tracked_cost_no_inspect() -> None:
         await driver.container_rename("redis", "app-abcdef12-0002")
         await wait_for(_true(lambda: other.id in poller._known), 5, "the renamed one tracked")
         assert driver.calls["container_inspect"] == inspects + 1, "inspected for untracked events"
+
+
+async def test_containers_whose_inspect_was_late_at_the_list_come_in_at_the_next_poll() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    driver.add("app-abcdef12-0002")
+    driver.delays["container_inspect"] = 0.3  # past the poll's deadline (its interval)
+    poller = _following(driver, interval=0.1, resync_interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 2), 5, "the late inspects to come in")
+    assert poller.health.errors[ErrorKind.INSPECT_LATE] >= 2
+    assert driver.calls["container_list"] >= 2
