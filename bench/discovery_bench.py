@@ -64,7 +64,8 @@ POLLS = 30
 #: Engine CPU: windows of this many seconds, exporter polling and frozen in turn.
 WINDOW = 10.0
 WINDOWS = 6  # of each kind: 60 s polling, 60 s frozen
-SCALES = (1000, 5000)
+#: 2,000 x 8 files fit a hard limit of 20,000: the ratio with every container held.
+SCALES = (1000, 2000, 5000)
 PLOT_SIZES = (10, 20, 30, 40, 50)
 QUIET_GAP = 3.0
 
@@ -356,7 +357,7 @@ def render(
         "",
     ]
     for limit, scale in scales.items():
-        small, large = scale
+        small, large = scale[0], scale[-1]
         lines.append(
             f"Synthetic trees, {limit}: "
             + ", ".join(
@@ -367,6 +368,7 @@ def render(
         )
     first = next(iter(scales.values()))
     best = list(scales.values())[-1]
+    small, large = best[0], best[-1]
     targets = [
         (
             "steady poll with process counts <= 1.5x the bare read",
@@ -380,10 +382,11 @@ def render(
         ),
         (
             "5,000 containers' CPU per container within 1.2x of 1,000's",
-            best[1].cpu_per_container / best[0].cpu_per_container <= 1.2,
-            f"{best[1].cpu_per_container / best[0].cpu_per_container:.2f}x "
-            f"({first[1].cpu_per_container / first[0].cpu_per_container:.2f}x at this "
-            "machine's hard limit)",
+            large.cpu_per_container / small.cpu_per_container <= 1.2,
+            f"{large.cpu_per_container / small.cpu_per_container:.2f}x "
+            f"({first[-1].cpu_per_container / first[0].cpu_per_container:.2f}x at this "
+            f"machine's hard limit; 2,000, all held: "
+            f"{first[1].cpu_per_container / first[0].cpu_per_container:.2f}x)",
         ),
     ]
     lines += ["", "Targets:"]
