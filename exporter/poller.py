@@ -316,6 +316,9 @@ class Poller:
         processes = await self._count_processes(running)
         read_at = time.monotonic()
         phases.append((PollPhase.STATS, read_at - read_started))
+        if self._following and not self._stream_up:
+            # The stream broke during this poll: what it read may already be stale.
+            return self._failed(started, self._stream_error or "the engine's event stream broke")
 
         samples: list[ContainerSample] = []
         seen: set[str] = set()
@@ -553,6 +556,9 @@ class Poller:
                 error = "the engine's event stream ended"
             except (DriverError, TimeoutError) as e:
                 error = f"the engine's event stream: {e}" if str(e) else "event stream timed out"
+            except Exception as e:  # a bug must not leave a dead stream passing for a live one
+                log.exception("following the engine's events failed unexpectedly")
+                error = f"the engine's event stream: unexpected {type(e).__name__}: {e}"
             self._stream_lost(error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)

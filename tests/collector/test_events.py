@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
 import exporter.poller as poller_module
-from exporter.models import ContainerCreateOptions, ContainerInfo, ContainerState
+from exporter.drivers.base import ContainerEvent
+from exporter.models import ContainerCreateOptions, ContainerInfo, ContainerState, ContainerStats
 from exporter.poller import Poller
 from exporter.snapshot import ErrorKind
 from exporter.testing import FakeDriver
@@ -256,3 +258,71 @@ async def test_containers_whose_inspect_was_late_at_the_list_come_in_at_the_next
         await wait_for(_true(lambda: len(_names(poller)) == 2), 5, "the late inspects to come in")
     assert poller.health.errors[ErrorKind.INSPECT_LATE] >= 2
     assert driver.calls["container_list"] >= 2
+
+
+async def test_a_poll_under_way_when_the_stream_breaks_is_a_failed_poll() -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    poller = _following(driver, interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 1), 5, "the container")
+        entered = asyncio.Event()
+        release = asyncio.Event()
+        original = driver.container_stats
+
+        async def held_stats(name_or_id: str) -> ContainerStats:
+            entered.set()
+            await release.wait()
+            return await original(name_or_id)
+
+        driver.container_stats = held_stats  # type: ignore[method-assign]
+        driver.fail("container_events")
+        poll = asyncio.create_task(poller.poll_once())
+        await entered.wait()
+        driver.break_events()
+        await wait_for(_true(lambda: not poller.snapshot.engine_up), 5, "up to drop to 0")
+        release.set()
+        snapshot = await poll
+        assert not snapshot.engine_up, "the poll under way published up 1 after the break"
+        assert not poller.snapshot.engine_up
+
+
+class _Buggy:
+    """An event source whose first stream raises what no driver should."""
+
+    def __init__(self, driver: FakeDriver) -> None:
+        self.driver = driver
+        self.opened = 0
+
+    @contextlib.asynccontextmanager
+    async def container_events(
+        self, actions: Sequence[str]
+    ) -> AsyncIterator[AsyncIterator[ContainerEvent]]:
+        self.opened += 1
+        if self.opened == 1:
+
+            async def broken() -> AsyncIterator[ContainerEvent]:
+                raise ValueError("a bug")
+                yield  # pragma: no cover - makes this an async generator
+
+            yield broken()
+        else:
+            async with self.driver.container_events(actions) as stream:
+                yield stream
+
+
+async def test_a_bug_in_the_stream_is_a_lost_stream_and_it_reconnects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = FakeDriver()
+    driver.add("app-abcdef12-0001")
+    source = _Buggy(driver)
+    poller = poller_on(driver, interval=0.05, events=source)
+    async with poller.running():
+        await wait_for(
+            _true(lambda: source.opened >= 2 and len(_names(poller)) == 1),
+            5,
+            "the reconnect after the bug",
+        )
+    assert poller.health.errors[ErrorKind.EVENTS] == 1
+    assert "failed unexpectedly" in caplog.text
