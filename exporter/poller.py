@@ -82,6 +82,8 @@ EVENT_ACTIONS = (
 DESTROYED_KEPT = 4096
 #: Containers being re-inspected after events at most; past it the next poll lists instead.
 MAX_REFRESHING = 1024
+#: Containers re-inspected since the last list, remembered at most (past it: list again).
+TOUCHED_KEPT = 8192
 #: The event stream's reconnect delay: the first, and the longest (at most half an interval).
 RECONNECT_FIRST = 0.05
 RECONNECT_LONGEST = 5.0
@@ -526,6 +528,9 @@ class Poller:
         if cid in self._destroyed or not self._stream_up:
             return  # destroyed meanwhile, or the stream broke: the resync will say
         self._touched[cid] = time.monotonic()
+        if len(self._touched) > TOUCHED_KEPT:
+            # A list says it all afresh; the entries older than it go then.
+            self._resync_wanted = True
         self._inspected.pop(cid, None)  # the next list inspects it afresh
         entry = self._listed(info)
         if entry is None:

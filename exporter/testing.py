@@ -113,10 +113,11 @@ class FakeDriver:
         """Send ``action`` about ``info`` to every open event stream."""
         event = ContainerEvent(action, info.id, {"name": info.name})
         for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
+            # The last slot is kept for the error that cuts the stream.
+            if queue.qsize() >= EVENT_BACKLOG:
                 self._break(queue, EngineUnreachableError("fake engine: event reader too slow"))
+            else:
+                queue.put_nowait(event)
 
     def break_events(self, error: BaseException | None = None) -> None:
         """Break every open event stream (as the engine going away does)."""

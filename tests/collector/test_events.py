@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import pytest
 
 import exporter.poller as poller_module
+from exporter import testing
 from exporter.drivers.base import ContainerEvent
+from exporter.errors import EngineUnreachableError
 from exporter.models import ContainerCreateOptions, ContainerInfo, ContainerState, ContainerStats
 from exporter.poller import Poller
 from exporter.snapshot import ErrorKind
@@ -326,3 +328,33 @@ async def test_a_bug_in_the_stream_is_a_lost_stream_and_it_reconnects(
         )
     assert poller.health.errors[ErrorKind.EVENTS] == 1
     assert "failed unexpectedly" in caplog.text
+
+
+async def test_re_inspected_ids_remembered_are_bounded_by_a_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(poller_module, "TOUCHED_KEPT", 3)
+    driver = FakeDriver()
+    infos = [driver.add(f"app-abcdef12-{i:04x}") for i in range(1, 7)]
+    poller = _following(driver, interval=NO_POLL)
+    async with poller.running():
+        await wait_for(_true(lambda: len(_names(poller)) == 6), 5, "the containers")
+        for info in infos:
+            driver.emit("update", info)
+        await wait_for(_true(lambda: poller._resync_wanted), 5, "past the bound: a list wanted")
+        await wait_for(_true(lambda: not poller._refreshing), 5, "the re-inspects to finish")
+        await poller.poll_once()
+        assert len(poller._touched) <= 3
+        assert len(_names(poller)) == 6
+
+
+async def test_a_fake_event_reader_that_falls_behind_has_its_stream_cut() -> None:
+    driver = FakeDriver()
+    info = driver.add("app-abcdef12-0001")
+    async with driver.container_events(["update"]) as stream:
+        for _ in range(testing.EVENT_BACKLOG + 1):
+            driver.emit("update", info)
+        assert driver.event_streams == 0
+        with pytest.raises(EngineUnreachableError, match="too slow"):
+            async for _ in stream:
+                pass
