@@ -66,6 +66,8 @@ LIFECYCLE_KEPT = 100_000
 MEMORY_LIMIT = 67_108_864
 #: A sick container's working set, as a share of its limit (the rules alert above 0.9).
 SICK_RATIO = 0.95
+#: Events an open stream may have pending; past it the stream is cut, as dockerd cuts one.
+EVENTS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class SimulatedEngine:
         self.lifecycle: collections.deque[LifecycleCall] = collections.deque(maxlen=LIFECYCLE_KEPT)
         self._containers: dict[str, dict[str, Any]] = {}
         self._by_name: dict[str, str] = {}
+        # One queue per open event stream (GET /events), bounded: a stalled reader is cut.
+        self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         for i in range(containers):
             self.add(i)
 
@@ -140,10 +144,14 @@ class SimulatedEngine:
             "sick": False,
         }
         self._by_name[name] = cid
+        self._emit("create", cid)
+        self._emit("start", cid)
         return cid
 
     def remove(self, cid: str) -> None:
         """Remove a container."""
+        if cid in self._containers:
+            self._emit("destroy", cid)
         c = self._containers.pop(cid, None)
         if c is not None:
             self._by_name.pop(c["name"], None)
@@ -155,6 +163,20 @@ class SimulatedEngine:
     def make_sick(self, name: str) -> None:
         """Make ``name``'s memory look sick until its next start; KeyError if unknown."""
         self._containers[self._by_name[name]]["sick"] = True
+
+    def _emit(self, action: str, cid: str) -> None:
+        name = self._containers[cid]["name"]
+        event = {
+            "Type": "container",
+            "Action": action,
+            "Actor": {"ID": cid, "Attributes": {"name": name}},
+            "timeNano": time.time_ns(),
+        }
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._subscribers.remove(queue)  # the stream is cut at its next wait
 
     def ids(self) -> list[str]:
         """Return the ids of every container."""
@@ -171,7 +193,30 @@ class SimulatedEngine:
         app.router.add_get(f"/v{API_VERSION}/containers/{{id}}/stats", self._stats)
         for op in ("stop", "start", "restart"):
             app.router.add_post(f"/v{API_VERSION}/containers/{{id}}/{op}", self._lifecycle)
+        app.router.add_get(f"/v{API_VERSION}/events", self._events)
         return app
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Stream the containers' create, start and destroy events, one JSON object a line."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(EVENTS_KEPT)
+        self._subscribers.append(queue)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        try:
+            await response.prepare(request)
+            while queue in self._subscribers:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        event = await queue.get()
+                        await response.write(json.dumps(event).encode() + b"\n")
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away
+        finally:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(queue)
+        return response
 
     @web.middleware
     async def _remember(

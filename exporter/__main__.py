@@ -35,6 +35,7 @@ from exporter.exposition import Exposition
 from exporter.listeners import ListenError, bind_all, shown
 from exporter.metrics import build_registry, enabled_rows
 from exporter.poller import Poller
+from exporter.sources.cgroup import raise_open_files_limit
 from exporter.webconfig import WebConfigError, WebConfigWatcher
 from exporter.wiring import build_driver, build_poller, choose_stats_source, read_api_token, wire
 
@@ -275,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format.value)
     for old, new in deprecated_variables():
         log.warning("%s is deprecated: it is still read, but rename it %s", old, new)
+    # Before anything is opened: the held cgroup files are sized from the raised limit.
+    soft, hard = raise_open_files_limit()
+    log.debug("open files limit: %d (hard %d)", soft, hard)
     try:
         if command == "once":
             return asyncio.run(_once(settings))

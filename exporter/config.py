@@ -58,6 +58,13 @@ LOG_LEVELS = {
 }
 
 
+class DiscoveryMode(StrEnum):
+    """How the exporter learns which containers exist."""
+
+    EVENTS = "events"
+    POLL = "poll"
+
+
 class StatsSourceKind(StrEnum):
     """Where per-container stats come from."""
 
@@ -181,6 +188,17 @@ class Settings(BaseSettings):
     collect_processes: bool = Field(
         default=True,
         description="count processes, threads and fds per container (cgroup.procs and /proc)",
+    )
+
+    discovery_mode: DiscoveryMode = Field(
+        default=DiscoveryMode.EVENTS,
+        description="events: follow the engine's event stream and list only at start, "
+        "on reconnect and every resync interval; poll: list and inspect at every poll "
+        "(for engines without a usable event stream)",
+    )
+    discovery_resync_interval: Annotated[float, Field(ge=1, le=86400)] = Field(
+        default=300.0,
+        description="seconds between full lists while following events, so a missed event heals",
     )
 
     stats_source: StatsSourceKind = Field(

@@ -434,21 +434,24 @@ CONTAINER_METRICS: tuple[ContainerMetric, ...] = (
     ),
     ContainerMetric(
         "container_processes",
-        "Processes in the container's cgroup (those started by docker exec included).",
+        "Processes (thread group leaders) in the container's cgroup and those below it, "
+        "from cgroup.procs; those started by docker exec included.",
         "gauge",
         _proc(lambda s: s.processes.processes),  # type: ignore[union-attr]
         group="processes",
     ),
     ContainerMetric(
         "container_threads",
-        "Threads in the container's processes.",
+        "Tasks in the container's cgroup, every thread of every process: the cgroup's "
+        "pids.current where the kernel has it (v2, v1 pids), else the processes' Threads summed.",
         "gauge",
         _proc(lambda s: s.processes.threads),  # type: ignore[union-attr]
         group="processes",
     ),
     ContainerMetric(
         "container_file_descriptors",
-        "Open file descriptors of the container's processes.",
+        "Open file descriptors of the container's processes (a stat of /proc/<pid>/fd on "
+        "Linux >= 6.2, else a listing of it).",
         "gauge",
         _proc(lambda s: s.processes.fds),  # type: ignore[union-attr]
         group="processes",
@@ -649,6 +652,20 @@ HEALTH_METRICS: tuple[LiveMetric[SnapshotView], ...] = (
         "Memory of the host in bytes (MemTotal).",
         "gauge",
         _one(lambda v: MACHINE_MEMORY_BYTES),
+    ),
+    LiveMetric(
+        "sysinner_exporter_held_files",
+        "Cgroup and /proc files held open between polls, so a poll re-reads them without "
+        "open(); containers past sysinner_exporter_held_files_budget are read by path.",
+        "gauge",
+        _one(lambda v: v.held_files),
+    ),
+    LiveMetric(
+        "sysinner_exporter_held_files_budget",
+        "Files that may be held open at most: the soft RLIMIT_NOFILE (raised to the hard "
+        "limit at start) less a reserve for connections.",
+        "gauge",
+        _one(lambda v: v.held_files_budget),
     ),
     LiveMetric(
         "sysinner_exporter_stats_source",

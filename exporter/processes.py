@@ -9,11 +9,23 @@ so processes started by ``docker exec`` (put in the container's cgroup, not
 under its init) count too. A poll costs O(containers + their processes), not
 O(host processes); :class:`CgroupProcessCounter` remembers each directory.
 
-Threads come from each process's ``/proc/<pid>/status`` and fds from listing
-``/proc/<pid>/fd``: a quarter of the CPU of psutil's ``Process`` for the same
-two numbers, and always under ``proc_root``. A container with a process
-whose fds may not be listed (a non-root exporter, another user's process)
-gets no counts rather than short ones.
+Which figure each number is:
+
+- processes: the pids in ``cgroup.procs`` (thread group leaders, not threads).
+- threads: the cgroup's own ``pids.current`` where the kernel has it (v2 with
+  the pids controller, v1's ``pids`` hierarchy): the tasks in the cgroup and
+  those below it, every thread of every process counted, as ``pids.max``
+  limits them. Without it, the sum of each process's ``Threads:`` in
+  ``/proc/<pid>/status`` (the same figure, read per process).
+- fds: each process's open descriptors, from one ``stat()`` of
+  ``/proc/<pid>/fd`` (Linux >= 6.2 reports the count as its size), else by
+  listing the directory.
+
+So a container costs one read of ``cgroup.procs``, one of ``pids.current``
+and one ``stat()`` per process: less than its stats read, where reading
+each process's status and listing its fds cost more. A container with a
+process whose fds may not be counted (a non-root exporter, another user's
+process) gets no counts rather than short ones.
 
 Where a container's cgroup files cannot be read (the exporter in a container
 without the host's cgroup tree), its processes are found the old way: every
@@ -43,13 +55,39 @@ class _Unseen(Exception):
     """A process is there but not ours to read (no ptrace rights on its fd directory)."""
 
 
-def _threads_and_fds(proc_root: str, pid: int) -> tuple[int, int] | None:
-    """Return (threads, open fds) of ``pid``, or None if it has exited; _Unseen if not ours."""
+def fds_counted_by_stat(proc_root: str) -> bool:
+    """Return whether ``stat()`` of a ``<proc_root>/<pid>/fd`` gives its open fds (Linux >= 6.2).
+
+    Older kernels (and a recorded tree, a plain directory) give a size that is
+    not the count: then the directory is listed.
+    """
+    where = f"{proc_root}/self/fd"
     try:
-        status = read_file(f"{proc_root}/{pid}/status")
-        start = status.index(b"\nThreads:") + 9
-        threads = int(status[start : status.index(b"\n", start)])
-        fds = len(os.listdir(f"{proc_root}/{pid}/fd"))
+        size = os.stat(where).st_size
+        listed = len(os.listdir(where))
+    except OSError:
+        return False
+    # The listing's own descriptor is in it; another thread may open or close one meanwhile.
+    return size > 0 and abs(listed - 1 - size) <= 2
+
+
+def _threads_and_fds(
+    proc_root: str, pid: int, *, threads_too: bool = True, fds_by_stat: bool = False
+) -> tuple[int, int] | None:
+    """Return (threads, open fds) of ``pid``, or None if it has exited; _Unseen if not ours.
+
+    Threads are 0 unless ``threads_too``; fds come from one stat() when
+    ``fds_by_stat`` (a 0 is checked by listing: an old kernel, or no rights).
+    """
+    try:
+        threads = 0
+        if threads_too:
+            status = read_file(f"{proc_root}/{pid}/status")
+            start = status.index(b"\nThreads:") + 9
+            threads = int(status[start : status.index(b"\n", start)])
+        fds = os.stat(f"{proc_root}/{pid}/fd").st_size if fds_by_stat else 0
+        if not fds:
+            fds = len(os.listdir(f"{proc_root}/{pid}/fd"))
     except PermissionError as e:
         raise _Unseen(pid) from e
     except OSError as e:
@@ -61,15 +99,28 @@ def _threads_and_fds(proc_root: str, pid: int) -> tuple[int, int] | None:
     return threads, fds
 
 
-def _total(proc_root: str, pids: Iterable[int]) -> ProcessCounts:
+def _total(
+    proc_root: str, pids: Iterable[int], tasks: int | None = None, fds_by_stat: bool = False
+) -> ProcessCounts:
+    """Return the counts of ``pids``; threads are ``tasks`` when the cgroup counted them."""
     processes = threads = fds = 0
     for pid in pids:
-        counts = _threads_and_fds(proc_root, pid)
+        counts = _threads_and_fds(
+            proc_root, pid, threads_too=tasks is None, fds_by_stat=fds_by_stat
+        )
         if counts is not None:
             processes += 1
             threads += counts[0]
             fds += counts[1]
-    return ProcessCounts(processes, threads, fds)
+    return ProcessCounts(processes, threads if tasks is None else tasks, fds)
+
+
+def _tasks(directory: str) -> int | None:
+    """Return the cgroup's ``pids.current`` (tasks, threads included), or None without one."""
+    try:
+        return int(read_file(f"{directory}/pids.current"))
+    except (OSError, ValueError):
+        return None
 
 
 def _locate(proc_root: str, cgroup_root: str, cid: str, pid: int) -> str | None:
@@ -107,6 +158,7 @@ class CgroupProcessCounter:
         self._proc = proc_root.rstrip("/") or "/"
         self._cgroup = cgroup_root.rstrip("/") or "/"
         self._dirs: dict[str, str] = {}
+        self._fds_by_stat = fds_counted_by_stat(self._proc)
 
     def __call__(self, init_pids: Mapping[str, int]) -> dict[str, ProcessCounts]:
         """Return counts per container id, given each container's init pid on the host."""
@@ -127,7 +179,7 @@ class CgroupProcessCounter:
             directory, pids = located
             found[cid] = directory
             try:
-                counts[cid] = _total(self._proc, pids)
+                counts[cid] = _total(self._proc, pids, _tasks(directory), self._fds_by_stat)
             except (_Unseen, OSError):
                 continue  # a partial count would pass for a real one: give none
         self._dirs = found

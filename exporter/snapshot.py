@@ -39,6 +39,7 @@ class ErrorKind(StrEnum):
     STATS = "stats"
     STATS_TIMEOUT = "stats_timeout"
     PROCESSES = "processes"
+    EVENTS = "events"  # the engine's event stream broke (or would not open)
 
 
 class PollPhase(StrEnum):
@@ -133,6 +134,16 @@ class SnapshotView(Protocol):
         """Return the seconds between two polls."""
         ...
 
+    @property
+    def held_files(self) -> int:
+        """Return how many files the stats source holds open between polls."""
+        ...
+
+    @property
+    def held_files_budget(self) -> int:
+        """Return how many files the stats source may hold open at most."""
+        ...
+
 
 @dataclass
 class HeldSnapshot:
@@ -142,3 +153,5 @@ class HeldSnapshot:
     health: PollHealth = field(default_factory=PollHealth)
     stats_source_name: str = "docker"
     interval: float = 10.0
+    held_files: int = 0
+    held_files_budget: int = 0

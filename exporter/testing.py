@@ -9,16 +9,18 @@ method to exercise the poller's and the API's error paths.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter
 
+from exporter.drivers.base import ContainerEvent
 from exporter.errors import ConflictError, EngineUnreachableError, ExporterError, NotFoundError
 from exporter.models import (
     ContainerCreateOptions,
@@ -30,6 +32,8 @@ from exporter.models import (
 )
 
 StatsFactory = Callable[[ContainerInfo], ContainerStats]
+#: Events a subscriber may have pending before its stream breaks (a slow reader).
+EVENT_BACKLOG = 1024
 
 
 _CONTAINER_INFO = TypeAdapter(ContainerInfo)
@@ -54,6 +58,8 @@ class FakeDriver:
         self.calls: Counter[str] = Counter()
         self.closed = False
         self._pids = itertools.count(1000)
+        # One queue per open event stream; an exception put in one breaks it.
+        self._subscribers: list[asyncio.Queue[ContainerEvent | BaseException]] = []
 
     # -- helpers for tests --------------------------------------------
 
@@ -97,6 +103,35 @@ class FakeDriver:
             ):
                 return c
         raise NotFoundError(404, f"No such container: {name_or_id}")
+
+    @property
+    def event_streams(self) -> int:
+        """Return how many event streams are open."""
+        return len(self._subscribers)
+
+    def emit(self, action: str, info: ContainerInfo) -> None:
+        """Send ``action`` about ``info`` to every open event stream."""
+        event = ContainerEvent(action, info.id, {"name": info.name})
+        for queue in list(self._subscribers):
+            # The last slot is kept for the error that cuts the stream.
+            if queue.qsize() >= EVENT_BACKLOG:
+                self._break(queue, EngineUnreachableError("fake engine: event reader too slow"))
+            else:
+                queue.put_nowait(event)
+
+    def break_events(self, error: BaseException | None = None) -> None:
+        """Break every open event stream (as the engine going away does)."""
+        for queue in list(self._subscribers):
+            self._break(queue, error or EngineUnreachableError("fake engine: stream broken"))
+
+    def _break(
+        self, queue: asyncio.Queue[ContainerEvent | BaseException], e: BaseException
+    ) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(e)
 
     async def _enter(self, method: str) -> None:
         self.calls[method] += 1
@@ -152,7 +187,7 @@ class FakeDriver:
             )
         if opts.image not in self.images:
             raise NotFoundError(404, f"No such image: {opts.image}")
-        return self.add(
+        created = self.add(
             opts.name,
             ContainerState.CREATED,
             image=opts.image,
@@ -166,6 +201,8 @@ class FakeDriver:
             mount_sources=tuple(m.host_path for m in opts.mounts),
             ports={p.container_port: p for p in opts.ports},
         )
+        self.emit("create", created)
+        return created
 
     async def container_start(self, name_or_id: str) -> None:
         """Mark a container running with a new pid and start time."""
@@ -173,13 +210,14 @@ class FakeDriver:
         info = self.find(name_or_id)
         if info.state is not ContainerState.RUNNING:
             started = max(int(time.time()), info.started + 1)
-            self._replace(
+            started_info = self._replace(
                 info,
                 state=ContainerState.RUNNING,
                 status=_status(ContainerState.RUNNING, started),
                 pid=next(self._pids),
                 started=started,
             )
+            self.emit("start", started_info)
 
     async def container_stop(self, name_or_id: str) -> None:
         """Mark a container stopped; a missing one is success."""
@@ -188,9 +226,11 @@ class FakeDriver:
             info = self.find(name_or_id)
         except NotFoundError:
             return
-        self._replace(
+        stopped = self._replace(
             info, state=ContainerState.STOPPED, status=_status(ContainerState.STOPPED, 0), pid=0
         )
+        if info.state is ContainerState.RUNNING:
+            self.emit("die", stopped)
 
     async def container_remove(self, name_or_id: str) -> None:
         """Remove a container; a missing one is success."""
@@ -201,6 +241,7 @@ class FakeDriver:
             return
         del self.containers[info.id]
         self.stats.pop(info.id, None)
+        self.emit("destroy", info)
 
     async def container_rename(self, name_or_id: str, new_name: str) -> None:
         """Rename a container; ConflictError when ``new_name`` is taken."""
@@ -210,7 +251,7 @@ class FakeDriver:
             raise ConflictError(
                 409, f'Conflict. The container name "/{new_name}" is already in use'
             )
-        self._replace(info, name=new_name)
+        self.emit("rename", self._replace(info, name=new_name))
 
     async def image_list(self) -> list[ImageInfo]:
         """Return the images."""
@@ -229,6 +270,30 @@ class FakeDriver:
         if info.state is not ContainerState.RUNNING:
             raise ConflictError(409, f"{name_or_id}: not running, so no stats sample")
         return self.stats.get(info.id) or self.stats_factory(info)
+
+    @contextlib.asynccontextmanager
+    async def container_events(
+        self, actions: Sequence[str]
+    ) -> AsyncIterator[AsyncIterator[ContainerEvent]]:
+        """Open a stream of the events of ``actions``; it raises when broken."""
+        await self._enter("container_events")
+        queue: asyncio.Queue[ContainerEvent | BaseException] = asyncio.Queue(EVENT_BACKLOG + 1)
+        self._subscribers.append(queue)
+        wanted = frozenset(actions)
+
+        async def events() -> AsyncIterator[ContainerEvent]:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item.action in wanted:
+                    yield item
+
+        try:
+            yield events()
+        finally:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(queue)
 
     async def close(self) -> None:
         """Mark the driver closed."""

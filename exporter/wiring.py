@@ -20,9 +20,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.alertpull import AlertmanagerClient, AlertPuller
 from exporter.api import create_app
-from exporter.config import Settings, StatsSourceKind, flag_name
+from exporter.config import DiscoveryMode, Settings, StatsSourceKind, flag_name
 from exporter.confinement import MountPolicy
-from exporter.drivers.base import Driver
+from exporter.drivers.base import ContainerEvents, Driver
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.errors import ConfigError
 from exporter.fsusage import LayerSizer
@@ -127,6 +127,13 @@ def build_poller(settings: Settings, driver: Driver) -> Poller:
             else LayerSizer(budget=settings.collect_fs_budget)
         ),
         layer_interval=settings.collect_fs_interval,
+        events=(
+            driver
+            if settings.discovery_mode is DiscoveryMode.EVENTS
+            and isinstance(driver, ContainerEvents)
+            else None
+        ),
+        resync_interval=settings.discovery_resync_interval,
     )
 
 

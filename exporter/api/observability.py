@@ -119,6 +119,8 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
         "unmanaged_left_out": snapshot.unmanaged_left_out,
         **({"include_unmanaged_with": "--collect.all"} if snapshot.unmanaged_left_out else {}),
         "stats_source": poller.stats_source_name,
+        "held_files": poller.held_files,
+        "held_files_budget": poller.held_files_budget,
         "error": snapshot.error,
         **({} if remediation is None else {"remediation_state_error": state_error}),
         **(

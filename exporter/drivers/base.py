@@ -19,7 +19,10 @@ concurrent pulls are all taken.
 
 from __future__ import annotations
 
-from typing import Protocol
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from exporter.models import (
     ContainerCreateOptions,
@@ -87,4 +90,32 @@ class Driver(Protocol):
 
     async def close(self) -> None:
         """Release connections; the driver is unusable afterwards."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """One container event from the engine's event stream (``GET /events``)."""
+
+    action: str  # "start", "die", "destroy", "health_status" (its ": healthy" cut off), ...
+    id: str
+    #: The actor's attributes: ``name``, ``exitCode`` on die, the container's labels.
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    time_nano: int = 0
+
+
+@runtime_checkable
+class ContainerEvents(Protocol):
+    """A driver that can stream container events: the poller's event discovery relies on it."""
+
+    def container_events(
+        self, actions: Sequence[str]
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[ContainerEvent]]:
+        """Open the stream of the events named by ``actions``; the iterator ends never, it raises.
+
+        Entering raises EngineUnreachableError or DriverTimeoutError when the
+        stream cannot be opened; iterating raises EngineUnreachableError when
+        it breaks (the engine stopped, the socket went) and DriverError for
+        an answer that is not the engine's events.
+        """
         ...

@@ -16,7 +16,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -26,6 +26,7 @@ import aiohttp
 
 import exporter.vpc as vpc
 from exporter.drivers import docker_json as dj
+from exporter.drivers.base import ContainerEvent
 from exporter.errors import (
     BusyError,
     ConflictError,
@@ -51,6 +52,8 @@ HOST_ROUTES = Path("/proc/net/route")
 MAX_API_VERSION = (1, 43)
 #: one-shot stats appeared in API 1.41.
 ONE_SHOT_API_VERSION = (1, 41)
+#: An event line longer than this is not the engine's (its longest carry a container's labels).
+MAX_EVENT_LINE = 256 * 1024
 #: The Go driver waits this long for a stop before the engine kills.
 STOP_GRACE_SECONDS = 10
 
@@ -461,6 +464,65 @@ class DockerDriver:
             raise ConflictError(409, f"{name_or_id}: not running, so no stats sample")
         with _garbled(f"GET /containers/{name_or_id}/stats"):
             return dj.stats_from_engine(raw, now=time.time())
+
+    @contextlib.asynccontextmanager
+    async def container_events(
+        self, actions: Sequence[str]
+    ) -> AsyncIterator[AsyncIterator[ContainerEvent]]:
+        """Open ``GET /events`` for container events of ``actions``; yield their iterator.
+
+        Opening is bounded by the driver's timeout; the stream itself has no
+        deadline (the engine writes nothing while nothing happens). Entering
+        raises EngineUnreachableError, DriverTimeoutError or DriverError;
+        iterating raises EngineUnreachableError when the stream ends or
+        breaks, DriverError when a line is not an event.
+        """
+        prefix = await self._api_prefix()
+        # Asking only for these spares us every healthcheck's exec_create/start/die.
+        params = {"filters": json.dumps({"type": ["container"], "event": list(actions)})}
+        what = "GET /events"
+        try:
+            async with asyncio.timeout(self._timeout):
+                resp = await self._session_or_new().get(
+                    prefix + "/events",
+                    params=params,
+                    allow_redirects=False,
+                    # The session's default total deadline would cut the stream.
+                    timeout=aiohttp.ClientTimeout(),
+                    read_bufsize=MAX_EVENT_LINE,
+                )
+        except TimeoutError as e:
+            raise DriverTimeoutError(f"{what}: no answer within {self._timeout:g}s") from e
+        except aiohttp.ClientConnectorError as e:
+            raise EngineUnreachableError(
+                f"cannot connect to Docker Engine via {self.endpoint.host}: {e.os_error}"
+            ) from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise EngineUnreachableError(
+                f"lost the Docker Engine at {self.endpoint.host} during {what}: {e!r}"
+            ) from e
+        try:
+            if resp.status != 200:
+                raise _error_for(resp.status, await resp.read(), what)
+            yield self._events(resp)
+        finally:
+            resp.release()
+
+    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[ContainerEvent]:
+        what = f"the event stream of {self.endpoint.host}"
+        while True:
+            try:
+                line = await resp.content.readline()
+            except ValueError as e:  # a line past the read buffer: not the engine's
+                raise DriverError(None, f"{what}: a line over {MAX_EVENT_LINE} bytes") from e
+            except (aiohttp.ClientError, OSError) as e:
+                raise EngineUnreachableError(f"lost {what}: {e!r}") from e
+            if not line:
+                raise EngineUnreachableError(f"{what} ended (the engine stopped or restarted)")
+            if not line.strip():
+                continue
+            with _garbled(what):
+                yield dj.event_from_engine(json.loads(line))
 
     async def close(self) -> None:
         """Close the connection pools."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from exporter.drivers.base import ContainerEvent
 from exporter.models import (
     ContainerCreateOptions,
     ContainerInfo,
@@ -415,3 +416,17 @@ def split_image_reference(image: str) -> tuple[str, str]:
 def vpc_network_name(subnet: str) -> str:
     """Return the name the driver gives the network it makes for ``subnet``."""
     return "sysinner-vpc-" + subnet.replace("/", "-")
+
+
+def event_from_engine(raw: JSON) -> ContainerEvent:
+    """Return a ContainerEvent from one line of ``GET /events``."""
+    actor = raw.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    # "health_status: healthy" and "exec_start: sh -c ..." carry a detail after the colon.
+    action = str(raw.get("Action") or raw.get("status") or "").partition(":")[0].strip()
+    return ContainerEvent(
+        action=action,
+        id=str(actor.get("ID") or raw["id"]),
+        attributes={str(k): str(v) for k, v in attributes.items()},
+        time_nano=int(raw.get("timeNano") or 0),
+    )

@@ -88,6 +88,16 @@ class FallbackStatsSource:
         """Return ``primary+fallback``."""
         return f"{self._primary.name}+{self._fallback.name}"
 
+    @property
+    def held_files(self) -> int:
+        """Return the descriptors the primary holds open between polls (0 if it holds none)."""
+        return int(getattr(self._primary, "held_files", 0))
+
+    @property
+    def held_files_budget(self) -> int:
+        """Return the most descriptors the primary may hold (0 if it holds none)."""
+        return int(getattr(self._primary, "held_files_budget", 0))
+
     async def read_many(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
         """Return the primary's samples, with the fallback's where the primary had none."""
         results = await self._primary.read_many(containers)

@@ -293,10 +293,12 @@ class CgroupStatsSource:
     (ESRCH once it is gone). Descriptors of containers a poll no longer
     lists are closed at the end of that poll.
 
-    Holding costs up to twelve descriptors per container (nine on v2). The source
-    raises the soft ``RLIMIT_NOFILE`` to the hard limit, as Go's runtime
-    does, and holds at most ``max_held_files`` (default: half the soft
-    limit); containers past that are read with an open/read/close per file.
+    Holding costs up to twelve descriptors per container (nine on v2). The entry
+    point raises the soft ``RLIMIT_NOFILE`` to the hard limit at start
+    (:func:`raise_open_files_limit`), and the source holds at most
+    ``max_held_files`` (default :func:`held_files_budget`: the soft limit
+    less :data:`RESERVED_FDS`); containers past that are read with an
+    open/read/close per file, which costs about twice the CPU.
     """
 
     def __init__(
@@ -317,7 +319,7 @@ class CgroupStatsSource:
         self._host_netns: str | None = None
         self._host_interfaces: frozenset[bytes] | None = None
         self._held = 0
-        self._max_held = _file_budget() if max_held_files is None else max_held_files
+        self._max_held = held_files_budget() if max_held_files is None else max_held_files
         # Polls may overlap (a timed-out one keeps running in its thread); held
         # descriptors must never be closed under a read, nor their numbers reused.
         self._lock = threading.Lock()
@@ -332,6 +334,11 @@ class CgroupStatsSource:
     def held_files(self) -> int:
         """Return how many descriptors the source holds open between polls."""
         return self._held
+
+    @property
+    def held_files_budget(self) -> int:
+        """Return how many descriptors the source may hold open at most."""
+        return self._max_held
 
     async def read_many(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
         """Return one kernel sample per container, every file read in one worker thread."""
@@ -540,19 +547,37 @@ class CgroupStatsSource:
         return namespace(self._proc, pid, "net")
 
 
-def _file_budget() -> int:
-    """Raise the soft descriptor limit to the hard one; return half of what it then is."""
+#: Descriptors the held files leave for the rest (HTTP and engine connections, state, logs):
+#: above --web.max-connections and --poll.concurrency at their defaults, with room to spare.
+RESERVED_FDS = 2048
+
+
+def _soft_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Prometheus and dockerd do).
+
+    Returns (soft, hard) as they then are; an infinite hard limit counts as
+    2**20 (Linux's default ``fs.nr_open``). The hard limit is the operator's
+    (``LimitNOFILE=``, ``ulimits:``) and is never raised.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (OSError, ValueError):
-            pass
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return int(soft) // 2
+        except (OSError, ValueError) as e:  # a hard limit above fs.nr_open
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, e)
+    return _soft_limit(), (1 << 20 if hard == resource.RLIM_INFINITY else int(hard))
+
+
+def held_files_budget() -> int:
+    """Return how many descriptors may be held between polls: the soft limit less a reserve."""
+    soft = _soft_limit()
+    return soft - min(soft // 2, RESERVED_FDS)
 
 
 def _unavailable(c: ContainerInfo, why: str, cause: BaseException) -> StatsUnavailableError:

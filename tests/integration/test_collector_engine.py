@@ -42,10 +42,17 @@ BURN_THEN_IDLE = [
 
 
 async def _serve(
-    aiohttp_client: ClientFactory, driver: DockerDriver, *, background: bool, interval: float = 10.0
+    aiohttp_client: ClientFactory,
+    driver: DockerDriver,
+    *,
+    background: bool,
+    interval: float = 10.0,
+    discovery: str = "events",
 ) -> tuple[Client, Poller]:
     # Stats from the engine itself, processes counted from the kernel's files.
-    settings = Settings(poll_interval=interval, poll_timeout=5, stats_source="docker")
+    settings = Settings(
+        poll_interval=interval, poll_timeout=5, stats_source="docker", discovery_mode=discovery
+    )
     wired = wire(settings, driver=driver, poll_in_background=background)
     return await aiohttp_client(wired.app), wired.poller
 
@@ -208,8 +215,17 @@ async def test_exposition_passes_promtool_check_metrics(
     assert err.decode().strip() == ""
 
 
+@pytest.mark.parametrize(
+    ("discovery", "counted_as"),
+    [("events", "events"), ("poll", "list")],  # the lost stream, or the failed list
+)
 async def test_engine_gone_while_serving_then_back_recovers_without_restart(
-    aiohttp_client: ClientFactory, engine: None, make_container: ContainerFactory, tmp_path: Path
+    aiohttp_client: ClientFactory,
+    engine: None,
+    make_container: ContainerFactory,
+    tmp_path: Path,
+    discovery: str,
+    counted_as: str,
 ) -> None:
     await make_container()
     target = DockerEndpoint.from_env().socket_path
@@ -218,7 +234,9 @@ async def test_engine_gone_while_serving_then_back_recovers_without_restart(
     await proxy.start()
     driver = DockerDriver(DockerEndpoint.parse(f"unix://{proxy.path}"), timeout=3, stats_timeout=3)
     interval = 0.5
-    client, poller = await _serve(aiohttp_client, driver, background=True, interval=interval)
+    client, poller = await _serve(
+        aiohttp_client, driver, background=True, interval=interval, discovery=discovery
+    )
     try:
 
         async def ready() -> bool:
@@ -248,6 +266,6 @@ async def test_engine_gone_while_serving_then_back_recovers_without_restart(
         assert (await client.get("/readyz")).status == 200
         text = await (await client.get("/metrics")).text()
         assert "sysinner_exporter_up 1.0" in text
-        assert poller.health.errors["list"] >= 1
+        assert poller.health.errors[counted_as] >= 1
     finally:
         await proxy.stop()

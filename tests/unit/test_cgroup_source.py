@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import shutil
 from collections.abc import Callable
 from errno import ENODEV, ESRCH
@@ -14,13 +15,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from exporter import cgroupfs, wiring
+from exporter.api import create_app
 from exporter.cgroupfs import container_cgroup_path
 from exporter.config import Settings, StatsSourceKind
+from exporter.confinement import MountPolicy
 from exporter.drivers.docker import DockerDriver
 from exporter.drivers.docker_json import stats_from_engine
 from exporter.errors import ConfigError, NotFoundError, StatsUnavailableError
+from exporter.metrics import build_registry
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
 from exporter.poller import Poller
@@ -631,4 +636,48 @@ async def test_disabled_groups_spare_their_optional_files(tmp_path: Path) -> Non
     )
     full = sample((await read(DATA / "v1", info(V1_ID, V1_PID)))[V1_ID])
     assert got.memory_usage == full.memory_usage  # the rest is read as ever
+
+
+def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 512)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        assert cgroup_module.held_files_budget() == lowered - lowered // 2
+        raised, reported_hard = cgroup_module.raise_open_files_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
+        expected = (1 << 20) if hard == resource.RLIM_INFINITY else hard
+        assert (raised, reported_hard) == (expected, expected)
+        # Sized from the raised limit, a reserve left for connections.
+        assert cgroup_module.held_files_budget() == raised - min(
+            raised // 2, cgroup_module.RESERVED_FDS
+        )
+        assert CgroupStatsSource().held_files_budget == cgroup_module.held_files_budget()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_held_files_and_their_budget_are_on_readyz_and_metrics(tmp_path: Path) -> None:
+    root = tree(tmp_path, "v2")
+    fake = FakeDriver()
+    fake.add("app-0123abcd-0001", id=V2_HOSTNET_ID, pid=V2_HOSTNET_PID)
+    src = CgroupStatsSource(root / "proc", root / "sys/fs/cgroup", max_held_files=100)
+    poller = Poller(fake, FallbackStatsSource(src, DriverStatsSource(fake)), naming=NamingScheme())
+    await poller.poll_once()
+    assert poller.held_files == 6
+    app = create_app(
+        settings=Settings(),
+        driver=fake,
+        poller=poller,
+        registry=build_registry(poller),
+        poll_in_background=False,
+        api_token=None,
+        mount_policy=MountPolicy([]),
+    )
+    async with TestClient(TestServer(app)) as client:
+        doc = await (await client.get("/readyz")).json()
+        assert (doc["held_files"], doc["held_files_budget"]) == (6, 100)
+        text = await (await client.get("/metrics")).text()
+    assert "sysinner_exporter_held_files 6.0" in text
+    assert "sysinner_exporter_held_files_budget 100.0" in text
     src.close()

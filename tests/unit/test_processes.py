@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -310,3 +311,48 @@ async def test_the_entry_point_counts_under_its_proc_and_cgroup_roots(tmp_path: 
     t.procs(f"docker/{c.id}", c.pid, c.pid + 1, c.pid + 2)
     snapshot = await poller.poll_once()
     assert snapshot.containers[0].processes == ProcessCounts(3, 6, 9)
+
+
+@pytest.mark.usefixtures("no_fallback")
+def test_threads_come_from_the_cgroups_pids_current_without_reading_each_status(
+    v1: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    # The kernel's count of tasks: every thread, nested cgroups' too.
+    (v1.cgroup / f"pids/docker/{V1_ID}/pids.current").write_text("8\n")
+    real_read = cgroupfs.read_file
+
+    def read_file(path: str) -> bytes:
+        assert not path.endswith("/status"), f"{path} read though pids.current says it all"
+        return real_read(path)
+
+    monkeypatch.setattr(processes, "read_file", read_file)
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 8, 17)}
+
+
+def test_fds_are_counted_by_stat_where_the_kernel_reports_them(
+    v1: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1.procs(f"pids/docker/{V1_ID}", V1_PID, V1_PID + 1, V1_PID + 2)
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:
+        listed.append(path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(processes.os, "listdir", listdir)
+    # A recorded tree is a plain directory: its size is not a count, so it is listed.
+    assert not processes.fds_counted_by_stat(str(v1.proc))
+    assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 7, 17)}
+    assert len(listed) == 3
+    # This kernel's /proc (Linux >= 6.2 here): one stat per process, no listing.
+    assert processes.fds_counted_by_stat("/proc")
+    with subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+        try:
+            listed.clear()
+            by_stat = processes._threads_and_fds("/proc", child.pid, fds_by_stat=True)
+            assert not listed
+            assert by_stat == processes._threads_and_fds("/proc", child.pid) == (1, 3)
+        finally:
+            child.kill()
