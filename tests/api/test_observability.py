@@ -18,7 +18,7 @@ from exporter.errors import EngineUnreachableError
 from exporter.metrics import build_registry
 from exporter.poller import Poller
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on
+from tests.support.engine import poller_on
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 

@@ -17,7 +17,9 @@ import pytest
 from exporter.__main__ import read_api_token
 from exporter.config import Settings
 from exporter.errors import ConfigError
-from tests.conftest import ROOT, free_port, wait_for
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 
 def test_token_file_wins_and_is_stripped(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from exporter.errors import DriverTimeoutError, EngineUnreachableError, NotFound
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.poller import Poller
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on
+from tests.support.engine import poller_on
 
 #: asyncio may run a timer up to one clock tick (1 ns on Linux) early; float rounding on top.
 TIMER_EARLY = 1e-6

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 import exporter.api.auth
 from bench.simengine import SimulatedEngine, serve
@@ -29,9 +28,6 @@ from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.metrics import build_registry
-from tests.api.harness import AUTH, TOKEN, Clock, build_app, webhook
-from tests.api.harness import settings_for as make_settings
-from tests.conftest import free_port, poller_on
 from tests.faults.hostile import (
     HOSTILE_NAMES,
     MANAGED,
@@ -39,11 +35,14 @@ from tests.faults.hostile import (
     RecordingDriver,
     raw_http,
 )
-from tests.faults.support import record
+from tests.support.api import AUTH, TOKEN, Api, webhook
+from tests.support.api import settings_for as make_settings
+from tests.support.engine import poller_on
+from tests.support.faults import record
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.faults
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 MAX_BODY = 4096
 JSON = {"Content-Type": "application/json"}
 #: Every route that takes a JSON body.
@@ -87,16 +86,26 @@ def assert_clear_4xx(status: int, body: Any, what: object) -> None:
 
 
 @pytest.fixture
-async def target(aiohttp_server: ServerFactory, tmp_path: Path) -> AsyncIterator[Target]:
+def api_settings(tmp_path: Path) -> Settings:
     settings = make_settings(tmp_path, api_max_body_bytes=MAX_BODY)
     settings.pod_base_dir.mkdir(parents=True)
+    return settings
+
+
+@pytest.fixture
+def api_driver() -> RecordingDriver:
     driver = RecordingDriver()
     driver.add(MANAGED)
     driver.add(UNMANAGED)
-    app, *_ = build_app(settings, driver, Clock())
-    server = await aiohttp_server(app, host="127.0.0.1")
+    return driver
+
+
+@pytest.fixture
+async def target(api: Api, api_driver: RecordingDriver) -> AsyncIterator[Target]:
+    """The ``api`` fixture's loopback server, reached by a client of the test's own."""
+    port = api.client.port
     async with aiohttp.ClientSession() as http:
-        yield Target(f"http://127.0.0.1:{server.port}", server.port, driver, http, settings)
+        yield Target(f"http://127.0.0.1:{port}", port, api_driver, http, api.settings)
 
 
 # -- bodies ----------------------------------------------------------------------

@@ -26,10 +26,10 @@ import pytest
 from aiohttp import web
 
 from exporter.api.keys import POLLER
-from tests.api.harness import TOKEN, Clock, build_app, settings_for, webhook
-from tests.conftest import wait_for
 from tests.faults.hostile import MANAGED, RecordingDriver
-from tests.faults.support import record
+from tests.support.api import TOKEN, Clock, build_app, settings_for, webhook
+from tests.support.faults import record
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

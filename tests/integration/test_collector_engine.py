@@ -22,9 +22,11 @@ from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.metrics import build_registry
 from exporter.poller import Poller
 from exporter.processes import count_processes
-from tests.conftest import ContainerFactory, new_app_id, poller_on, require, wait_for
-from tests.cpu_burn import TICK_NS, burn_own_cpu
-from tests.socket_proxy import UnixSocketProxy
+from tests.support.cpu_burn import TICK_NS, burn_own_cpu
+from tests.support.engine import ContainerFactory, new_app_id, poller_on
+from tests.support.requirements import require
+from tests.support.socket_proxy import UnixSocketProxy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -200,7 +202,7 @@ async def test_exposition_passes_promtool_check_metrics(
     tmp_path: Path,
 ) -> None:
     promtool = shutil.which("promtool")
-    require(promtool is not None, "promtool (Debian package prometheus)")
+    require(promtool is not None, "promtool (Debian package prometheus)", needs="promtool")
     assert promtool is not None
     await make_container(labels={"team": "core"})
     client, poller = await _serve(aiohttp_client, own_driver, background=False)

@@ -28,17 +28,11 @@ from exporter.errors import (
 )
 from exporter.models import ContainerCreateOptions, ContainerState, MountBind, PortBinding
 from exporter.naming import container_name
-from tests.conftest import (
-    IDLE_CMD,
-    TEST_IMAGE,
-    TEST_VPC_POOL,
-    ContainerFactory,
-    free_port,
-    new_app_id,
-    require,
-    wait_for,
-)
-from tests.cpu_burn import TICK_NS, burn_own_cpu
+from tests.support.cpu_burn import TICK_NS, burn_own_cpu
+from tests.support.engine import IDLE_CMD, TEST_IMAGE, TEST_VPC_POOL, ContainerFactory, new_app_id
+from tests.support.ports import free_port
+from tests.support.requirements import require
+from tests.support.waiting import wait_for
 
 MiB = 1024 * 1024
 #: CPU the stats test's worker burns, in clock ticks of 10 ms.
@@ -426,7 +420,11 @@ async def test_stats_count_cpu_block_io_and_network(
     driver: DockerDriver, make_container: ContainerFactory, sdk: docker.DockerClient
 ) -> None:
     device = engine_block_device(sdk)
-    require(is_block_device(device), f"a block device under the engine's data root ({device!r})")
+    require(
+        is_block_device(device),
+        f"a block device under the engine's data root ({device!r})",
+        needs="engine",
+    )
     # The receiver, on the default bridge, reads one connection to the end. Its nc
     # gets a stdin that never ends: at end of stdin busybox nc would hang up early.
     receiver = await make_container(

@@ -25,9 +25,10 @@ from exporter.drivers.docker import DockerDriver
 from exporter.metrics import build_registry
 from exporter.models import ContainerCreateOptions
 from exporter.vpc import VPC_LABEL, read_routes
-from tests.api.harness import ClientFactory
-from tests.conftest import IDLE_CMD, TEST_IMAGE, new_app_id, poller_on, wait_for
-from tests.faults.support import record, scaled_int
+from tests.support.api import ClientFactory
+from tests.support.engine import IDLE_CMD, TEST_IMAGE, new_app_id, poller_on
+from tests.support.faults import record, scaled_int
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

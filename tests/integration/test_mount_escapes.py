@@ -31,8 +31,9 @@ from exporter.naming import container_name
 from exporter.paths import SYSINNER_DIR
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
-from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, new_app_id, poller_on, wait_for
+from tests.support.api import ClientFactory, replica
+from tests.support.engine import TEST_IMAGE, new_app_id, poller_on
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -32,9 +32,15 @@ from exporter.naming import container_name
 from exporter.paths import PodPaths
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
-from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, new_app_id, poller_on
-from tests.integration.test_lifecycle_engine import ININIT, docker_cli, remove
+from tests.support.api import ClientFactory, replica
+from tests.support.engine import (
+    ININIT,
+    TEST_IMAGE,
+    docker_cli,
+    new_app_id,
+    poller_on,
+    remove_containers,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -115,7 +121,7 @@ async def name() -> AsyncIterator[tuple[str, str]]:
     try:
         yield app_id, name
     finally:
-        await remove(name, f"{name}.next", f"{name}.prev")
+        await remove_containers(name, f"{name}.next", f"{name}.prev")
 
 
 async def inspect(name: str) -> ContainerInfo | None:

@@ -13,7 +13,7 @@ from exporter.api import create_app
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.metrics import build_registry
-from tests.conftest import ContainerFactory, new_app_id, poller_on
+from tests.support.engine import ContainerFactory, new_app_id, poller_on
 
 pytestmark = pytest.mark.engine
 

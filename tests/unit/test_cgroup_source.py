@@ -34,7 +34,7 @@ from exporter.sources.base import (
 )
 from exporter.sources.cgroup import CgroupStatsSource, cgroup_files_readable
 from exporter.testing import FakeDriver
-from tests.cgroup_data import (
+from tests.support.cgroup_data import (
     DATA,
     OTHER_ID,
     V1_ID,

@@ -24,7 +24,8 @@ from exporter.check import (
 from exporter.config import Settings, env_name, flag_name, shown_default
 from exporter.errors import ConfigError, EngineUnreachableError
 from exporter.testing import FakeDriver
-from tests.conftest import ROOT, free_port
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 
 @pytest.fixture(autouse=True)

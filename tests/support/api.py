@@ -25,7 +25,7 @@ from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
 from exporter.state import StateStore
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on
+from tests.support.engine import poller_on
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
