@@ -11,10 +11,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import docker
+
 from exporter.drivers.base import Driver
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.models import ContainerInfo
-from exporter.naming import NamingScheme
+from exporter.naming import NamingScheme, container_name
 from exporter.poller import Poller
 from exporter.sources.base import DriverStatsSource
 
@@ -55,6 +57,17 @@ def engine_answers() -> bool:
 def new_app_id() -> str:
     """Return a random app id valid in the default naming scheme."""
     return secrets.token_hex(6)
+
+
+def new_container_name(n: int = 1) -> str:
+    """Return a managed container name of a fresh app, replica ``n``."""
+    return container_name(new_app_id(), n)
+
+
+def sdk_exec(sdk: docker.DockerClient, name: str, cmd: list[str]) -> tuple[int, str]:
+    """Run ``cmd`` in container ``name`` through the Docker SDK; return its exit code and output."""
+    result = sdk.containers.get(name).exec_run(cmd)
+    return int(result.exit_code), result.output.decode(errors="replace")
 
 
 def poller_on(driver: Driver, naming: NamingScheme | None = None, **options: Any) -> Poller:
