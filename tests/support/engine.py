@@ -70,6 +70,11 @@ def sdk_exec(sdk: docker.DockerClient, name: str, cmd: list[str]) -> tuple[int, 
     return int(result.exit_code), result.output.decode(errors="replace")
 
 
+def snapshot_names(poller: Poller) -> set[str]:
+    """Return the names of the containers in the poller's latest snapshot."""
+    return {s.info.name for s in poller.snapshot.containers}
+
+
 def poller_on(driver: Driver, naming: NamingScheme | None = None, **options: Any) -> Poller:
     """Return a Poller that reads stats through ``driver`` itself, counting no processes.
 
