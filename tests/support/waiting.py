@@ -37,6 +37,11 @@ async def wait_for(
         await asyncio.sleep(every)
 
 
+async def is_true(value: bool) -> bool:
+    """Return ``value``: ``wait_for``'s predicate for a condition that needs no awaiting."""
+    return value
+
+
 async def wait_until(
     predicate: Any, within: float, what: str, every: float = 0.25, services: Sequence[Watched] = ()
 ) -> Any:
