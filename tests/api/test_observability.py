@@ -6,6 +6,7 @@ import asyncio
 import gzip
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -18,13 +19,13 @@ from exporter.errors import EngineUnreachableError
 from exporter.metrics import build_registry
 from exporter.poller import Poller
 from exporter.testing import FakeDriver
+from tests.support.api import Api, settings_for
 from tests.support.engine import poller_on
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
 
-@pytest.fixture
-def driver() -> FakeDriver:
+def two_replicas() -> FakeDriver:
     d = FakeDriver()
     d.add("app-abcdef12-0001")
     d.add("app-abcdef12-0002")
@@ -32,23 +33,28 @@ def driver() -> FakeDriver:
 
 
 @pytest.fixture
-def poller(driver: FakeDriver) -> Poller:
-    return poller_on(driver)
+def api_driver() -> FakeDriver:
+    return two_replicas()
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
-) -> TestClient[web.Request, web.Application]:
-    settings = Settings(web_telemetry_path="/metrics")
-    app = create_app(
-        settings=settings,
-        driver=driver,
-        poller=poller,
-        registry=build_registry(poller),
-        poll_in_background=False,
-    )
-    return await aiohttp_client(app)
+def api_settings(tmp_path: Path) -> Settings:
+    return settings_for(tmp_path, web_telemetry_path="/metrics")
+
+
+@pytest.fixture
+def driver(api: Api) -> FakeDriver:
+    return api.driver
+
+
+@pytest.fixture
+def poller(api: Api) -> Poller:
+    return api.poller
+
+
+@pytest.fixture
+def client(api: Api) -> TestClient[web.Request, web.Application]:
+    return api.client
 
 
 async def test_metrics_serves_the_text_format(
@@ -167,9 +173,10 @@ async def test_readyz_turns_unready_when_the_last_poll_is_old(
     assert (await resp.json())["last_poll_age_seconds"] >= 3600
 
 
-async def test_custom_telemetry_path(
-    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
-) -> None:
+async def test_custom_telemetry_path(aiohttp_client: ClientFactory) -> None:
+    # An app of the test's own, so no other app shares the driver.
+    driver = two_replicas()
+    poller = poller_on(driver)
     app = create_app(
         settings=Settings(web_telemetry_path="/custom"),
         driver=driver,
@@ -182,9 +189,10 @@ async def test_custom_telemetry_path(
     assert (await client.get("/metrics")).status == 404
 
 
-async def test_app_shutdown_closes_the_driver(
-    aiohttp_client: ClientFactory, driver: FakeDriver, poller: Poller
-) -> None:
+async def test_app_shutdown_closes_the_driver(aiohttp_client: ClientFactory) -> None:
+    # An app of the test's own, so no other app shares the driver.
+    driver = two_replicas()
+    poller = poller_on(driver)
     app = create_app(
         settings=Settings(poll_interval=0.2),
         driver=driver,

@@ -195,6 +195,7 @@ async def test_a_removed_container_is_gone_after_one_poll(
     assert keep.id in text
 
 
+@pytest.mark.promtool
 async def test_exposition_passes_promtool_check_metrics(
     aiohttp_client: ClientFactory,
     own_driver: DockerDriver,

@@ -20,6 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 from exporter.api import create_app
 from exporter.config import Settings
 from exporter.metrics import build_registry
+from exporter.poller import Poller
 from exporter.remediation import RemediationPolicy, Remediator
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.replicas import AppReplicaInstanceList
@@ -53,6 +54,7 @@ class Api:
     remediation: Remediator
     deployer: ReplicaDeployer
     clock: Clock
+    poller: Poller
     headers: dict[str, str] = field(default_factory=lambda: dict(AUTH))
 
     async def call(
@@ -82,7 +84,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
 
 def build_app(
     settings: Settings, driver: FakeDriver, clock: Clock, api_token: str | None = None
-) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer]:
+) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer, Poller]:
     """Return an app wired like ``serve`` wires it, on ``driver``."""
     naming = settings.naming()
     poller = poller_on(driver, naming)
@@ -113,7 +115,7 @@ def build_app(
         deployer=deployer,
         remediation=remediation,
     )
-    return app, registry, remediation, deployer
+    return app, registry, remediation, deployer, poller
 
 
 async def start_api(
@@ -125,9 +127,9 @@ async def start_api(
     """Start the app on the test client and return its handles."""
     driver = driver or FakeDriver()
     clock = clock or Clock()
-    app, registry, remediation, deployer = build_app(settings, driver, clock)
+    app, registry, remediation, deployer, poller = build_app(settings, driver, clock)
     client = await aiohttp_client(app)
-    return Api(client, driver, settings, registry, remediation, deployer, clock)
+    return Api(client, driver, settings, registry, remediation, deployer, clock, poller)
 
 
 def alert(
