@@ -29,7 +29,7 @@ from tests.support.engine import ContainerFactory, engine_answers
 from tests.support.ports import free_port
 from tests.support.requirements import require
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.engine]
 
 IMAGE = os.environ.get("SYSINNER_TEST_IMAGE", "sysinner-exporter:test")
 EXPORTER_UID = 10001

@@ -84,8 +84,18 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
 
 def build_app(
     settings: Settings, driver: FakeDriver, clock: Clock, api_token: str | None = None
-) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer, Poller]:
+) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer]:
     """Return an app wired like ``serve`` wires it, on ``driver``."""
+    app, registry, remediation, deployer, _ = build_app_and_poller(
+        settings, driver, clock, api_token
+    )
+    return app, registry, remediation, deployer
+
+
+def build_app_and_poller(
+    settings: Settings, driver: FakeDriver, clock: Clock, api_token: str | None = None
+) -> tuple[web.Application, CollectorRegistry, Remediator, ReplicaDeployer, Poller]:
+    """Return what :func:`build_app` does, and the poller behind the app."""
     naming = settings.naming()
     poller = poller_on(driver, naming)
     remediation = Remediator(
@@ -127,7 +137,7 @@ async def start_api(
     """Start the app on the test client and return its handles."""
     driver = driver or FakeDriver()
     clock = clock or Clock()
-    app, registry, remediation, deployer, poller = build_app(settings, driver, clock)
+    app, registry, remediation, deployer, poller = build_app_and_poller(settings, driver, clock)
     client = await aiohttp_client(app)
     return Api(client, driver, settings, registry, remediation, deployer, clock, poller)
 
