@@ -14,7 +14,8 @@ help:
 	@echo "make run         run the exporter against the local engine (starts the bundled one if none answers);"
 	@echo "                 flags go in ARGS: make run ARGS=\"--web.listen-address=127.0.0.1:9733\""
 	@echo "make test        install everything, start the engine, build the image, lint, type-check and run every test"
-	@echo "make test-unit   the tests that need neither engine nor promtool"
+	@echo "make test-unit   every test that needs nothing real (no engine, promtool, Prometheus, registry,"
+	@echo "                 image, docker-compose, wrk): the ones not marked $(REAL_MARKERS)"
 	@echo "make bench       benchmarks against docker stats and the simulated engine"
 	@echo "make fleet       the fleet benchmark: 50 simulated hosts x 100 containers + the real engine (FLEET_ARGS=...)"
 	@echo "make soak        tests/faults at soak size (SOAK=1: minutes, not seconds; about 12 min)"
@@ -56,8 +57,11 @@ lint: $(STAMP)
 test: $(STAMP) system-deps engine lint image
 	$(PY) -m pytest
 
+# Every test that needs nothing real, whatever its folder: the markers say what a test needs
+# (pyproject.toml lists them), and require() fails a test that needs something unmarked.
+REAL_MARKERS := engine or registry or image or promtool or prometheus or compose or tools
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -m "not ($(REAL_MARKERS))"
 
 # The fault suite scaled up: longer outages, churn and floods (figures in artifacts/faults/).
 soak: $(STAMP) system-deps engine

@@ -57,7 +57,7 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED_V1 = ROOT / "tests" / "data" / "cgroup" / "v1"
-#: Like tests/conftest.py's IDLE_CMD (exits on SIGTERM), but wakes once an hour.
+#: Like tests/support/engine.py's IDLE_CMD (exits on SIGTERM), but wakes once an hour.
 N = 50
 #: The exporter's default poll interval, and netdata's "update every" here.
 INTERVAL = 10

@@ -1,38 +1,42 @@
-"""Shared fixtures: the real engine, factories that always clean up, helpers to wait.
+"""Shared fixtures: the real engine, factories that always clean up, the API on a fake engine.
 
-Tests that need the real engine or promtool use :func:`require`, which fails
-under ``CI=true`` (CI must never be green while testing nothing real) and
-skips elsewhere with the reason.
+Fixtures only (and the hooks and hypothesis profile every test shares): the
+helpers they and the tests call live in :mod:`tests.support`. A fixture that
+needs something real calls :func:`tests.support.requirements.require`, which
+fails under ``CI=true`` (CI must never be green while testing nothing real),
+skips elsewhere, and fails at once in a test that lacks the matching marker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from exporter.drivers.base import Driver
-from exporter.drivers.docker import DockerDriver, DockerEndpoint
+from exporter.config import Settings
+from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerCreateOptions, ContainerInfo
-from exporter.naming import NamingScheme, container_name
-from exporter.poller import Poller
-from exporter.sources.base import DriverStatsSource
-
-ROOT = Path(__file__).resolve().parent.parent
-TEST_IMAGE = "local/busybox:latest"
-#: busybox sh as PID 1 ignores SIGTERM; this loop exits on it, so stops are fast.
-IDLE_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from exporter.naming import container_name
+from exporter.testing import FakeDriver
+from tests.support.api import Api, ClientFactory, settings_for, start_api
+from tests.support.engine import (
+    IDLE_CMD,
+    TEST_IMAGE,
+    TEST_VPC_POOL,
+    ContainerFactory,
+    engine_answers,
+    new_app_id,
+)
+from tests.support.ports import free_port
+from tests.support.requirements import require, set_current_test
 
 # Hypothesis fails an example that runs past 200 ms, and a run whose data
 # takes long to generate: both time this machine, not the code under test.
@@ -42,79 +46,48 @@ settings.register_profile(
 settings.load_profile("any-machine")
 
 
-def require(condition: bool, what: str) -> None:
-    """Fail under CI, skip elsewhere, when something real the test needs is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is missing, and CI=true forbids skipping")
-    pytest.skip(f"{what} is missing (run `make engine` / `make system-deps`)")
-
-
-def engine_answers() -> bool:
-    """Return True when a Docker engine answers at DOCKER_HOST (default socket)."""
-    endpoint = DockerEndpoint.from_env()
-    if endpoint.socket_path is None:
-        return True  # a TCP engine: let the test itself find out
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Let :func:`require` see which test it runs for, fixtures' setup included."""
+    set_current_test(item)
     try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(2)
-            s.connect(endpoint.socket_path)
-            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
-            return s.recv(64).startswith(b"HTTP/1.0 200")
-    except OSError:
-        return False
+        return (yield)
+    finally:
+        set_current_test(None)
 
 
-def poller_on(driver: Driver, naming: NamingScheme | None = None, **options: Any) -> Poller:
-    """Return a Poller that reads stats through ``driver`` itself, counting no processes.
-
-    ``options`` go to the Poller as they are (``process_counter`` included).
-    """
-    return Poller(
-        driver,
-        DriverStatsSource(driver),
-        naming=naming or NamingScheme(),
-        **{"process_counter": None, **options},
-    )
+# -- the API on a fake engine ----------------------------------------------------------
+# One ``api`` for every test of the API; a module changes what is behind it by
+# overriding ``api_driver`` (which containers the fake engine holds) or
+# ``api_settings`` (directly, or per test with
+# ``@pytest.mark.parametrize("api_settings", [{...overrides}], indirect=True)``).
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def api_driver() -> FakeDriver:
+    """Return the fake engine behind ``api``: empty unless a module overrides this fixture."""
+    return FakeDriver()
 
 
-def new_app_id() -> str:
-    """Return a random app id valid in the default naming scheme."""
-    return secrets.token_hex(6)
+@pytest.fixture
+def api_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Return the settings of ``api``: dirs under tmp_path, overrides from an indirect param."""
+    return settings_for(tmp_path, **getattr(request, "param", {}))
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]],
-    timeout: float,  # noqa: ASYNC109 - a polling deadline, not a cancellable wait
-    what: str,
-    every: float = 0.1,
-) -> None:
-    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(every)
+@pytest.fixture
+async def api(aiohttp_client: ClientFactory, api_settings: Settings, api_driver: FakeDriver) -> Api:
+    """Return the API wired as ``serve`` wires it, on ``api_driver``, served on loopback."""
+    return await start_api(aiohttp_client, api_settings, api_driver)
+
+
+# -- the real engine -----------------------------------------------------------------
 
 
 @pytest.fixture
 def engine() -> None:
     """Require a real Docker engine."""
-    require(engine_answers(), "a Docker engine")
-
-
-#: The vpc subnet pool of the tests' drivers (free_subnet picks /24s inside it).
-TEST_VPC_POOL = "10.96.0.0/11"
+    require(engine_answers(), "a Docker engine", needs="engine")
 
 
 @pytest.fixture
@@ -125,9 +98,6 @@ async def driver(engine: None) -> AsyncIterator[DockerDriver]:
         yield d
     finally:
         await d.close()
-
-
-ContainerFactory = Callable[..., Awaitable[ContainerInfo]]
 
 
 @pytest.fixture
@@ -166,8 +136,8 @@ async def make_container(driver: DockerDriver) -> AsyncIterator[ContainerFactory
 def registry() -> Iterator[str]:
     """Run Debian's docker-registry on 127.0.0.1 and push the test image; yield host:port."""
     binary = shutil.which("docker-registry")
-    require(binary is not None, "docker-registry (Debian package)")
-    require(engine_answers(), "a Docker engine")
+    require(binary is not None, "docker-registry (Debian package)", needs="registry")
+    require(engine_answers(), "a Docker engine", needs="engine")
     assert binary is not None
     port = free_port()
     workdir = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())

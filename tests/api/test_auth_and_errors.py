@@ -9,17 +9,17 @@ import pytest
 
 from exporter.errors import ConflictError, DriverTimeoutError, EngineUnreachableError
 from exporter.testing import FakeDriver
-from tests.api.harness import AUTH, TOKEN, Api, ClientFactory, Clock, build_app, start_api
-from tests.api.harness import settings_for as make_settings
+from tests.support.api import AUTH, TOKEN, Api, ClientFactory, Clock, build_app, start_api
+from tests.support.api import settings_for as make_settings
 
 MANAGED = "app-abcdef12-0001"
 
 
 @pytest.fixture
-async def api(aiohttp_client: ClientFactory, tmp_path: Path) -> Api:
+def api_driver() -> FakeDriver:
     fake = FakeDriver()
     fake.add(MANAGED)
-    return await start_api(aiohttp_client, make_settings(tmp_path), fake)
+    return fake
 
 
 # -- auth --------------------------------------------------------------------

@@ -10,19 +10,19 @@ import pytest
 from exporter.errors import DriverError
 from exporter.models import ContainerState
 from exporter.testing import FakeDriver
-from tests.api.harness import Api, ClientFactory, start_api
-from tests.api.harness import settings_for as make_settings
+from tests.support.api import Api, ClientFactory, start_api
+from tests.support.api import settings_for as make_settings
 
 MANAGED = "app-abcdef12-0001"
 UNMANAGED = "postgres"
 
 
 @pytest.fixture
-async def api(aiohttp_client: ClientFactory, tmp_path: Path) -> Api:
+def api_driver() -> FakeDriver:
     fake = FakeDriver()
     fake.add(MANAGED)
     fake.add(UNMANAGED)
-    return await start_api(aiohttp_client, make_settings(tmp_path), fake)
+    return fake
 
 
 def create_body(name: str = "app-abcdef12-0002", **extra: object) -> dict[str, object]:

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,13 +18,13 @@ from exporter.config import Settings
 from exporter.errors import EngineUnreachableError
 from exporter.poller import Poller
 from exporter.testing import FakeDriver
-from exporter.wiring import Wired, wire
+from exporter.wiring import wire
+from tests.support.api import Api, settings_for
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
 
-@pytest.fixture
-def driver() -> FakeDriver:
+def two_replicas() -> FakeDriver:
     d = FakeDriver()
     d.add("app-abcdef12-0001")
     d.add("app-abcdef12-0002")
@@ -36,20 +37,28 @@ def settings(**values: Any) -> Settings:
 
 
 @pytest.fixture
-def wired(driver: FakeDriver) -> Wired:
-    return wire(settings(web_telemetry_path="/metrics"), driver=driver, poll_in_background=False)
+def api_driver() -> FakeDriver:
+    return two_replicas()
 
 
 @pytest.fixture
-def poller(wired: Wired) -> Poller:
-    return wired.poller
+def api_settings(tmp_path: Path) -> Settings:
+    return settings_for(tmp_path, web_telemetry_path="/metrics")
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: ClientFactory, wired: Wired
-) -> TestClient[web.Request, web.Application]:
-    return await aiohttp_client(wired.app)
+def driver(api: Api) -> FakeDriver:
+    return api.driver
+
+
+@pytest.fixture
+def poller(api: Api) -> Poller:
+    return api.poller
+
+
+@pytest.fixture
+def client(api: Api) -> TestClient[web.Request, web.Application]:
+    return api.client
 
 
 async def test_metrics_serves_the_text_format(
@@ -178,16 +187,19 @@ async def test_readyz_turns_unready_when_the_last_poll_is_old(
     assert (await resp.json())["last_poll_age_seconds"] >= 3600
 
 
-async def test_custom_telemetry_path(aiohttp_client: ClientFactory, driver: FakeDriver) -> None:
-    wired = wire(settings(web_telemetry_path="/custom"), driver=driver, poll_in_background=False)
+async def test_custom_telemetry_path(aiohttp_client: ClientFactory) -> None:
+    # An app of the test's own, so no other app shares the driver.
+    wired = wire(
+        settings(web_telemetry_path="/custom"), driver=two_replicas(), poll_in_background=False
+    )
     client = await aiohttp_client(wired.app)
     assert (await client.get("/custom")).status == 200
     assert (await client.get("/metrics")).status == 404
 
 
-async def test_app_shutdown_closes_the_driver(
-    aiohttp_client: ClientFactory, driver: FakeDriver
-) -> None:
+async def test_app_shutdown_closes_the_driver(aiohttp_client: ClientFactory) -> None:
+    # An app of the test's own, so no other app shares the driver.
+    driver = two_replicas()
     wired = wire(settings(poll_interval=0.2), driver=driver)
     client = await aiohttp_client(wired.app)
     await asyncio.wait_for(wired.poller.wait_next_poll(), timeout=5)

@@ -8,20 +8,12 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from exporter.testing import FakeDriver
-from tests.api.harness import (
-    Api,
-    ClientFactory,
-    Clock,
-    build_app,
-    run_schemathesis,
-    start_api,
-)
-from tests.api.harness import settings_for as make_settings
+from tests.support.api import Api, Clock, build_app, run_schemathesis
+from tests.support.api import settings_for as make_settings
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -29,11 +21,6 @@ ServerFactory = Callable[..., Awaitable[TestServer]]
 MAX_EXAMPLES = 30
 #: Fixed, so CI is reproducible; change it locally to explore further.
 SEED = int(os.environ.get("FUZZ_SEED", "20261129"))
-
-
-@pytest.fixture
-async def api(aiohttp_client: ClientFactory, tmp_path: Path) -> Api:
-    return await start_api(aiohttp_client, make_settings(tmp_path))
 
 
 async def test_document_lists_exactly_the_api_routes(api: Api) -> None:

@@ -12,15 +12,8 @@ import pytest
 from exporter.errors import DriverError
 from exporter.models import ContainerState
 from exporter.testing import FakeDriver
-from tests.api.harness import (
-    Api,
-    ClientFactory,
-    Clock,
-    alert,
-    start_api,
-    webhook,
-)
-from tests.api.harness import settings_for as make_settings
+from tests.support.api import Api, ClientFactory, Clock, alert, start_api, webhook
+from tests.support.api import settings_for as make_settings
 
 APP = "abcdef12"
 NAME = "app-abcdef12-000a"  # replica 10, as the metrics label it: replica="10"
@@ -37,8 +30,8 @@ def fake_with_containers() -> FakeDriver:
 
 
 @pytest.fixture
-async def api(aiohttp_client: ClientFactory, tmp_path: Path) -> Api:
-    return await start_api(aiohttp_client, make_settings(tmp_path), fake_with_containers())
+def api_driver() -> FakeDriver:
+    return fake_with_containers()
 
 
 async def post(api: Api, payload: dict[str, Any]) -> list[dict[str, Any]]:

@@ -30,9 +30,9 @@ from exporter.state import (
     StateStore,
 )
 from exporter.testing import FakeDriver
-from tests.api.harness import Api, ClientFactory, Clock, alert, start_api, webhook
-from tests.api.harness import settings_for as make_settings
-from tests.conftest import wait_for
+from tests.support.api import Api, ClientFactory, Clock, alert, start_api, webhook
+from tests.support.api import settings_for as make_settings
+from tests.support.waiting import wait_for
 
 NAME = "app-abcdef12-000a"
 OTHER = "app-abcdef12-000b"
@@ -50,8 +50,8 @@ def fake() -> FakeDriver:
 
 
 @pytest.fixture
-async def api(aiohttp_client: ClientFactory, tmp_path: Path) -> Api:
-    return await start_api(aiohttp_client, make_settings(tmp_path), fake())
+def api_driver() -> FakeDriver:
+    return fake()
 
 
 async def post(api: Api, payload: dict[str, Any], status: int = 200) -> Any:

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
+from exporter.config import Settings
 from exporter.errors import DriverError
 from exporter.models import ContainerState
 from exporter.paths import PodPaths
 from exporter.testing import FakeDriver
-from tests.api.harness import Api, ClientFactory, Clock, replica, start_api
-from tests.api.harness import settings_for as make_settings
+from tests.support.api import Api, ClientFactory, Clock, replica, start_api
+from tests.support.api import settings_for as make_settings
 
 APP = "0a1b2c3d4e5f"
 NAME = "app-0a1b2c3d4e5f-0003"
@@ -33,8 +34,8 @@ def host_prefix(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def api(aiohttp_client: ClientFactory, tmp_path: Path, host_prefix: Path) -> Api:
-    return await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=host_prefix))
+def api_settings(tmp_path: Path, host_prefix: Path) -> Settings:
+    return make_settings(tmp_path, host_prefix=host_prefix)
 
 
 def names(driver: FakeDriver) -> list[str]:

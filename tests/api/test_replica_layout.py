@@ -20,7 +20,7 @@ from exporter.replica_deploy import (
 )
 from exporter.replicas import AppReplicaInstanceList
 from exporter.testing import FakeDriver
-from tests.api.harness import replica
+from tests.support.api import replica
 
 APP = "0a1b2c3d4e5f"
 NAME = "app-0a1b2c3d4e5f-0003"

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from exporter.config import Settings
 from exporter.errors import EngineUnreachableError
 from exporter.models import AppReplicaInstance, ContainerState
 from exporter.paths import INIT_DIRS, SYSINNER_DIR, container_cmd
 from exporter.replica_deploy import write_atomic
 from exporter.testing import FakeDriver
-from tests.api.harness import Api, ClientFactory, Clock, build_app, replica, start_api
-from tests.api.harness import settings_for as make_settings
+from tests.support.api import Api, ClientFactory, Clock, build_app, replica, start_api
+from tests.support.api import settings_for as make_settings
 
 APP = "0a1b2c3d4e5f"
 NAME = "app-0a1b2c3d4e5f-0003"
@@ -33,8 +34,8 @@ def host_prefix(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def api(aiohttp_client: ClientFactory, tmp_path: Path, host_prefix: Path) -> Api:
-    return await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=host_prefix))
+def api_settings(tmp_path: Path, host_prefix: Path) -> Settings:
+    return make_settings(tmp_path, host_prefix=host_prefix)
 
 
 async def test_new_replica_is_laid_out_created_and_started(api: Api) -> None:

@@ -22,7 +22,9 @@ from exporter.models import MountBind
 from exporter.state import StateStore
 from exporter.testing import FakeDriver
 from exporter.wiring import read_api_token, wire
-from tests.conftest import ROOT, free_port, wait_for
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 
 def test_token_file_wins_and_is_stripped(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on
+from tests.support.engine import poller_on
 
 
 async def test_engine_down_and_back_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:

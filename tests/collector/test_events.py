@@ -17,7 +17,8 @@ from exporter.models import ContainerCreateOptions, ContainerInfo, ContainerStat
 from exporter.poller import Poller
 from exporter.snapshot import ErrorKind
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on, wait_for
+from tests.support.engine import poller_on
+from tests.support.waiting import wait_for
 
 #: Long enough that no timed poll comes while a test waits for an event's effect.
 NO_POLL = 3600.0

@@ -17,7 +17,7 @@ from exporter import exposition
 from exporter.exposition import Exposition, escape_label_value
 from exporter.snapshot import HeldSnapshot
 from exporter.testing import FakeDriver
-from tests.conftest import poller_on
+from tests.support.engine import poller_on
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from exporter.snapshot import (
     Snapshot,
     SnapshotView,
 )
-from tests.conftest import require
+from tests.support.requirements import require
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "metrics.prom"
 T0 = 1_700_000_000.0
@@ -470,7 +470,7 @@ def test_a_container_row_has_a_getter_exactly_when_it_is_of_kind_value() -> None
 @pytest.mark.promtool
 def test_promtool_check_metrics_finds_no_problem_in_the_golden_exposition() -> None:
     # Prometheus' own linter: names, suffixes and units as it expects them.
-    require(shutil.which("promtool") is not None, "promtool")
+    require(shutil.which("promtool") is not None, "promtool", needs="promtool")
     result = subprocess.run(
         ["promtool", "check", "metrics"],
         input=GOLDEN.read_text(),

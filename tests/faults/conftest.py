@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from tests.conftest import engine_answers, require
 from tests.faults.private_engine import PrivateEngine
+from tests.support.engine import engine_answers
+from tests.support.requirements import require
 
 
 @pytest.fixture
@@ -22,9 +23,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture(scope="module")
 def private_engine() -> Iterator[PrivateEngine]:
     """Return a started private dockerd holding the test image; removed without a trace after."""
-    require(shutil.which("dockerd") is not None, "dockerd (Debian package docker.io)")
+    require(
+        shutil.which("dockerd") is not None, "dockerd (Debian package docker.io)", needs="engine"
+    )
     # The test image is copied from the main engine.
-    require(engine_answers(), "the main Docker engine")
+    require(engine_answers(), "the main Docker engine", needs="engine")
     engine = PrivateEngine()
     try:
         engine.start()

@@ -1,12 +1,20 @@
-"""What the hostile-input tests share: a driver that records every action, raw HTTP, names."""
+"""What the hostile-input tests share: a driver that records every action, raw HTTP, names,
+the routes under attack and the client that attacks them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
+
+from exporter.config import Settings
 from exporter.errors import NotFoundError
 from exporter.models import ContainerCreateOptions
 from exporter.testing import FakeDriver
+from tests.support.api import AUTH
 
 MANAGED = "app-abcdef12-0001"
 #: A managed name the engine does not have.
@@ -111,3 +119,53 @@ async def raw_http(port: int, head: bytes, body: bytes = b"") -> tuple[int, byte
     finally:
         writer.close()
     return int(parts[1]), answer
+
+
+MAX_BODY = 4096
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+#: Every route that takes a JSON body.
+BODY_ROUTES = ("/api/v1/containers", "/api/v1/images/pull", "/api/v1/replicas", "/api/v1/alerts")
+
+
+MUTATING = (
+    ("POST", "/api/v1/containers/{}/start"),
+    ("POST", "/api/v1/containers/{}/stop"),
+    ("POST", "/api/v1/containers/{}/restart"),
+    ("DELETE", "/api/v1/containers/{}"),
+    ("DELETE", "/api/v1/remediation/quarantine/{}"),
+)
+
+
+@dataclass
+class Target:
+    """The API under attack: its address, its engine, a client and its settings."""
+
+    base: str
+    port: int
+    driver: RecordingDriver
+    http: aiohttp.ClientSession
+    settings: Settings
+
+    async def call(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any
+    ) -> tuple[int, Any]:
+        """Send a request (with the token unless headers say otherwise); return (status, body)."""
+        async with self.http.request(
+            method, self.base + path, headers=AUTH if headers is None else headers, **kw
+        ) as r:
+            raw = await r.read()
+            body: Any = raw
+            if r.content_type == "application/json" and raw:
+                body = json.loads(raw)
+            return r.status, body
+
+
+def assert_clear_4xx(status: int, body: Any, what: object) -> None:
+    """A 4xx with the JSON error body every error of the service has."""
+    assert 400 <= status < 500, (what, status, body)
+    assert isinstance(body, dict), (what, status, body)
+    assert body.get("error"), (what, status, body)

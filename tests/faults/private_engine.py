@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import TEST_IMAGE
+from tests.support.engine import TEST_IMAGE
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: How long a start may take before the fixture gives up (the notes saw ~0.5-2 s).

@@ -28,18 +28,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerCreateOptions
 from exporter.naming import container_name
-from tests.conftest import IDLE_CMD, TEST_IMAGE, new_app_id, wait_for
-from tests.faults.support import (
-    RSS_SLOPE_LIMIT,
-    ExporterProcess,
-    RssSampler,
-    ScrapeResult,
-    Scrapers,
-    parse_scrape,
-    record,
-    scaled,
-    scaled_int,
-)
+from tests.support.engine import IDLE_CMD, TEST_IMAGE, new_app_id
+from tests.support.faults import RSS_SLOPE_LIMIT, record, scaled, scaled_int
+from tests.support.processes import ExporterProcess, RssSampler
+from tests.support.scraping import ScrapeResult, Scrapers, parse_scrape
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.engine]
 

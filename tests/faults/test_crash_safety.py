@@ -30,10 +30,12 @@ import pytest
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerCreateOptions
 from exporter.naming import container_name
-from tests.api.harness import alert as make_alert
-from tests.api.harness import webhook
-from tests.conftest import IDLE_CMD, TEST_IMAGE, new_app_id, wait_for
-from tests.faults.support import ExporterProcess, record, run_dir, scaled_int
+from tests.support.api import alert as make_alert
+from tests.support.api import webhook
+from tests.support.engine import IDLE_CMD, SLOW_STOP_CMD, TEST_IMAGE, EngineEvents, new_app_id
+from tests.support.faults import record, run_dir, scaled_int
+from tests.support.processes import ExporterProcess
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.engine]
 
@@ -42,77 +44,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BUDGET = 6
 #: Distinct alerts per container in the burst: more than the budget.
 ALERTS_EACH = 8
-#: The first container takes a second to stop (its TERM trap sleeps): the exporter is
-#: killed while the engine stops it for the second time, so that restart is cut between
-#: its stop and its start, the worst place.
-SLOW_STOP_CMD = [
-    "/bin/sh",
-    "-c",
-    "trap 'sleep 1; exit 0' TERM; while :; do sleep 3600 & wait $!; done",
-]
 KILL_AT_SLOW_STOP = 2
-
-
-class EngineEvents:
-    """``docker events`` for some containers, read as they come."""
-
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-        self.events: list[dict[str, Any]] = []
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self.changed = asyncio.Event()
-
-    async def start(self, since: float) -> None:
-        filters = [arg for n in self.names for arg in ("--filter", f"container={n}")]
-        self._proc = await asyncio.create_subprocess_exec(
-            "docker",
-            "events",
-            "--since",
-            f"{since:.3f}",
-            "--format",
-            "{{json .}}",
-            "--filter",
-            "type=container",
-            *filters,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        while line := await self._proc.stdout.readline():
-            event = json.loads(line)
-            event["seen_at"] = time.monotonic()
-            self.events.append(event)
-            self.changed.set()
-
-    def count(self, action: str) -> Counter[str]:
-        """Return how many ``action`` events (start, stop, die, ...) each container had."""
-        return Counter(
-            e["Actor"]["Attributes"]["name"] for e in self.events if e.get("Action") == action
-        )
-
-    def quiet_for(self, seconds: float) -> bool:
-        """Return True when no event came in the last ``seconds``."""
-        return not self.events or time.monotonic() - self.events[-1]["seen_at"] >= seconds
-
-    def stops_under_way(self) -> list[str]:
-        """Return the containers the engine is stopping: a kill signal seen, its stop not yet."""
-        stopping: dict[str, bool] = {}
-        for e in self.events:
-            if e.get("Action") in ("kill", "stop"):
-                stopping[e["Actor"]["Attributes"]["name"]] = e["Action"] == "kill"
-        return [name for name, under_way in stopping.items() if under_way]
-
-    async def stop(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.terminate()
-            await self._proc.wait()
-        if self._reader is not None:
-            await self._reader
 
 
 @pytest.fixture

@@ -29,10 +29,11 @@ from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import PodPaths
-from tests.api.harness import replica
-from tests.conftest import TEST_IMAGE, new_app_id, wait_for
-from tests.faults.support import ExporterProcess, record, scaled_int
-from tests.integration.test_lifecycle_engine import ININIT
+from tests.support.api import replica
+from tests.support.engine import ININIT, TEST_IMAGE, new_app_id
+from tests.support.faults import record, scaled_int
+from tests.support.processes import ExporterProcess
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.engine]
 

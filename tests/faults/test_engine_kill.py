@@ -23,19 +23,13 @@ from exporter.config import Settings
 from exporter.naming import container_name
 from exporter.poller import Poller
 from exporter.wiring import wire
-from tests.conftest import free_port, new_app_id, wait_for
 from tests.faults.private_engine import PrivateEngine
-from tests.faults.support import (
-    ExporterProcess,
-    ProcSample,
-    ScrapeResult,
-    Scrapers,
-    parse_scrape,
-    proc_sample,
-    record,
-    scaled,
-    scaled_int,
-)
+from tests.support.engine import new_app_id
+from tests.support.faults import record, scaled, scaled_int
+from tests.support.ports import free_port
+from tests.support.processes import ExporterProcess, ProcSample, proc_sample
+from tests.support.scraping import ScrapeResult, Scrapers, parse_scrape
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.engine]
 

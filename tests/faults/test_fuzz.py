@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.api.harness import Clock, build_app, run_schemathesis
-from tests.api.harness import settings_for as make_settings
 from tests.faults.hostile import MANAGED, UNMANAGED, RecordingDriver
-from tests.faults.support import record, run_dir, scaled_int
+from tests.support.api import Clock, build_app, run_schemathesis
+from tests.support.api import settings_for as make_settings
+from tests.support.faults import record, run_dir, scaled_int
 
 pytestmark = pytest.mark.faults
 

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.conftest import wait_for
-from tests.faults.support import ExporterProcess, proc_sample, record, scaled_int
+from tests.support.faults import record, scaled_int
+from tests.support.processes import ExporterProcess, proc_sample
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

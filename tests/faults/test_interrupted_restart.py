@@ -22,8 +22,8 @@ from exporter.remediation import (
     Remediator,
 )
 from exporter.state import DecisionRecord, StateStore
-from tests.api.harness import alert, webhook
 from tests.faults.hostile import RecordingDriver
+from tests.support.api import alert, webhook
 
 pytestmark = pytest.mark.faults
 

@@ -23,14 +23,12 @@ import pytest
 from exporter.drivers.docker import DockerDriver
 from exporter.errors import NotFoundError
 from exporter.naming import container_name
-from tests.conftest import IDLE_CMD, ROOT, TEST_IMAGE, new_app_id, require, wait_for
-from tests.faults.support import (
-    ExporterProcess,
-    record,
-    run_dir,
-    scaled,
-    scaled_int,
-)
+from tests.support.engine import IDLE_CMD, TEST_IMAGE, new_app_id
+from tests.support.faults import record, run_dir, scaled, scaled_int
+from tests.support.paths import ROOT
+from tests.support.processes import ExporterProcess
+from tests.support.requirements import require
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -96,11 +94,12 @@ def parse_wrk(out: str) -> dict[str, float]:
     return figures
 
 
+@pytest.mark.tools
 async def test_50_scrapers_over_500_containers(
     sim_socket: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest
 ) -> None:
     wrk = shutil.which("wrk")
-    require(wrk is not None, "wrk (Debian package wrk)")
+    require(wrk is not None, "wrk (Debian package wrk)", needs="tools")
     assert wrk is not None
     exporter = ExporterProcess(
         "exporter-load",

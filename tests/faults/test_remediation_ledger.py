@@ -25,11 +25,11 @@ import pytest
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerCreateOptions
 from exporter.naming import container_name
-from tests.api.harness import alert, webhook
-from tests.conftest import TEST_IMAGE, new_app_id, wait_for
-from tests.faults.support import ExporterProcess, record, scaled_int
-from tests.faults.test_crash_safety import SLOW_STOP_CMD, EngineEvents
-from tests.faults.test_state_faults import lock_held
+from tests.support.api import alert, webhook
+from tests.support.engine import SLOW_STOP_CMD, TEST_IMAGE, EngineEvents, new_app_id
+from tests.support.faults import lock_held, record, scaled_int
+from tests.support.processes import ExporterProcess
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.engine]
 

@@ -20,19 +20,10 @@ import pytest
 from aiohttp import web
 
 from bench.simengine import Faults, SimulatedEngine, serve
-from tests.conftest import wait_for
-from tests.faults.support import (
-    RSS_SLOPE_LIMIT,
-    ExporterProcess,
-    RssSampler,
-    Scrape,
-    ScrapeResult,
-    Scrapers,
-    parse_scrape,
-    record,
-    scaled,
-    scaled_int,
-)
+from tests.support.faults import RSS_SLOPE_LIMIT, record, scaled, scaled_int
+from tests.support.processes import ExporterProcess, RssSampler
+from tests.support.scraping import Scrape, ScrapeResult, Scrapers, parse_scrape
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

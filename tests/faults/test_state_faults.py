@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,11 @@ import aiohttp
 import pytest
 
 from exporter.state import StateStore
-from tests.api.harness import alert, webhook
-from tests.conftest import wait_for
-from tests.faults.support import ExporterProcess, parse_scrape, record
+from tests.support.api import alert, webhook
+from tests.support.faults import lock_held, record
+from tests.support.processes import ExporterProcess
+from tests.support.scraping import parse_scrape
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.engine]
 
@@ -32,16 +31,9 @@ TOKEN = "faults-state-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MISSING = "app-0000beef-0001"
 QUARANTINED = "app-0000beef-0002"
+
+
 #: Another process holding the state file's write lock until its stdin closes.
-HOLD_LOCK = (
-    "import sqlite3, sys\n"
-    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-    "db.execute('BEGIN EXCLUSIVE')\n"
-    "print('locked', flush=True)\n"
-    "sys.stdin.read()\n"
-)
-
-
 def exporter(name: str, state: Path, tmp_path: Path) -> ExporterProcess:
     return ExporterProcess(
         name,
@@ -66,27 +58,6 @@ async def make_state(state: Path) -> Path:
     await store.transaction(lambda ledger: ledger.set_quarantine(QUARANTINED, 0.0, 4e9, False))
     await store.close()
     return store.path
-
-
-@contextlib.contextmanager
-def lock_held(path: Path) -> Iterator[subprocess.Popen[str]]:
-    """Hold ``BEGIN EXCLUSIVE`` on ``path`` from another process for the block."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "locked"
-        yield proc
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 async def status_of(http: aiohttp.ClientSession, exp: ExporterProcess) -> dict[str, Any]:

@@ -17,25 +17,25 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
+from exporter.config import Settings
 from exporter.state import HISTORY_KEPT
-from tests.api.harness import AUTH, Clock, build_app, webhook
-from tests.api.harness import alert as make_alert
-from tests.api.harness import settings_for as make_settings
 from tests.faults.hostile import HOSTILE_NAMES, RecordingDriver
-from tests.faults.support import parse_scrape, record, scaled_int
+from tests.support.api import AUTH, Api, Clock, webhook
+from tests.support.api import alert as make_alert
+from tests.support.api import settings_for as make_settings
+from tests.support.faults import record, scaled_int
+from tests.support.scraping import parse_scrape
 
 pytestmark = pytest.mark.faults
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 APP = "abcdef12"
 MANAGED = [f"app-{APP}-{i:04x}" for i in range(1, 6)]
 MISSING = f"app-{APP}-0fff"
@@ -76,26 +76,33 @@ class Flood:
 
 
 @pytest.fixture
-async def flood(aiohttp_server: ServerFactory, tmp_path: Path) -> AsyncIterator[Flood]:
-    settings = make_settings(
+def api_settings(tmp_path: Path) -> Settings:
+    return make_settings(
         tmp_path,
         remediation_cooldown_seconds=COOLDOWN,
         remediation_budget=BUDGET,
         remediation_window_seconds=WINDOW,
     )
+
+
+@pytest.fixture
+def api_driver() -> RecordingDriver:
     driver = RecordingDriver()
     for name in MANAGED:
         driver.add(name)
     driver.add("postgres")
-    clock = Clock()
-    app, *_ = build_app(settings, driver, clock)
-    server = await aiohttp_server(app, host="127.0.0.1")
+    return driver
+
+
+@pytest.fixture
+async def flood(api: Api, api_driver: RecordingDriver) -> AsyncIterator[Flood]:
+    """The ``api`` fixture's loopback server, flooded by a client of the test's own."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
         yield Flood(
-            f"http://127.0.0.1:{server.port}",
-            driver,
-            clock,
-            settings.state_dir / "state.sqlite3",
+            f"http://127.0.0.1:{api.client.port}",
+            api_driver,
+            api.clock,
+            api.settings.state_dir / "state.sqlite3",
             http,
         )
 

@@ -14,19 +14,26 @@ import pytest
 
 from bench.amcluster import alertmanager_binary
 from bench.fleet import Options, run, table
-from tests.conftest import engine_answers, require
-from tests.monitoring.stack import new_run_dir
+from tests.support.engine import engine_answers
+from tests.support.requirements import require
+from tests.support.stack import new_run_dir
 
-pytestmark = [pytest.mark.engine, pytest.mark.promtool]
+pytestmark = [pytest.mark.engine, pytest.mark.promtool, pytest.mark.prometheus]
 
 HOSTS, CONTAINERS = 5, 20
 
 
 @pytest.fixture(autouse=True)
 def _needs() -> None:
-    require(alertmanager_binary() is not None, "prometheus-alertmanager (make system-deps)")
-    require(shutil.which("prometheus") is not None, "prometheus (make system-deps)")
-    require(engine_answers(), "a Docker engine")
+    require(
+        alertmanager_binary() is not None,
+        "prometheus-alertmanager (make system-deps)",
+        needs="prometheus",
+    )
+    require(
+        shutil.which("prometheus") is not None, "prometheus (make system-deps)", needs="prometheus"
+    )
+    require(engine_answers(), "a Docker engine", needs="engine")
 
 
 @pytest.mark.parametrize("mode", ["pull", "push", "agent"])

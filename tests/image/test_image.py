@@ -25,9 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.drivers.docker import DockerEndpoint
-from tests.conftest import ContainerFactory, engine_answers, free_port, require
+from tests.support.engine import ContainerFactory, engine_answers
+from tests.support.ports import free_port
+from tests.support.requirements import require
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.engine]
 
 IMAGE = os.environ.get("SYSINNER_TEST_IMAGE", "sysinner-exporter:test")
 EXPORTER_UID = 10001
@@ -71,9 +73,9 @@ class Running:
 @pytest.fixture(scope="module")
 def image() -> str:
     """Require the image that `make test-image` builds."""
-    require(engine_answers(), "a Docker engine")
+    require(engine_answers(), "a Docker engine", needs="engine")
     found = docker("image", "inspect", IMAGE, check=False).returncode == 0
-    require(found, f"the image {IMAGE} (build it with `make test-image`)")
+    require(found, f"the image {IMAGE} (build it with `make test-image`)", needs="image")
     return IMAGE
 
 

@@ -27,8 +27,9 @@ from exporter.naming import NamingScheme, container_name
 from exporter.poller import Poller
 from exporter.sources.base import DriverStatsSource, SourcedStats, StatsSource
 from exporter.sources.cgroup import CgroupStatsSource
-from tests.conftest import TEST_IMAGE, new_app_id, wait_for
 from tests.integration.kernel import kernel_cgroup_path
+from tests.support.engine import TEST_IMAGE, new_app_id
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -20,8 +20,9 @@ from exporter.naming import NamingScheme, container_name
 from exporter.poller import Poller
 from exporter.sources.base import SourcedStats, StatsResult
 from exporter.sources.cgroup import CgroupStatsSource
-from tests.conftest import TEST_IMAGE, ContainerFactory, new_app_id, wait_for
-from tests.cpu_burn import TICK_NS, burn_own_cpu
+from tests.support.cpu_burn import TICK_NS, burn_own_cpu
+from tests.support.engine import TEST_IMAGE, ContainerFactory, new_app_id
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.support.requirements import require
 
 pytestmark = pytest.mark.engine
 
@@ -47,10 +47,15 @@ def test_check_passes_when_the_engine_sees_the_pod_base(engine: None, tmp_path: 
     assert os.listdir(pod_base) == []
 
 
+@pytest.mark.tools
 def test_check_fails_when_the_pod_base_is_another_tree_than_the_hosts(
     engine: None, tmp_path: Path
 ) -> None:
-    require(shutil.which("unshare") is not None and os.geteuid() == 0, "unshare -m as root")
+    require(
+        shutil.which("unshare") is not None and os.geteuid() == 0,
+        "unshare -m as root",
+        needs="tools",
+    )
     view = tmp_path / "view"
     view.mkdir()
     pod_base = view / "pods"

@@ -20,10 +20,12 @@ from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver, DockerEndpoint
 from exporter.poller import Poller
 from exporter.wiring import wire
-from tests.conftest import ContainerFactory, new_app_id, require, wait_for
-from tests.cpu_burn import TICK_NS, burn_own_cpu
 from tests.integration.kernel import kernel_cgroup_path
-from tests.socket_proxy import UnixSocketProxy
+from tests.support.cpu_burn import TICK_NS, burn_own_cpu
+from tests.support.engine import ContainerFactory, new_app_id
+from tests.support.requirements import require
+from tests.support.socket_proxy import UnixSocketProxy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -192,6 +194,7 @@ async def test_a_removed_container_is_gone_after_one_poll(
     assert keep.id in text
 
 
+@pytest.mark.promtool
 async def test_exposition_passes_promtool_check_metrics(
     aiohttp_client: ClientFactory,
     own_driver: DockerDriver,
@@ -199,7 +202,7 @@ async def test_exposition_passes_promtool_check_metrics(
     tmp_path: Path,
 ) -> None:
     promtool = shutil.which("promtool")
-    require(promtool is not None, "promtool (Debian package prometheus)")
+    require(promtool is not None, "promtool (Debian package prometheus)", needs="promtool")
     assert promtool is not None
     await make_container(labels={"team": "core"})
     client, poller = await _serve(aiohttp_client, own_driver, background=False)

@@ -20,8 +20,9 @@ from exporter.models import ContainerInfo, ContainerState
 from exporter.naming import container_name
 from exporter.poller import Poller
 from exporter.snapshot import ErrorKind
-from tests.conftest import ContainerFactory, new_app_id, poller_on, wait_for
-from tests.socket_proxy import UnixSocketProxy
+from tests.support.engine import ContainerFactory, new_app_id, poller_on
+from tests.support.socket_proxy import UnixSocketProxy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

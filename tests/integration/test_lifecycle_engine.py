@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import time
@@ -21,22 +20,23 @@ from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import SYSINNER_DIR
 from exporter.wiring import wire
-from tests.api.harness import ClientFactory, alert, replica, webhook
-from tests.conftest import (
+from tests.support.api import ClientFactory, alert, replica, webhook
+from tests.support.engine import (
     IDLE_CMD,
+    ININIT,
     TEST_IMAGE,
     ContainerFactory,
-    free_port,
+    docker_cli,
     new_app_id,
-    wait_for,
+    remove_containers,
 )
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 
 TOKEN = "engine-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-#: ininit as the host installation would ship it; here an idle loop that exits on SIGTERM.
-ININIT = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1 & wait $!; done\n"
 
 
 @dataclass
@@ -72,26 +72,6 @@ async def api(
         yield EngineApi(await aiohttp_client(wired.app), driver, settings)
     finally:
         shutil.rmtree(settings.pod_base_dir, ignore_errors=True)
-
-
-async def docker_cli(*args: str) -> tuple[int, str]:
-    """Run the docker CLI; return its exit code and output."""
-    proc = await asyncio.create_subprocess_exec(
-        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
-
-
-async def remove(*names: str) -> None:
-    """Remove containers with a driver of its own (the app closes its driver on shutdown)."""
-    cleaner = DockerDriver()
-    try:
-        for name in names:
-            await cleaner.container_remove(name)
-    finally:
-        await cleaner.close()
 
 
 async def test_full_lifecycle_of_a_managed_container(api: EngineApi) -> None:
@@ -133,7 +113,7 @@ async def test_full_lifecycle_of_a_managed_container(api: EngineApi) -> None:
         assert status == 409
         assert "already in use" in body["detail"]
     finally:
-        await remove(name)
+        await remove_containers(name)
 
 
 async def test_unmanaged_container_cannot_be_stopped(
@@ -207,7 +187,7 @@ async def test_replica_is_laid_out_mounted_and_started_once(api: EngineApi) -> N
         assert (again.id, again.pid, again.started) == (info.id, info.pid, info.started)
         assert instance.stat().st_mtime_ns == stamp
     finally:
-        await remove(name)
+        await remove_containers(name)
 
 
 @pytest.mark.registry

@@ -27,8 +27,9 @@ from exporter.drivers.docker import DockerDriver
 from exporter.naming import container_name
 from exporter.paths import SYSINNER_DIR
 from exporter.wiring import wire
-from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, new_app_id, wait_for
+from tests.support.api import ClientFactory, replica
+from tests.support.engine import TEST_IMAGE, new_app_id
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -10,7 +10,8 @@ import pytest
 from exporter import processes
 from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
 from exporter.snapshot import ProcessCounts
-from tests.conftest import ContainerFactory, wait_for
+from tests.support.engine import ContainerFactory
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 

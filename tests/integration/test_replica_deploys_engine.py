@@ -29,9 +29,14 @@ from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import PodPaths
 from exporter.wiring import wire
-from tests.api.harness import ClientFactory, replica
-from tests.conftest import TEST_IMAGE, new_app_id
-from tests.integration.test_lifecycle_engine import ININIT, docker_cli, remove
+from tests.support.api import ClientFactory, replica
+from tests.support.engine import (
+    ININIT,
+    TEST_IMAGE,
+    docker_cli,
+    new_app_id,
+    remove_containers,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -97,7 +102,7 @@ async def name() -> AsyncIterator[tuple[str, str]]:
     try:
         yield app_id, name
     finally:
-        await remove(name, f"{name}.next", f"{name}.prev")
+        await remove_containers(name, f"{name}.next", f"{name}.prev")
 
 
 async def inspect(name: str) -> ContainerInfo | None:

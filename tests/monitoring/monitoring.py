@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from exporter.reference import metric_docs
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 RULES = ROOT / "alerts" / "rules.yml"
 RULE_TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yml"))

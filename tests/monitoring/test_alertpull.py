@@ -30,8 +30,9 @@ from exporter.remediation import Outcome, RemediationPolicy, Remediator
 from exporter.state import StateStore
 from exporter.testing import FakeDriver
 from exporter.wiring import wire
-from tests.api.harness import ClientFactory
-from tests.conftest import require, wait_for
+from tests.support.api import ClientFactory
+from tests.support.requirements import require
+from tests.support.waiting import wait_for
 
 SICK = "app-abcdef12-000a"
 HEALTHY = "app-abcdef12-000b"
@@ -41,7 +42,11 @@ ACT = {"action": "restart", "alertname": "SysinnerContainerMemoryNearLimit"}
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[AlertmanagerCluster]:
-    require(alertmanager_binary() is not None, "prometheus-alertmanager (make system-deps)")
+    require(
+        alertmanager_binary() is not None,
+        "prometheus-alertmanager (make system-deps)",
+        needs="prometheus",
+    )
     async with AlertmanagerCluster(tmp_path / "am", peers=2) as c:
         yield c
 
@@ -96,6 +101,7 @@ def actions(tmp_path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM actions").fetchone()[0])
 
 
+@pytest.mark.prometheus
 async def test_one_restart_per_alert_across_peers_polls_and_the_webhook(
     cluster: AlertmanagerCluster, tmp_path: Path
 ) -> None:
@@ -129,6 +135,7 @@ async def test_one_restart_per_alert_across_peers_polls_and_the_webhook(
             await puller.client.close()
 
 
+@pytest.mark.prometheus
 async def test_instance_label_selects_this_hosts_alerts(
     cluster: AlertmanagerCluster, tmp_path: Path
 ) -> None:
@@ -148,6 +155,7 @@ async def test_instance_label_selects_this_hosts_alerts(
             await puller.client.close()
 
 
+@pytest.mark.prometheus
 async def test_a_silenced_alert_is_never_acted_on(
     cluster: AlertmanagerCluster, tmp_path: Path
 ) -> None:
@@ -173,6 +181,7 @@ async def test_a_silenced_alert_is_never_acted_on(
             await puller.client.close()
 
 
+@pytest.mark.prometheus
 async def test_an_alert_resolved_between_fetch_and_action_restarts_nothing(
     cluster: AlertmanagerCluster, tmp_path: Path
 ) -> None:
@@ -210,6 +219,7 @@ async def test_an_alert_resolved_between_fetch_and_action_restarts_nothing(
             await puller.client.close()
 
 
+@pytest.mark.prometheus
 async def test_one_peer_killed_the_other_serves(
     cluster: AlertmanagerCluster, tmp_path: Path
 ) -> None:

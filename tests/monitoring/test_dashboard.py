@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from exporter.metrics import CONTAINER_METRICS
-from tests.conftest import require
 from tests.monitoring.monitoring import (
     DASHBOARD,
     data_panels,
@@ -23,6 +22,7 @@ from tests.monitoring.monitoring import (
     substitute,
     variable_query,
 )
+from tests.support.requirements import require
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 ROWS = ["Fleet overview", "Replica detail", "Exporter"]
@@ -155,7 +155,7 @@ def test_container_queries_honour_the_template_variables(dashboard: dict[str, An
 @pytest.mark.promtool
 def test_every_query_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:
     # promtool has no bare expression check; each query becomes a recording rule.
-    require(shutil.which("promtool") is not None, "promtool")
+    require(shutil.which("promtool") is not None, "promtool", needs="promtool")
     queries = panel_queries(dashboard)
     selectors = [
         label_values_parts(variable_query(v))[0]
@@ -173,7 +173,7 @@ def test_every_query_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:
 
 @pytest.mark.promtool
 def test_query_parse_check_can_fail(tmp_path: Path) -> None:
-    require(shutil.which("promtool") is not None, "promtool")
+    require(shutil.which("promtool") is not None, "promtool", needs="promtool")
     path = tmp_path / "broken.yml"
     path.write_text(
         yaml.safe_dump(

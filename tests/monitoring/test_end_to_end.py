@@ -34,7 +34,6 @@ import yaml
 from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerCreateOptions
 from exporter.naming import container_name
-from tests.conftest import TEST_IMAGE, engine_answers, new_app_id, require
 from tests.monitoring.monitoring import (
     RULES,
     label_values_parts,
@@ -43,11 +42,16 @@ from tests.monitoring.monitoring import (
     substitute,
     variable_query,
 )
-from tests.monitoring.stack import JOB, Service, Stack, new_run_dir, wait_until
+from tests.support.engine import TEST_IMAGE, engine_answers, new_app_id
+from tests.support.processes import Service
+from tests.support.requirements import require
+from tests.support.stack import JOB, Stack, new_run_dir
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.promtool,
+    pytest.mark.prometheus,
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
@@ -123,13 +127,16 @@ async def _started(driver: DockerDriver, name: str) -> int:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def e2e(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2E]:
     for binary in ("promtool", "prometheus"):
-        require(shutil.which(binary) is not None, f"{binary} (Debian's prometheus)")
+        require(
+            shutil.which(binary) is not None, f"{binary} (Debian's prometheus)", needs="prometheus"
+        )
     require(
         shutil.which("prometheus-alertmanager") is not None
         or shutil.which("alertmanager") is not None,
         "Debian's prometheus-alertmanager",
+        needs="prometheus",
     )
-    require(engine_answers(), "a Docker engine")
+    require(engine_answers(), "a Docker engine", needs="engine")
     logdir = new_run_dir()
     workdir = tmp_path_factory.mktemp("monitoring-stack")
 

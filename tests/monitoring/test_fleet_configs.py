@@ -8,9 +8,10 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import ROOT, require
+from tests.support.paths import ROOT
+from tests.support.requirements import require
 
-pytestmark = pytest.mark.promtool
+pytestmark = [pytest.mark.promtool, pytest.mark.prometheus]
 
 FLEET = ROOT / "fleet"
 PROMETHEUS_CONFIGS = [
@@ -23,7 +24,7 @@ PROMETHEUS_CONFIGS = [
 
 @pytest.mark.parametrize("name", PROMETHEUS_CONFIGS)
 def test_promtool_checks_the_config(name: str) -> None:
-    require(shutil.which("promtool") is not None, "promtool (make system-deps)")
+    require(shutil.which("promtool") is not None, "promtool (make system-deps)", needs="promtool")
     run = subprocess.run(
         ["promtool", "check", "config", name], cwd=FLEET, capture_output=True, text=True
     )
@@ -32,7 +33,11 @@ def test_promtool_checks_the_config(name: str) -> None:
 
 
 def test_amtool_checks_the_pull_mode_alertmanager_config() -> None:
-    require(shutil.which("amtool") is not None, "amtool (Debian's prometheus-alertmanager)")
+    require(
+        shutil.which("amtool") is not None,
+        "amtool (Debian's prometheus-alertmanager)",
+        needs="prometheus",
+    )
     run = subprocess.run(
         ["amtool", "check-config", "alertmanager-pull.yml"],
         cwd=FLEET,

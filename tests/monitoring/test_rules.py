@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import require
 from tests.monitoring.monitoring import (
     ALERTMANAGER,
     RULE_TESTS,
@@ -21,6 +20,7 @@ from tests.monitoring.monitoring import (
     metric_names,
     promtool,
 )
+from tests.support.requirements import require
 
 #: The exporter's default cooldown (--remediation.cooldown-seconds).
 DEFAULT_COOLDOWN_SECONDS = 300
@@ -42,12 +42,16 @@ def seconds(duration: str) -> int:
 
 @pytest.fixture
 def promtool_present() -> None:
-    require(shutil.which("promtool") is not None, "promtool")
+    require(shutil.which("promtool") is not None, "promtool", needs="promtool")
 
 
 @pytest.fixture
 def amtool_present() -> None:
-    require(shutil.which("amtool") is not None, "amtool (Debian's prometheus-alertmanager)")
+    require(
+        shutil.which("amtool") is not None,
+        "amtool (Debian's prometheus-alertmanager)",
+        needs="prometheus",
+    )
 
 
 @pytest.mark.promtool
@@ -165,12 +169,14 @@ def test_metric_names_lexer() -> None:
     assert metric_names(expr) == {"foo_total", "bar:ratio", "up"}
 
 
+@pytest.mark.prometheus
 def test_alertmanager_config_is_valid(amtool_present: None) -> None:
     result = amtool("check-config", str(ALERTMANAGER))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.prometheus
 @pytest.mark.parametrize(
     ("labels", "receivers"),
     [

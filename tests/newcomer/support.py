@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 EXPORTER_BIN = ROOT / ".venv" / "bin" / "sysinner-exporter"
 

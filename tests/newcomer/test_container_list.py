@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.wiring import wire
-from tests.conftest import ContainerFactory, new_app_id
+from tests.support.engine import ContainerFactory, new_app_id
 
 pytestmark = pytest.mark.engine
 

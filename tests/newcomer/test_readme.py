@@ -22,8 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, ContainerFactory, engine_answers, free_port, require
 from tests.newcomer.support import clean_environment, get, parse_logfmt, wait_answer
+from tests.support.engine import ContainerFactory, engine_answers
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
+from tests.support.requirements import require
 
 pytestmark = pytest.mark.engine
 
@@ -60,7 +63,7 @@ def docker(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def image() -> str:
     """Build the image with the README's own command (cached layers make it quick)."""
-    require(engine_answers(), "a Docker engine")
+    require(engine_answers(), "a Docker engine", needs="engine")
     bash(readme_blocks()["image"])
     assert docker("image", "inspect", IMAGE).returncode == 0
     return IMAGE
@@ -141,11 +144,12 @@ async def test_the_readmes_host_docker_run_reads_the_kernels_files(
     assert f'name="{app.name}"' in body
 
 
+@pytest.mark.compose
 def test_the_readmes_compose_lines_start_the_exporter_from_the_local_image(
     image: str, tmp_path: Path
 ) -> None:
     require(subprocess.run(["which", "docker-compose"], capture_output=True).returncode == 0,
-            "docker-compose (Debian's package)")  # fmt: skip
+            "docker-compose (Debian's package)", needs="compose")  # fmt: skip
     # A copy of the checkout: the block writes deploy/secrets/ where it runs.
     files = (
         subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
@@ -191,7 +195,7 @@ def test_the_readmes_compose_lines_start_the_exporter_from_the_local_image(
 
 
 def test_make_run_takes_flags_and_the_readmes_api_examples_answer(tmp_path: Path) -> None:
-    require(engine_answers(), "a Docker engine")
+    require(engine_answers(), "a Docker engine", needs="engine")
     line = readme_blocks()["make-run"].strip()
     assert line.startswith('make run ARGS="')
     assert "--web.listen-address=127.0.0.1:9733" in line

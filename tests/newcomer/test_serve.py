@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ContainerFactory, engine_answers, free_port, require
 from tests.newcomer.support import (
     EXPORTER_BIN,
     Exporter,
@@ -21,6 +20,9 @@ from tests.newcomer.support import (
     parse_logfmt,
     wait_answer,
 )
+from tests.support.engine import ContainerFactory, engine_answers
+from tests.support.ports import free_port
+from tests.support.requirements import require
 
 pytestmark = pytest.mark.engine
 
@@ -29,7 +31,7 @@ StartExporter = Callable[..., Exporter]
 
 @pytest.fixture(autouse=True)
 def _engine() -> None:
-    require(engine_answers(), "a Docker engine")
+    require(engine_answers(), "a Docker engine", needs="engine")
 
 
 @pytest.fixture

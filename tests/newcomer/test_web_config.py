@@ -25,9 +25,11 @@ import yaml
 
 from exporter import webconfig
 from exporter.webconfig import WebConfigError, WebConfigWatcher, parse_web_config
-from tests.conftest import engine_answers, free_port, require
 from tests.newcomer.certs import Pki, issue_server_certificate, make_pki
 from tests.newcomer.support import Exporter, get, wait_answer
+from tests.support.engine import engine_answers
+from tests.support.ports import free_port
+from tests.support.requirements import require
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "newcomer-api-token-0123456789"
@@ -169,7 +171,7 @@ def test_a_file_that_no_longer_loads_keeps_the_previous_config(tmp_path: Path) -
 
 @pytest.fixture
 def served(exporters: StartExporter, pki: Pki, tmp_path: Path) -> tuple[Exporter, int, Path]:
-    require(engine_answers(), "a Docker engine")
+    require(engine_answers(), "a Docker engine", needs="engine")
     config = write_config(tmp_path / "web.yml", pki)
     token = tmp_path / "token"
     token.write_text(TOKEN)
@@ -186,12 +188,15 @@ def served(exporters: StartExporter, pki: Pki, tmp_path: Path) -> tuple[Exporter
     return exporter, port, config
 
 
+@pytest.mark.prometheus
 @pytest.mark.engine
 @pytest.mark.promtool
 def test_prometheus_scrapes_over_https_with_basic_auth_and_a_client_certificate(
     served: tuple[Exporter, int, Path], pki: Pki, tmp_path: Path
 ) -> None:
-    require(shutil.which("prometheus") is not None, "prometheus (Debian's package)")
+    require(
+        shutil.which("prometheus") is not None, "prometheus (Debian's package)", needs="prometheus"
+    )
     _, port, _ = served
     (tmp_path / "good.password").write_text(PASSWORD)
     (tmp_path / "bad.password").write_text("not it")

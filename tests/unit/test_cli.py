@@ -27,7 +27,8 @@ from exporter.errors import ConfigError, EngineUnreachableError
 from exporter.models import ContainerState
 from exporter.testing import FakeDriver
 from exporter.wiring import build_driver, choose_stats_source
-from tests.conftest import ROOT, free_port
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 
 @pytest.fixture(autouse=True)

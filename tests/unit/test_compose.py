@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from exporter.config import DEFAULT_PORT, Settings, env_name
-from tests.conftest import ROOT, require
+from tests.support.paths import ROOT
+from tests.support.requirements import require
 
 COMPOSE = ROOT / "docker-compose.yml"
 #: Made on each host by the operator (see the compose file's header), never committed.
@@ -214,9 +215,10 @@ def test_grafana_provisions_the_dashboard_and_the_datasource(compose: dict[str, 
     assert datasources[0]["url"] == f"http://{listen}"
 
 
+@pytest.mark.compose
 def test_docker_compose_config_accepts_the_file() -> None:
     binary = shutil.which("docker-compose")
-    require(binary is not None, "docker-compose (Debian package)")
+    require(binary is not None, "docker-compose (Debian package)", needs="compose")
     assert binary is not None
     env = {k: v for k, v in os.environ.items() if k != "DOCKER_GID"}
     ok = subprocess.run(
@@ -242,7 +244,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
 @pytest.mark.promtool
 def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
-    require(promtool is not None, "promtool (Debian package prometheus)")
+    require(promtool is not None, "promtool (Debian package prometheus)", needs="promtool")
     assert promtool is not None
     config = load(ROOT / "deploy/prometheus.yml")
     # Where the compose file mounts alerts/rules.yml, point at the repository's copy.

@@ -24,7 +24,7 @@ from exporter.naming import NamingScheme
 from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
 from exporter.snapshot import ProcessCounts
 from exporter.testing import FakeDriver
-from tests.cgroup_data import (
+from tests.support.cgroup_data import (
     DATA,
     OTHER_ID,
     V1_ID,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent / "data" / "cgroup"
+DATA = Path(__file__).resolve().parents[1] / "data" / "cgroup"
 #: The v1 tree was recorded from a real container; its id and pid are in container.json.
 V1_DOC = json.loads((DATA / "v1" / "container.json").read_text())
 V1_ID: str = V1_DOC["id"]

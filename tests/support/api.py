@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.config import Settings
+from exporter.poller import Poller
 from exporter.remediation import Remediator
 from exporter.replica_deploy import ReplicaDeployer
 from exporter.testing import FakeDriver
@@ -49,6 +50,7 @@ class Api:
     remediation: Remediator
     deployer: ReplicaDeployer
     clock: Clock
+    poller: Poller
     headers: dict[str, str] = field(default_factory=lambda: dict(AUTH))
 
     async def call(
@@ -83,6 +85,14 @@ def build_app(
     settings: Settings, driver: FakeDriver, clock: Clock
 ) -> tuple[web.Application, CollectorRegistry, Remediator | None, ReplicaDeployer | None]:
     """Return an app wired as ``serve`` wires it, on ``driver``, polled by hand."""
+    app, registry, remediation, deployer, _ = build_app_and_poller(settings, driver, clock)
+    return app, registry, remediation, deployer
+
+
+def build_app_and_poller(
+    settings: Settings, driver: FakeDriver, clock: Clock
+) -> tuple[web.Application, CollectorRegistry, Remediator | None, ReplicaDeployer | None, Poller]:
+    """Return what :func:`build_app` does, and the poller behind the app."""
     wired = wire(
         settings,
         driver=driver,
@@ -92,7 +102,7 @@ def build_app(
         # The fake engine's containers never exit by themselves: one look is enough.
         start_settle_seconds=0.0,
     )
-    return wired.app, wired.registry, wired.remediation, wired.deployer
+    return wired.app, wired.registry, wired.remediation, wired.deployer, wired.poller
 
 
 async def start_api(
@@ -104,12 +114,12 @@ async def start_api(
     """Start the app on the test client and return its handles."""
     driver = driver or FakeDriver()
     clock = clock or Clock()
-    app, registry, remediation, deployer = build_app(settings, driver, clock)
+    app, registry, remediation, deployer, poller = build_app_and_poller(settings, driver, clock)
     # Both exist only with the API on: start_api is for settings with a token.
     assert remediation is not None
     assert deployer is not None
     client = await aiohttp_client(app)
-    return Api(client, driver, settings, registry, remediation, deployer, clock)
+    return Api(client, driver, settings, registry, remediation, deployer, clock, poller)
 
 
 def alert(

@@ -9,27 +9,25 @@ process it started, by its own handle, in ``close()``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
+from tests.support.processes import EXPORTER_BIN, Service
+from tests.support.waiting import wait_until
 
 ARTIFACTS = ROOT / "artifacts" / "monitoring"
 #: Run dirs older than this are pruned when a new run starts.
 KEEP_RUNS_SECONDS = 3600
-EXPORTER_BIN = ROOT / ".venv" / "bin" / "sysinner-exporter"
 JOB = "sysinner-exporter"
 
 
@@ -43,85 +41,6 @@ def new_run_dir() -> Path:
     run = ARTIFACTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run.mkdir()
     return run
-
-
-@dataclass
-class Service:
-    """One child process, its port and its log file."""
-
-    name: str
-    argv: list[str]
-    port: int
-    log_path: Path
-    env: Mapping[str, str] | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """Return the service's base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start the process with stdout and stderr going to its log."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            log.write(("$ " + " ".join(self.argv) + "\n").encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **(self.env or {})},
-            )
-
-    def running(self) -> bool:
-        """Return True while the process has not exited."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop the process: SIGTERM, then SIGKILL after ``grace`` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=grace)
-
-    def tail(self, lines: int = 40) -> str:
-        """Return the last ``lines`` lines of the log."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as e:
-            return f"(no log: {e})"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-async def wait_until(
-    predicate: Any, within: float, what: str, every: float = 0.25, services: Sequence[Service] = ()
-) -> Any:
-    """Await ``predicate()`` until it returns a truthy value and return it; fail after ``within`` s.
-
-    A service in ``services`` that exits meanwhile fails the wait at once.
-    """
-    deadline = time.monotonic() + within
-    last_error: BaseException | None = None
-    while True:
-        try:
-            value = await predicate()
-            if value:
-                return value
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            last_error = e
-        for s in services:
-            if not s.running():
-                pytest.fail(f"{s.name} exited while waiting for {what}")
-        if time.monotonic() > deadline:
-            extra = f" (last error: {last_error!r})" if last_error else ""
-            pytest.fail(f"timed out after {within}s waiting for {what}{extra}")
-        await asyncio.sleep(every)
 
 
 @dataclass
