@@ -34,7 +34,7 @@ from tests.support.api import alert as make_alert
 from tests.support.api import webhook
 from tests.support.engine import IDLE_CMD, SLOW_STOP_CMD, TEST_IMAGE, EngineEvents, new_app_id
 from tests.support.faults import record, run_dir, scaled_int
-from tests.support.processes import ExporterProcess
+from tests.support.processes import ExporterProcess, api_exporter
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.engine]
@@ -67,25 +67,18 @@ async def containers(engine: None) -> AsyncIterator[list[str]]:
 
 
 def _exporter(name: str, state: Path, tmp_path: Path) -> ExporterProcess:
-    return ExporterProcess(
+    return api_exporter(
         name,
-        [
-            "--poll.interval",
-            "1",
-            "--state.dir",
-            str(state),
-            "--pod.base-dir",
-            str(tmp_path / "pods"),
-            "--host.prefix",
-            str(tmp_path / "innerstack"),
-            "--remediation.cooldown-seconds",
-            "0",
-            "--remediation.budget",
-            str(BUDGET),
-            "--remediation.window-seconds",
-            "3600",
-        ],
-        env={"EXPORTER_API_TOKEN": TOKEN, "EXPORTER_LOG_LEVEL": "debug"},
+        TOKEN,
+        state,
+        tmp_path,
+        "--remediation.cooldown-seconds",
+        "0",
+        "--remediation.budget",
+        str(BUDGET),
+        "--remediation.window-seconds",
+        "3600",
+        env={"SYSINNER_EXPORTER_LOG_LEVEL": "debug"},
     )
 
 

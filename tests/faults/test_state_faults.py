@@ -21,7 +21,7 @@ import pytest
 from exporter.state import StateStore
 from tests.support.api import alert, webhook
 from tests.support.faults import lock_held, record
-from tests.support.processes import ExporterProcess
+from tests.support.processes import ExporterProcess, api_exporter
 from tests.support.scraping import parse_scrape
 from tests.support.waiting import wait_for
 
@@ -34,23 +34,6 @@ QUARANTINED = "app-0000beef-0002"
 
 
 #: Another process holding the state file's write lock until its stdin closes.
-def exporter(name: str, state: Path, tmp_path: Path) -> ExporterProcess:
-    return ExporterProcess(
-        name,
-        [
-            "--poll.interval",
-            "1",
-            "--state.dir",
-            str(state),
-            "--pod.base-dir",
-            str(tmp_path / "pods"),
-            "--host.prefix",
-            str(tmp_path / "innerstack"),
-        ],
-        env={"EXPORTER_API_TOKEN": TOKEN},
-    )
-
-
 async def make_state(state: Path) -> Path:
     """Write a real state file (WAL mode, schema, one quarantine) as an exporter leaves it."""
     store = StateStore(state)
@@ -96,7 +79,7 @@ async def test_an_unusable_state_file_is_a_remediation_fault_not_a_crash(
 ) -> None:
     state = tmp_path / "state"
     path = await make_state(state)
-    exp = exporter(f"exporter-state-{fault}", state, tmp_path)
+    exp = api_exporter(f"exporter-state-{fault}", TOKEN, state, tmp_path)
     lock = contextlib.ExitStack()
     try:
         if fault == "corrupt":
@@ -157,7 +140,7 @@ async def test_an_emptied_state_file_is_said_aloud(
     path.write_bytes(b"")
     for side in ("-wal", "-shm"):
         path.with_name(path.name + side).unlink(missing_ok=True)
-    exp = exporter("exporter-state-empty", state, tmp_path)
+    exp = api_exporter("exporter-state-empty", TOKEN, state, tmp_path)
     exp.start()
     try:
         await exp.wait_ready(http)

@@ -20,7 +20,7 @@ from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import SYSINNER_DIR
 from exporter.wiring import wire
-from tests.support.api import ClientFactory, alert, replica, webhook
+from tests.support.api import TOKEN, ClientFactory, alert, authed_call, replica, webhook
 from tests.support.engine import (
     IDLE_CMD,
     ININIT,
@@ -35,9 +35,6 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 
-TOKEN = "engine-test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
 
 @dataclass
 class EngineApi:
@@ -46,9 +43,7 @@ class EngineApi:
     settings: Settings
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        resp = await self.client.request(method, path, headers=AUTH, **kwargs)
-        body = await resp.read()
-        return resp.status, (json.loads(body) if body else None)
+        return await authed_call(self.client, method, path, **kwargs)
 
 
 @pytest.fixture

@@ -27,14 +27,12 @@ from exporter.drivers.docker import DockerDriver
 from exporter.naming import container_name
 from exporter.paths import SYSINNER_DIR
 from exporter.wiring import wire
-from tests.support.api import ClientFactory, replica
+from tests.support.api import TOKEN, ClientFactory, authed_call, replica
 from tests.support.engine import TEST_IMAGE, new_app_id
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 
-TOKEN = "escape-test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ININIT = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1 & wait $!; done\n"
 #: How many creates race the swapping container in the chown test, per variant.
 CHOWN_TRIES = 40
@@ -64,9 +62,7 @@ class Attack:
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         """Send an authenticated request; return (status, decoded JSON or None)."""
-        resp = await self.client.request(method, path, headers=AUTH, **kwargs)
-        body = await resp.read()
-        return resp.status, (json.loads(body) if body else None)
+        return await authed_call(self.client, method, path, **kwargs)
 
     async def create(self, name: str, *mounts: dict[str, Any], **opts: Any) -> tuple[int, Any]:
         """POST a create of ``name`` with ``mounts``."""

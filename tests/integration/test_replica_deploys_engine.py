@@ -29,7 +29,7 @@ from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import PodPaths
 from exporter.wiring import wire
-from tests.support.api import ClientFactory, replica
+from tests.support.api import TOKEN, ClientFactory, authed_call, replica
 from tests.support.engine import (
     ININIT,
     TEST_IMAGE,
@@ -39,9 +39,6 @@ from tests.support.engine import (
 )
 
 pytestmark = pytest.mark.engine
-
-TOKEN = "engine-deploy-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @dataclass
@@ -53,9 +50,7 @@ class Exporter:
     settings: Settings
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        resp = await self.client.request(method, path, headers=AUTH, **kwargs)
-        body = await resp.read()
-        return resp.status, (json.loads(body) if body else None)
+        return await authed_call(self.client, method, path, **kwargs)
 
     async def post(self, body: dict[str, Any]) -> tuple[int, Any]:
         return await self.call("POST", "/api/v1/replicas", json=body)

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import re
 import secrets
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -31,9 +30,8 @@ from docker.models.containers import Container
 
 from exporter.naming import container_name
 from tests.monitoring.monitoring import known_metric_names, metric_names
-from tests.support.engine import TEST_IMAGE, engine_answers, new_app_id
-from tests.support.requirements import require
-from tests.support.stack import Stack, new_run_dir
+from tests.support.engine import TEST_IMAGE, new_app_id
+from tests.support.stack import Stack, new_run_dir, require_stack
 from tests.support.waiting import wait_until
 
 pytestmark = [
@@ -75,17 +73,7 @@ IDLE = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
-    for binary in ("promtool", "prometheus"):
-        require(
-            shutil.which(binary) is not None, f"{binary} (Debian's prometheus)", needs="prometheus"
-        )
-    require(
-        shutil.which("prometheus-alertmanager") is not None
-        or shutil.which("alertmanager") is not None,
-        "Debian's prometheus-alertmanager",
-        needs="prometheus",
-    )
-    require(engine_answers(), "a Docker engine", needs="engine")
+    require_stack()
     app = new_app_id()
     names = [container_name(app, r) for r in (1, 2, 3)]
     sdk = docker.from_env()

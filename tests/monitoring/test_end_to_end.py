@@ -42,10 +42,9 @@ from tests.monitoring.monitoring import (
     substitute,
     variable_query,
 )
-from tests.support.engine import TEST_IMAGE, engine_answers, new_app_id
+from tests.support.engine import TEST_IMAGE, new_app_id
 from tests.support.processes import Service
-from tests.support.requirements import require
-from tests.support.stack import JOB, Stack, new_run_dir
+from tests.support.stack import JOB, Stack, new_run_dir, require_stack
 from tests.support.waiting import wait_until
 
 pytestmark = [
@@ -126,17 +125,7 @@ async def _started(driver: DockerDriver, name: str) -> int:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def e2e(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2E]:
-    for binary in ("promtool", "prometheus"):
-        require(
-            shutil.which(binary) is not None, f"{binary} (Debian's prometheus)", needs="prometheus"
-        )
-    require(
-        shutil.which("prometheus-alertmanager") is not None
-        or shutil.which("alertmanager") is not None,
-        "Debian's prometheus-alertmanager",
-        needs="prometheus",
-    )
-    require(engine_answers(), "a Docker engine", needs="engine")
+    require_stack()
     logdir = new_run_dir()
     workdir = tmp_path_factory.mktemp("monitoring-stack")
 

@@ -29,6 +29,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
 
+async def authed_call(
+    client: TestClient[web.Request, web.Application], method: str, path: str, **kwargs: Any
+) -> tuple[int, Any]:
+    """Send a request with the test token; return (status, decoded JSON or None)."""
+    resp = await client.request(method, path, headers=AUTH, **kwargs)
+    body = await resp.read()
+    return resp.status, (json.loads(body) if body else None)
+
+
 @dataclass
 class Clock:
     """A clock the test moves by hand."""

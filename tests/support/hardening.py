@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,14 +18,8 @@ from exporter.config import Settings
 from exporter.drivers.docker import DockerDriver
 from exporter.vpc import read_routes
 from exporter.wiring import wire
-from tests.support.api import ClientFactory
+from tests.support.api import TOKEN, ClientFactory, authed_call
 from tests.support.engine import IDLE_CMD, TEST_IMAGE, new_app_id
-
-TOKEN = "hardening-test-token"
-
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
 
 #: A pool of this module's own: no other test makes networks in it.
 POOL = ipaddress.IPv4Network("10.64.0.0/16")
@@ -42,9 +35,7 @@ class EngineApi:
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         """Send an authenticated request; return (status, decoded JSON or None)."""
-        resp = await self.client.request(method, path, headers=AUTH, **kwargs)
-        body = await resp.read()
-        return resp.status, (json.loads(body) if body else None)
+        return await authed_call(self.client, method, path, **kwargs)
 
     async def create(self, **options: Any) -> tuple[int, Any]:
         """Create a managed idle container through the API, removed after the test."""

@@ -252,3 +252,27 @@ class ExporterProcess:
     def tail(self) -> str:
         """Return the end of its log."""
         return self.service.tail() if self.service is not None else "(not started)"
+
+
+def api_exporter(
+    name: str, token: str, state: Path, tmp_path: Path, *flags: str, env: Mapping[str, str] = {}
+) -> ExporterProcess:
+    """Return ``serve`` with the API on ``token``, its state in ``state``, pods under ``tmp_path``.
+
+    It polls every second; ``flags`` and ``env`` are added to the command and its environment.
+    """
+    return ExporterProcess(
+        name,
+        [
+            "--poll.interval",
+            "1",
+            "--state.dir",
+            str(state),
+            "--pod.base-dir",
+            str(tmp_path / "pods"),
+            "--host.prefix",
+            str(tmp_path / "innerstack"),
+            *flags,
+        ],
+        env={"SYSINNER_EXPORTER_API_TOKEN": token, **env},
+    )

@@ -20,9 +20,11 @@ from typing import Any
 import aiohttp
 import yaml
 
+from tests.support.engine import engine_answers
 from tests.support.paths import ROOT
 from tests.support.ports import free_port
 from tests.support.processes import EXPORTER_BIN, Service
+from tests.support.requirements import require
 from tests.support.waiting import wait_until
 
 ARTIFACTS = ROOT / "artifacts" / "monitoring"
@@ -225,3 +227,18 @@ class Stack:
         finally:
             if self.session is not None:
                 await self.session.close()
+
+
+def require_stack() -> None:
+    """Require Prometheus, promtool, Alertmanager and the engine (the test carries both marks)."""
+    for binary in ("promtool", "prometheus"):
+        require(
+            shutil.which(binary) is not None, f"{binary} (Debian's prometheus)", needs="prometheus"
+        )
+    require(
+        shutil.which("prometheus-alertmanager") is not None
+        or shutil.which("alertmanager") is not None,
+        "Debian's prometheus-alertmanager",
+        needs="prometheus",
+    )
+    require(engine_answers(), "a Docker engine", needs="engine")
