@@ -202,7 +202,7 @@ class DockerDriver:
         deadline = self._timeout if deadline is None else deadline
         session = self._session_or_new(pull=pull)
         what = f"{method} {path}"
-        try:
+        with self._transport_errors(what, deadline):
             async with asyncio.timeout(deadline):
                 async with session.request(
                     method,
@@ -214,6 +214,12 @@ class DockerDriver:
                     allow_redirects=False,
                 ) as resp:
                     return resp.status, await resp.read(), resp.headers
+
+    @contextlib.contextmanager
+    def _transport_errors(self, what: str, deadline: float) -> Iterator[None]:
+        """Translate a transport failure of ``what`` into the driver's errors, for every call."""
+        try:
+            yield
         except TimeoutError as e:
             raise DriverTimeoutError(f"{what}: no answer within {deadline:g}s") from e
         except aiohttp.ClientConnectorError as e:
@@ -481,7 +487,7 @@ class DockerDriver:
         # Asking only for these spares us every healthcheck's exec_create/start/die.
         params = {"filters": json.dumps({"type": ["container"], "event": list(actions)})}
         what = "GET /events"
-        try:
+        with self._transport_errors(what, self._timeout):
             async with asyncio.timeout(self._timeout):
                 resp = await self._session_or_new().get(
                     prefix + "/events",
@@ -491,16 +497,6 @@ class DockerDriver:
                     timeout=aiohttp.ClientTimeout(),
                     read_bufsize=MAX_EVENT_LINE,
                 )
-        except TimeoutError as e:
-            raise DriverTimeoutError(f"{what}: no answer within {self._timeout:g}s") from e
-        except aiohttp.ClientConnectorError as e:
-            raise EngineUnreachableError(
-                f"cannot connect to Docker Engine via {self.endpoint.host}: {e.os_error}"
-            ) from e
-        except (aiohttp.ClientError, OSError) as e:
-            raise EngineUnreachableError(
-                f"lost the Docker Engine at {self.endpoint.host} during {what}: {e!r}"
-            ) from e
         try:
             if resp.status != 200:
                 raise _error_for(resp.status, await resp.read(), what)
