@@ -44,7 +44,13 @@ from typing import NamedTuple
 
 from exporter.concurrency import map_bounded
 from exporter.drivers.base import ContainerEvent, ContainerEvents, Driver
-from exporter.errors import ConflictError, DriverError, DriverTimeoutError, NotFoundError
+from exporter.errors import (
+    ConflictError,
+    DriverError,
+    DriverTimeoutError,
+    EngineUnreachableError,
+    NotFoundError,
+)
 from exporter.fsusage import LayerSizer
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
 from exporter.naming import NamingScheme
@@ -601,8 +607,10 @@ class Poller:
         delay = RECONNECT_FIRST
         longest = min(RECONNECT_LONGEST, max(self.interval / 2, RECONNECT_FIRST))
         while True:
+            opened = False
             try:
                 async with events.container_events(EVENT_ACTIONS) as stream:
+                    opened = True
                     if self._stream_error is not None:
                         log.info("the engine's event stream is open again")
                     self._stream_up = True
@@ -614,6 +622,10 @@ class Poller:
                     async for event in stream:
                         self._on_event(event)
                 error = "the engine's event stream ended"
+            except EngineUnreachableError as e:
+                # Not even opened: the engine is away, said in the words a failed list uses
+                # (the README's troubleshooting quotes them).
+                error = f"the engine's event stream: {e}" if opened else str(e)
             except (DriverError, TimeoutError) as e:
                 error = f"the engine's event stream: {e}" if str(e) else "event stream timed out"
             except Exception as e:  # a bug must not leave a dead stream passing for a live one

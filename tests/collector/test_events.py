@@ -98,6 +98,21 @@ async def test_a_die_updates_the_containers_inspect_fields_at_once() -> None:
         await wait_for(_true(stopped), 5, "the die event's inspect to reach the snapshot")
 
 
+async def test_an_engine_away_at_start_reads_as_a_failed_list_does() -> None:
+    # The README's troubleshooting quotes the driver's words for an unreachable engine:
+    # a stream that never opened says them as they are, not as a broken stream.
+    driver = FakeDriver()
+    down = EngineUnreachableError("cannot connect to Docker Engine via unix:///x.sock: denied")
+    driver.fail("container_events", down)
+    poller = _following(driver)
+    async with poller.running():
+        await wait_for(_true(lambda: poller.snapshot.error is not None), 5, "a failed poll")
+        assert not poller.snapshot.engine_up
+        assert poller.snapshot.error == str(down)
+        driver.heal("container_events")
+        await wait_for(_true(lambda: poller.snapshot.engine_up), 5, "the stream to open")
+
+
 async def test_a_broken_stream_is_up_0_then_reconnects_resyncs_and_loses_nothing() -> None:
     driver = FakeDriver()
     driver.add("app-abcdef12-0001")
