@@ -399,13 +399,33 @@ class ReplicaDeployer:
                 log.error("replicas: cannot repair the cut deploy of %s: %s", name, e)
         return stored
 
+    def _deployed_as(self, base: str, info: ContainerInfo) -> bool:
+        """Return True when ``info`` carries the labels a replica deploy of ``base`` gives.
+
+        Only such ``.next``/``.prev`` containers are a cut deploy's leftovers: one
+        named so by someone else is not the exporter's, and is never touched.
+        """
+        parsed = self.replicas.naming.parse(base)
+        labels = info.labels
+        return (
+            parsed is not None
+            and LABEL_REVISION in labels
+            and labels.get(LABEL_APP, "").lower() == parsed.app.lower()
+            and labels.get(LABEL_REPLICA) == str(parsed.replica)
+        )
+
+    async def _leftover(self, base: str, suffix: str) -> ContainerInfo | None:
+        """Return the container ``base + suffix`` when a deploy of ``base`` made it, else None."""
+        info = await self._lookup(base + suffix)
+        return info if info is not None and self._deployed_as(base, info) else None
+
     async def _names_to_reconcile(self) -> set[str]:
         """Return every managed name with a ``.next`` or ``.prev`` container left over."""
         names = set()
         for c in await self._driver.container_list():
             for suffix in (NEXT_SUFFIX, PREV_SUFFIX):
                 base = c.name.removesuffix(suffix)
-                if base != c.name and self.replicas.naming.is_valid(base):
+                if base != c.name and self._deployed_as(base, c):
                     names.add(base)
         return names
 
@@ -468,12 +488,12 @@ class ReplicaDeployer:
         deploy stopped it; whether it ran before is not known, and a replica is
         meant to run). Call it under the name's lock.
         """
-        nxt = await self._lookup(name + NEXT_SUFFIX)
+        nxt = await self._leftover(name, NEXT_SUFFIX)
         if nxt is not None:
             log.warning("replicas: removing %s, left by a cut deploy", nxt.name)
             await self._driver.container_remove(nxt.id)
         current = await self._lookup(name)
-        prev = await self._lookup(name + PREV_SUFFIX)
+        prev = await self._leftover(name, PREV_SUFFIX)
         if prev is None:
             return current
         if current is not None and current.state is ContainerState.RUNNING:
@@ -492,8 +512,8 @@ class ReplicaDeployer:
         """Remove ``name`` and any deploy leftovers of it, and forget its replica."""
         async with self._locked(name):
             await self._driver.container_remove(name)
-            for leftover in (name + NEXT_SUFFIX, name + PREV_SUFFIX):
-                found = await self._lookup(leftover)
+            for suffix in (NEXT_SUFFIX, PREV_SUFFIX):
+                found = await self._leftover(name, suffix)
                 if found is not None:
                     await self._driver.container_remove(found.id)
             stored = self.replicas.get(name)
@@ -648,8 +668,8 @@ class ReplicaDeployer:
     ) -> str | None:
         """Put the old container back as ``name``; return why that failed, or None."""
         try:
-            for leftover in (name + NEXT_SUFFIX, name):
-                found = await self._lookup(leftover)
+            for suffix in (NEXT_SUFFIX, ""):
+                found = await self._leftover(name, suffix)
                 if found is not None and (old is None or found.id != old.id):
                     await self._driver.container_remove(found.id)
             if old is not None:

@@ -203,13 +203,18 @@ async def test_after_a_failed_deploy_and_a_restart_both_revisions_can_be_posted(
     assert fake.find(NAME).labels["io.sysinner.revision"] == "2"
 
 
+def deployed(revision: str) -> dict[str, str]:
+    """Return the labels a replica deploy of NAME gives its containers."""
+    return {"io.sysinner.app": APP, "io.sysinner.replica": "3", "io.sysinner.revision": revision}
+
+
 def cut_deploy(fake: FakeDriver, leftovers: dict[str, ContainerState]) -> None:
     """Put the containers a deploy cut by a kill would leave."""
     for suffix, state in leftovers.items():
         # The old revision is 1 (as <name>, or as .prev once renamed); the new one is 2.
         new = suffix == ".next" or (suffix == "" and ".prev" in leftovers)
         rev = "2" if new else "1"
-        fake.add(NAME + suffix, state, labels={"io.sysinner.revision": rev})
+        fake.add(NAME + suffix, state, labels=deployed(rev))
 
 
 CUT_DEPLOYS: list[tuple[str, dict[str, ContainerState], str, ContainerState]] = [
@@ -287,10 +292,26 @@ async def test_a_cut_deploy_is_repaired_by_the_next_post_when_start_could_not(
 
 async def test_delete_removes_the_leftovers_of_a_cut_deploy_too(api: Api) -> None:
     await running_revision_1(api)
-    api.driver.add(NAME + ".next", ContainerState.STARTING)
+    api.driver.add(NAME + ".next", ContainerState.STARTING, labels=deployed("2"))
     assert (await api.call("DELETE", f"/api/v1/containers/{NAME}"))[0] == 204
     assert names(api.driver) == []
     assert (await api.call("GET", "/api/v1/replicas"))[1] == []
+
+
+async def test_a_leftover_name_the_exporter_did_not_make_is_never_touched(
+    aiohttp_client: ClientFactory, tmp_path: Path, host_prefix: Path
+) -> None:
+    # Named like a cut deploy's leftovers, but made by someone else (no deploy's labels):
+    # not the exporter's, so neither the start-up repair nor a DELETE removes or renames it.
+    fake = FakeDriver()
+    fake.add(NAME, labels=deployed("1"))
+    fake.add(NAME + ".next", ContainerState.STARTING)
+    fake.add(NAME + ".prev", ContainerState.STOPPED, labels={"io.sysinner.revision": "1"})
+    api = await start_api(aiohttp_client, make_settings(tmp_path, host_prefix=host_prefix), fake)
+    assert names(fake) == [NAME, NAME + ".next", NAME + ".prev"]
+    assert fake.calls["container_rename"] == 0
+    assert (await api.call("DELETE", f"/api/v1/containers/{NAME}"))[0] == 204
+    assert names(fake) == [NAME + ".next", NAME + ".prev"]
 
 
 async def test_a_revision_that_already_runs_is_adopted_not_restarted(
