@@ -30,7 +30,7 @@ from exporter.models import ContainerInfo
 from exporter.naming import container_name
 from exporter.paths import PodPaths
 from tests.support.api import replica
-from tests.support.engine import ININIT, TEST_IMAGE, new_app_id
+from tests.support.engine import ININIT, TEST_IMAGE, EngineEvents, new_app_id
 from tests.support.faults import record, scaled_int
 from tests.support.processes import ExporterProcess
 from tests.support.waiting import wait_for
@@ -43,47 +43,6 @@ ROUNDS = scaled_int(10, 30)
 #: Kill points: the N-th engine event of the round's deploy, cycled over the rounds.
 #: A swap makes about 8 (create, 2 renames, kill, die, stop, start, destroy).
 KILL_AT_EVENT = (1, 2, 3, 4, 5, 6, 7, 8, 2, 4)
-
-
-class ReplicaEvents:
-    """``docker events`` of every container of one app (by label), read as they come."""
-
-    def __init__(self, app_id: str) -> None:
-        self.app_id = app_id
-        self.events: list[dict[str, Any]] = []
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            "docker",
-            "events",
-            "--format",
-            "{{json .}}",
-            "--filter",
-            "type=container",
-            "--filter",
-            f"label=io.sysinner.app={self.app_id}",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        while line := await self._proc.stdout.readline():
-            event = json.loads(line)
-            # exec_* and top events are not steps of a deploy.
-            if not str(event.get("Action", "")).startswith(("exec_", "top")):
-                self.events.append(event)
-
-    async def stop(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.terminate()
-            await self._proc.wait()
-        if self._reader is not None:
-            await self._reader
 
 
 async def replica_containers(driver: DockerDriver, name: str) -> dict[str, ContainerInfo]:
@@ -144,7 +103,10 @@ async def test_sigkill_mid_deploy_never_loses_the_replica(
     name = container_name(replica_app, 1)
     instance = Path(PodPaths(str(tmp_path / "pods"), name).instance_record_file())
     driver = DockerDriver()
-    events = ReplicaEvents(replica_app)
+    # Every container of the app, by the deploy's label; exec_* and top are no steps of a deploy.
+    events = EngineEvents(
+        filters=[f"label=io.sysinner.app={replica_app}"], ignored=("exec_", "top")
+    )
     await events.start()
     exporters: list[ExporterProcess] = []
     left_at_kill: Counter[str] = Counter()

@@ -8,7 +8,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import docker
@@ -109,27 +109,38 @@ async def remove_containers(*names: str) -> None:
 
 
 class EngineEvents:
-    """``docker events`` for some containers, read as they come."""
+    """``docker events`` of some containers, read as they come.
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
+    ``filters`` are ``docker events --filter`` values besides ``type=container``
+    (``container=NAME``, ``label=KEY=VALUE``); events whose action starts with
+    one of ``ignored`` (e.g. a healthcheck's ``exec_``) are not kept.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str] = (),
+        *,
+        filters: Sequence[str] = (),
+        ignored: tuple[str, ...] = (),
+    ) -> None:
+        self.filters = [*(f"container={n}" for n in names), *filters]
+        self.ignored = ignored
         self.events: list[dict[str, Any]] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()
 
-    async def start(self, since: float) -> None:
-        filters = [arg for n in self.names for arg in ("--filter", f"container={n}")]
+    async def start(self, since: float | None = None) -> None:
+        """Start reading: from ``since`` (unix seconds) when given, else from now."""
         self._proc = await asyncio.create_subprocess_exec(
             "docker",
             "events",
-            "--since",
-            f"{since:.3f}",
+            *(("--since", f"{since:.3f}") if since is not None else ()),
             "--format",
             "{{json .}}",
             "--filter",
             "type=container",
-            *filters,
+            *(arg for f in self.filters for arg in ("--filter", f)),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -140,6 +151,8 @@ class EngineEvents:
         assert self._proc.stdout is not None
         while line := await self._proc.stdout.readline():
             event = json.loads(line)
+            if self.ignored and str(event.get("Action", "")).startswith(self.ignored):
+                continue
             event["seen_at"] = time.monotonic()
             self.events.append(event)
             self.changed.set()
