@@ -200,6 +200,12 @@ class HeldFiles:
             return pread_all(self.fds[index])
         return read_file(self.paths[index])
 
+    def stat(self, index: int) -> os.stat_result:
+        """Return one file's (or directory's) stat: through its held descriptor, or by path."""
+        if self.fds is not None:
+            return os.fstat(self.fds[index])
+        return os.stat(self.paths[index])
+
     def hold(self) -> None:
         """Open every file and keep the descriptors; all or none (OSError)."""
         fds: list[int] = []
@@ -325,25 +331,51 @@ class ContainerCgroup:
         return CgroupNotLocated(f"container {self._id[:12]}: {why}")
 
 
-def cgroup_pids(directory: str) -> set[int]:
-    """Return the pids in ``directory``'s ``cgroup.procs`` and in every cgroup below it."""
+def parse_pids(data: bytes) -> set[int]:
+    """Return the pids a ``cgroup.procs`` lists (v2 lists one outside our pid namespace as 0)."""
+    try:
+        pids = {int(pid) for pid in data.split()}
+    except ValueError as e:
+        raise Garbled(f"cgroup.procs: {e}") from e
+    pids.discard(0)
+    return pids
+
+
+def has_child_cgroups(directory: str | os.stat_result) -> bool:
+    """Return whether cgroups are nested below ``directory`` (or the one of that stat).
+
+    A cgroup directory has 2 + (its child cgroups) links, as on most file
+    systems: one stat (a third of a listing's CPU) says when there is none.
+    Raises OSError if the directory is gone.
+    """
+    st = os.stat(directory) if isinstance(directory, str) else directory
+    return st.st_nlink != 2
+
+
+def pids_below(directory: str) -> set[int]:
+    """Return the pids in every cgroup nested below ``directory`` (not its own)."""
     pids: set[int] = set()
     pending = [directory]
     while pending:
         here = pending.pop()
         try:
-            pids.update(int(pid) for pid in read_file(f"{here}/cgroup.procs").split())
-            # A cgroup directory has 2 + (its child cgroups) links, as on most file
-            # systems: a stat (a third of a listing's CPU) says when there is none.
-            if os.stat(here).st_nlink != 2:
+            if here != directory:
+                pids |= parse_pids(read_file(f"{here}/cgroup.procs"))
+            if here == directory or has_child_cgroups(here):
                 with os.scandir(here) as entries:
                     pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
         except FileNotFoundError:
             if here == directory:
                 raise
             # A nested cgroup removed since it was listed (only an empty one can be).
-    # v2 lists a process outside the reader's pid namespace as 0.
-    pids.discard(0)
+    return pids
+
+
+def cgroup_pids(directory: str) -> set[int]:
+    """Return the pids in ``directory``'s ``cgroup.procs`` and in every cgroup below it."""
+    pids = parse_pids(read_file(f"{directory}/cgroup.procs"))
+    if has_child_cgroups(directory):
+        pids |= pids_below(directory)
     return pids
 
 

@@ -335,7 +335,10 @@ class Poller:
         # syscalls in a worker thread, and two such threads hand each other the GIL
         # at every syscall (measured here: the pair took twice the wall it does in turn).
         stats = await self._read_stats(running)
-        processes = await self._count_processes(running)
+        processes = {cid: s.processes for cid, s in stats.items() if s.processes is not None}
+        # The cgroup source counts in its own pass; the counter takes the rest.
+        uncounted = [c for c in running if not ((s := stats.get(c.id)) and s.counted)]
+        processes.update(await self._count_processes(uncounted))
         host = await self._read_host()
         read_at = time.monotonic()
         self._size_layers(running)

@@ -27,6 +27,10 @@ each process's status and listing its fds cost more. A container with a
 process whose fds may not be counted (a non-root exporter, another user's
 process) gets no counts rather than short ones.
 
+The cgroup stats source counts with these same functions in its own pass
+over the files it holds open (``count_processes``); this counter takes the
+containers it did not count (those whose stats come from the engine).
+
 Where a container's cgroup files cannot be read (the exporter in a container
 without the host's cgroup tree), its processes are found the old way: every
 host pid whose pid namespace is its init's (:func:`count_processes_by_namespace`).
@@ -51,7 +55,7 @@ from exporter.cgroupfs import (
 from exporter.snapshot import ProcessCounts
 
 
-class _Unseen(Exception):
+class ProcessesUnseen(Exception):
     """A process is there but not ours to read (no ptrace rights on its fd directory)."""
 
 
@@ -74,7 +78,7 @@ def fds_counted_by_stat(proc_root: str) -> bool:
 def _threads_and_fds(
     proc_root: str, pid: int, *, threads_too: bool = True, fds_by_stat: bool = False
 ) -> tuple[int, int] | None:
-    """Return (threads, open fds) of ``pid``, or None if it has exited; _Unseen if not ours.
+    """Return (threads, open fds) of ``pid``, or None if it has exited; ProcessesUnseen if not ours.
 
     Threads are 0 unless ``threads_too``; fds come from one stat() when
     ``fds_by_stat`` (a 0 is checked by listing: an old kernel, or no rights).
@@ -89,7 +93,7 @@ def _threads_and_fds(
         if not fds:
             fds = len(os.listdir(f"{proc_root}/{pid}/fd"))
     except PermissionError as e:
-        raise _Unseen(pid) from e
+        raise ProcessesUnseen(pid) from e
     except OSError as e:
         if e.errno in GONE:
             return None  # exited since it was listed
@@ -99,10 +103,14 @@ def _threads_and_fds(
     return threads, fds
 
 
-def _total(
+def count_pids(
     proc_root: str, pids: Iterable[int], tasks: int | None = None, fds_by_stat: bool = False
 ) -> ProcessCounts:
-    """Return the counts of ``pids``; threads are ``tasks`` when the cgroup counted them."""
+    """Return the counts of ``pids``; threads are ``tasks`` when the cgroup counted them.
+
+    Raises ProcessesUnseen when one of them is not ours to read (a partial
+    count would pass for a real one), OSError when /proc cannot be read.
+    """
     processes = threads = fds = 0
     for pid in pids:
         counts = _threads_and_fds(
@@ -115,11 +123,19 @@ def _total(
     return ProcessCounts(processes, threads if tasks is None else tasks, fds)
 
 
+def parse_tasks(data: bytes) -> int | None:
+    """Return a ``pids.current``'s count (tasks, threads included), None if it is not a number."""
+    try:
+        return int(data)
+    except ValueError:
+        return None
+
+
 def _tasks(directory: str) -> int | None:
     """Return the cgroup's ``pids.current`` (tasks, threads included), or None without one."""
     try:
-        return int(read_file(f"{directory}/pids.current"))
-    except (OSError, ValueError):
+        return parse_tasks(read_file(f"{directory}/pids.current"))
+    except OSError:
         return None
 
 
@@ -179,8 +195,8 @@ class CgroupProcessCounter:
             directory, pids = located
             found[cid] = directory
             try:
-                counts[cid] = _total(self._proc, pids, _tasks(directory), self._fds_by_stat)
-            except (_Unseen, OSError):
+                counts[cid] = count_pids(self._proc, pids, _tasks(directory), self._fds_by_stat)
+            except (ProcessesUnseen, OSError):
                 continue  # a partial count would pass for a real one: give none
         self._dirs = found
         if unreadable:
@@ -235,7 +251,7 @@ def count_processes_by_namespace(
     counts: dict[str, ProcessCounts] = {}
     for cid, pids in members.items():
         try:
-            counts[cid] = _total(proc_root, pids)
-        except (_Unseen, OSError):
+            counts[cid] = count_pids(proc_root, pids)
+        except (ProcessesUnseen, OSError):
             continue  # a partial count would pass for a real one: give none
     return counts

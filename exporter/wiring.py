@@ -57,6 +57,11 @@ def build_driver(settings: Settings) -> DockerDriver:
     )
 
 
+def counts_processes(settings: Settings) -> bool:
+    """Return whether the settings ask for process, thread and fd counts."""
+    return settings.collect_processes and "processes" not in settings.collect_disable
+
+
 def build_stats_source(settings: Settings, driver: Driver) -> StatsSource:
     """Return the stats source the settings ask for, and log it; ConfigError as below."""
     source, why = choose_stats_source(settings, driver)
@@ -85,7 +90,10 @@ def choose_stats_source(settings: Settings, driver: Driver) -> tuple[StatsSource
                 f"or {settings.cgroup_root} is not readable"
             )
         source = CgroupStatsSource(
-            settings.proc_root, settings.cgroup_root, disabled_groups=settings.collect_disable
+            settings.proc_root,
+            settings.cgroup_root,
+            disabled_groups=settings.collect_disable,
+            count_processes=counts_processes(settings),
         )
         why = f"{flag_name('stats_source')}=cgroup"
     elif readable:
@@ -95,6 +103,7 @@ def choose_stats_source(settings: Settings, driver: Driver) -> tuple[StatsSource
                 settings.cgroup_root,
                 fallback="the engine",
                 disabled_groups=settings.collect_disable,
+                count_processes=counts_processes(settings),
             ),
             engine,
         )
@@ -117,7 +126,7 @@ def build_poller(settings: Settings, driver: Driver) -> Poller:
         include_unmanaged=settings.collect_all,
         process_counter=(
             CgroupProcessCounter(str(settings.proc_root), str(settings.cgroup_root))
-            if settings.collect_processes and "processes" not in settings.collect_disable
+            if counts_processes(settings)
             else None
         ),
         host_reader=functools.partial(read_host_stats, settings.proc_root),

@@ -16,13 +16,20 @@ from exporter.concurrency import map_bounded
 from exporter.drivers.base import Driver
 from exporter.errors import NotFoundError, StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerStats
+from exporter.snapshot import ProcessCounts
 
 
 class SourcedStats(NamedTuple):
-    """A stats sample and the name of the source that produced it."""
+    """A stats sample, the name of the source that produced it, and counts read with it."""
 
     stats: ContainerStats
     source: str
+    #: The container's process counts, when the source read them in the same
+    #: pass as the stats (the cgroup source, from files it holds open).
+    processes: ProcessCounts | None = None
+    #: Whether the source tried: then a None ``processes`` means "not ours to
+    #: count", and nobody should try again this poll.
+    counted: bool = False
 
 
 StatsResult = SourcedStats | BaseException

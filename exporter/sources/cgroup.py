@@ -40,6 +40,7 @@ import resource
 import threading
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from exporter.cgroupfs import (
     GONE,
@@ -49,6 +50,7 @@ from exporter.cgroupfs import (
     HeldFiles,
     NetDev,
     NotTheContainers,
+    has_child_cgroups,
     interfaces,
     namespace,
     parse_blkio_v1,
@@ -57,10 +59,14 @@ from exporter.cgroupfs import (
     parse_net_dev,
     parse_number,
     parse_optional_fields,
+    parse_pids,
+    pids_below,
     read_file,
 )
 from exporter.errors import ExporterError, NotFoundError, StatsUnavailableError
 from exporter.models import ContainerInfo, ContainerStats
+from exporter.processes import ProcessesUnseen, count_pids, fds_counted_by_stat, parse_tasks
+from exporter.snapshot import ProcessCounts
 from exporter.sources.base import SourcedStats, StatsResult
 
 log = logging.getLogger(__name__)
@@ -255,7 +261,7 @@ def _required(data: bytes | None, what: str) -> bytes:
 class _Files(HeldFiles):
     """One container's files, and what was learnt locating them."""
 
-    __slots__ = ("cgroup_text", "host_network", "present", "version")
+    __slots__ = ("cgroup_text", "host_network", "present", "procs", "version")
 
     def __init__(
         self,
@@ -264,20 +270,33 @@ class _Files(HeldFiles):
         paths: tuple[str, ...],
         host_network: bool,
         present: tuple[bool, ...],
+        procs: _ProcsFiles | None = None,
     ) -> None:
-        # paths: net/dev, the pid's cgroup file, then the cgroup files in
-        # _V1_FILES/_V2_FILES order, those not present left out.
+        # paths: net/dev, the pid's cgroup file, the cgroup files in
+        # _V1_FILES/_V2_FILES order (those not present left out), then
+        # cgroup.procs and pids.current when processes are counted.
         super().__init__(paths)
         self.cgroup_text = cgroup_text
         self.version = version
         self.host_network = host_network
         #: Per row of _V1_FILES/_V2_FILES: whether its file is among the paths.
         self.present = present
+        #: Where the process counts are read from, None when they are not counted.
+        self.procs = procs
 
     def contents(self) -> list[bytes | None]:
         """Return the cgroup files' contents in table order, None for those not present."""
         read = iter(range(_FIRST_CGROUP_FILE, len(self.paths)))
         return [self.read(next(read)) if here else None for here in self.present]
+
+
+class _ProcsFiles(NamedTuple):
+    """Where a container's processes are listed: the directory, its files' places in the paths."""
+
+    directory: str
+    directory_at: int  # the directory itself: its links say whether cgroups nest below
+    procs_at: int  # cgroup.procs
+    tasks_at: int | None  # pids.current, where the kernel has it
 
 
 class CgroupStatsSource:
@@ -293,7 +312,14 @@ class CgroupStatsSource:
     (ESRCH once it is gone). Descriptors of containers a poll no longer
     lists are closed at the end of that poll.
 
-    Holding costs up to twelve descriptors per container (nine on v2). The entry
+    With ``count_processes`` it also counts each container's processes in
+    the same pass (:mod:`exporter.processes` says which figure each count
+    is), from its ``cgroup.procs`` and ``pids.current`` held open beside the
+    stats files, and returns them with the sample (``counted``), so a steady
+    poll walks the containers once.
+
+    Holding costs up to twelve descriptors per container (nine on v2), three
+    more when processes are counted. The entry
     point raises the soft ``RLIMIT_NOFILE`` to the hard limit at start
     (:func:`raise_open_files_limit`), and the source holds at most
     ``max_held_files`` (default :func:`held_files_budget`: the soft limit
@@ -309,8 +335,12 @@ class CgroupStatsSource:
         max_held_files: int | None = None,
         fallback: str | None = None,
         disabled_groups: Sequence[str] = (),
+        count_processes: bool = False,
     ) -> None:
         self._proc = os.fspath(proc_root).rstrip("/") or "/"
+        #: Count each container's processes in the same pass as its stats.
+        self._count = count_processes
+        self._fds_by_stat = count_processes and fds_counted_by_stat(self._proc)
         #: Who reads what this source cannot (named in the log), or None when nobody does.
         self._fallback = fallback
         self._skip = frozenset().union(*(GROUP_FILES.get(g, frozenset()) for g in disabled_groups))
@@ -356,7 +386,7 @@ class CgroupStatsSource:
             results: dict[str, StatsResult] = {}
             for c in containers:
                 try:
-                    results[c.id] = SourcedStats(self._read_one(c, previous, kept), "cgroup")
+                    results[c.id] = self._read_one(c, previous, kept)
                 except (NotFoundError, StatsUnavailableError) as e:
                     results[c.id] = e
                 except Exception as e:  # noqa: BLE001 - one odd container must not fail the rest
@@ -408,7 +438,7 @@ class CgroupStatsSource:
         c: ContainerInfo,
         previous: dict[tuple[str, int], _Files],
         kept: dict[tuple[str, int], _Files],
-    ) -> ContainerStats:
+    ) -> SourcedStats:
         if c.pid <= 0:
             raise StatsUnavailableError(
                 f"container {c.id[:12]}: no pid (not inspected or not running)"
@@ -452,9 +482,23 @@ class CgroupStatsSource:
         try:
             net = None if files.host_network else parse_net_dev(net_dev)
             build = stats_v1 if files.version == 1 else stats_v2
-            return build(contents, net, now)
+            stats = build(contents, net, now)
         except Garbled as e:
             raise _unavailable(c, str(e), e) from e
+        if files.procs is None:
+            return SourcedStats(stats, "cgroup")
+        return SourcedStats(stats, "cgroup", self._processes(files.procs, files), counted=True)
+
+    def _processes(self, procs: _ProcsFiles, files: _Files) -> ProcessCounts | None:
+        """Count the container's processes from its cgroup.procs; None when they cannot be."""
+        try:
+            pids = parse_pids(files.read(procs.procs_at))
+            if has_child_cgroups(files.stat(procs.directory_at)):
+                pids |= pids_below(procs.directory)
+            tasks = None if procs.tasks_at is None else parse_tasks(files.read(procs.tasks_at))
+            return count_pids(self._proc, pids, tasks, self._fds_by_stat)
+        except (ProcessesUnseen, OSError, Garbled):
+            return None  # gone mid-read, or not ours to read: none rather than a short count
 
     def _try_hold(self, files: _Files) -> None:
         """Keep the files open for later polls, if the budget allows and they still match."""
@@ -520,8 +564,23 @@ class CgroupStatsSource:
                         paths.append(path)
         except CgroupNotLocated as e:
             raise StatsUnavailableError(str(e)) from e
+        procs = self._procs_files(where, paths) if self._count else None
         host_network = self._host_network(c.pid, net_dev)
-        return _Files(cgroup_text, version, tuple(paths), host_network, tuple(present))
+        return _Files(cgroup_text, version, tuple(paths), host_network, tuple(present), procs)
+
+    @staticmethod
+    def _procs_files(where: ContainerCgroup, paths: list[str]) -> _ProcsFiles | None:
+        """Add the files that list the container's processes to ``paths``; None if not located."""
+        try:
+            directory = where.procs_dir()
+        except CgroupNotLocated:
+            return None  # the stats stand; the poller's counter has its own ways
+        paths += (directory, f"{directory}/cgroup.procs")
+        directory_at, procs_at, tasks_at = len(paths) - 2, len(paths) - 1, None
+        if os.path.exists(f"{directory}/pids.current"):
+            paths.append(f"{directory}/pids.current")
+            tasks_at = len(paths) - 1
+        return _ProcsFiles(directory, directory_at, procs_at, tasks_at)
 
     def _host_network(self, pid: int, net_dev: bytes) -> bool:
         """Return whether ``pid`` shares the host's network namespace (the engine shows none)."""

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
 from exporter.errors import DriverTimeoutError, EngineUnreachableError, NotFoundError
 from exporter.models import ContainerInfo, ContainerState, ContainerStats
+from exporter.naming import NamingScheme
+from exporter.poller import Poller
+from exporter.snapshot import ProcessCounts
+from exporter.sources.base import SourcedStats, StatsResult
 from exporter.testing import FakeDriver
 from tests.support.engine import poller_on, snapshot_names
 
@@ -183,6 +188,42 @@ async def test_process_counts_come_from_the_counter_by_container_id() -> None:
     snapshot = await poller.poll_once()
     assert seen == [{c.id: c.pid}]
     assert snapshot.containers[0].processes == (2, 3, 4)
+
+
+async def test_counts_read_with_the_stats_are_not_asked_of_the_counter_again() -> None:
+    driver = FakeDriver()
+    counted = driver.add("app-abcdef12-0001")
+    refused = driver.add("app-abcdef12-0002")
+    left = driver.add("app-abcdef12-0003")
+
+    class CountingSource:
+        """Counts two containers in its own pass (one of them not countable), not the third."""
+
+        name = "counting"
+
+        async def read_many(self, containers: Sequence[ContainerInfo]) -> dict[str, StatsResult]:
+            stats = ContainerStats(time=1.0)
+            return {
+                counted.id: SourcedStats(stats, self.name, ProcessCounts(5, 6, 7), counted=True),
+                refused.id: SourcedStats(stats, self.name, None, counted=True),
+                left.id: SourcedStats(stats, self.name),
+            }
+
+    asked: list[dict[str, int]] = []
+
+    def counter(pids: dict[str, int]) -> dict[str, ProcessCounts]:
+        asked.append(pids)
+        return {cid: ProcessCounts(1, 1, 1) for cid in pids}
+
+    poller = Poller(driver, CountingSource(), naming=NamingScheme(), process_counter=counter)
+    snapshot = await poller.poll_once()
+    assert asked == [{left.id: left.pid}]
+    got = {s.info.id: s.processes for s in snapshot.containers}
+    assert got == {
+        counted.id: ProcessCounts(5, 6, 7),
+        refused.id: None,
+        left.id: ProcessCounts(1, 1, 1),
+    }
 
 
 async def test_a_failing_process_counter_does_not_break_the_poll() -> None:

@@ -10,6 +10,8 @@ import pytest
 from exporter import processes
 from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
 from exporter.snapshot import ProcessCounts
+from exporter.sources.base import SourcedStats
+from exporter.sources.cgroup import CgroupStatsSource
 from tests.support.engine import ContainerFactory
 from tests.support.waiting import wait_for
 
@@ -66,3 +68,25 @@ async def test_the_namespace_scan_agrees_and_is_the_fallback(
     assert count_processes_by_namespace({c.id: c.pid}) == by_cgroup
     # No cgroup tree under this root: the scan answers instead.
     assert count_processes({c.id: c.pid}, cgroup_root=str(tmp_path)) == by_cgroup
+
+
+async def test_the_cgroup_source_counts_in_its_own_pass_as_the_counter_does(
+    make_container: ContainerFactory, sdk: docker.DockerClient
+) -> None:
+    c = await make_container(cmd=THREE)
+    sdk.containers.get(c.id).exec_run(["sleep", "3600"], detach=True)
+    counter = CgroupProcessCounter()
+    source = CgroupStatsSource(count_processes=True)
+
+    async def both_see_four() -> bool:
+        result = (await source.read_many([c]))[c.id]
+        assert isinstance(result, SourcedStats), result
+        assert result.counted
+        return result.processes == counter({c.id: c.pid}).get(c.id) and (
+            result.processes is not None and result.processes.processes == 4
+        )
+
+    # The second and later reads go through the files held open by the first.
+    await wait_for(both_see_four, 10, "the same four processes through both")
+    assert source.held_files > 0
+    source.close()

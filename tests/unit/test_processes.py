@@ -21,11 +21,10 @@ import pytest
 from exporter import cgroupfs, processes, wiring
 from exporter.config import Settings
 from exporter.naming import NamingScheme
-from exporter.processes import CgroupProcessCounter, count_processes, count_processes_by_namespace
+from exporter.processes import CgroupProcessCounter, count_processes_by_namespace
 from exporter.snapshot import ProcessCounts
 from exporter.testing import FakeDriver
 from tests.support.cgroup_data import (
-    DATA,
     OTHER_ID,
     V1_ID,
     V1_PID,
@@ -34,58 +33,7 @@ from tests.support.cgroup_data import (
     V2_SYSTEMD_ID,
     V2_SYSTEMD_PID,
 )
-
-HOST_NS = "pid:[4026531836]"
-
-STATUS = (
-    "Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\n"
-    "PPid:\t1\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\n"
-    "VmRSS:\t     640 kB\nThreads:\t{threads}\nSigQ:\t0/96365\nSigPnd:\t0000000000000000\n"
-)
-
-
-class Tree:
-    """A /proc and a cgroup root under one directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.proc = root / "proc"
-        self.cgroup = root / "sys" / "fs" / "cgroup"
-        self.proc.mkdir(parents=True, exist_ok=True)
-        self.cgroup.mkdir(parents=True, exist_ok=True)
-
-    def process(
-        self, pid: int, threads: int = 1, fds: int = 3, ns: str | None = None, name: str = "sleep"
-    ) -> None:
-        d = self.proc / str(pid)
-        d.mkdir(exist_ok=True)
-        (d / "status").write_text(STATUS.format(name=name, pid=pid, threads=threads))
-        (d / "fd").mkdir()
-        for fd in range(fds):
-            (d / "fd" / str(fd)).symlink_to("/dev/null")
-        if ns is not None:
-            (d / "ns").mkdir(exist_ok=True)
-            (d / "ns" / "pid").symlink_to(ns)
-
-    def cgroup_file(self, pid: int, text: str) -> None:
-        d = self.proc / str(pid)
-        d.mkdir(exist_ok=True)
-        (d / "cgroup").write_text(text)
-
-    def procs(self, directory: str, *pids: int) -> None:
-        d = self.cgroup / directory.lstrip("/")
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in pids))
-        # The kernel's other files, which the walk must not take for cgroups.
-        (d / "cgroup.clone_children").write_text("0\n")
-        (d / "notify_on_release").write_text("0\n")
-
-    def count(self, init_pids: dict[str, int]) -> dict[str, ProcessCounts]:
-        return count_processes(init_pids, proc_root=str(self.proc), cgroup_root=str(self.cgroup))
-
-
-def recorded_cgroup(layout: str, pid: int) -> str:
-    return (DATA / layout / "proc" / str(pid) / "cgroup").read_text()
+from tests.support.process_tree import HOST_NS, STATUS, Tree, recorded_cgroup
 
 
 @pytest.fixture
