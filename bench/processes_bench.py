@@ -7,10 +7,14 @@ runs in the calling thread) and ``time.perf_counter``; the figures are the
 median and mean over ``CALLS`` rounds after one warm-up call, each round
 calling every way in turn.
 
-Measured: :class:`~exporter.processes.CgroupProcessCounter` as the exporter
-wires it (cgroup.procs under ``/sys/fs/cgroup``, each container's directory
-remembered between calls), the one-shot ``count_processes`` (every cgroup
-found again from its pid) and the pid-namespace scan they fall back to
+Measured: the cgroup stats source as the exporter wires it, counting in the
+same pass as its stats read (the cost of the counts is that read less the
+same source's stats-only read, both timed here, files held open as in a
+steady poll); :class:`~exporter.processes.CgroupProcessCounter`, which
+counts the containers whose stats come from the engine (cgroup.procs under
+``/sys/fs/cgroup``, each container's directory remembered between calls),
+the one-shot ``count_processes`` (every cgroup found again from its pid)
+and the pid-namespace scan they fall back to
 (``count_processes_by_namespace``, O(host processes)).
 
 ``EXTRA_HOST_PROCESSES=1000`` starts that many ``sleep`` processes on the
@@ -29,8 +33,14 @@ from typing import Any
 
 from bench.containers import idle_containers
 from exporter import processes
+from exporter.models import ContainerInfo, ContainerState
+from exporter.sources.base import SourcedStats
+from exporter.sources.cgroup import CgroupStatsSource
 
 N = 50
+IN_PASS = "cgroup source, stats and counts in one pass (as wired)"
+STATS_ONLY = "cgroup source, stats only"
+SEPARATE = "CgroupProcessCounter (engine-read containers; directories remembered)"
 CALLS = 50
 EXTRA = int(os.environ.get("EXTRA_HOST_PROCESSES", "0"))
 
@@ -48,8 +58,13 @@ def _check(count: Callable[[Mapping[str, int]], Any], pids: dict[str, int]) -> N
     assert all(c.processes == 2 for c in result.values()), result
 
 
-def _time(ways: dict[str, Callable[[Mapping[str, int]], Any]], pids: dict[str, int]) -> None:
-    """Time the ways in turn, round after round, so drift on a shared machine hits all alike."""
+def _time(
+    ways: dict[str, Callable[[Mapping[str, int]], Any]], pids: dict[str, int]
+) -> dict[str, float]:
+    """Time the ways in turn, round after round, so drift on a shared machine hits all alike.
+
+    Return each way's median CPU.
+    """
     cpus: dict[str, list[float]] = {label: [] for label in ways}
     walls: dict[str, list[float]] = {label: [] for label in ways}
     for _ in range(CALLS):
@@ -64,6 +79,7 @@ def _time(ways: dict[str, Callable[[Mapping[str, int]], Any]], pids: dict[str, i
             f"{statistics.mean(cpus[label]) * 1000:.2f} ms mean; "
             f"wall {statistics.median(walls[label]) * 1000:.2f} ms median"
         )
+    return {label: statistics.median(cpus[label]) for label in ways}
 
 
 def main() -> None:
@@ -85,14 +101,32 @@ def _measure(names: list[str]) -> None:
     host_pids = sum(1 for e in os.listdir("/proc") if e.isdigit())
     print(f"{N} containers, {host_pids} host processes, {CALLS} calls each")
     counter = processes.CgroupProcessCounter("/proc", "/sys/fs/cgroup")
+    infos = [
+        ContainerInfo(id=cid, name=cid, state=ContainerState.RUNNING, pid=pid)
+        for cid, pid in pids.items()
+    ]
+    in_pass, stats_only = CgroupStatsSource(count_processes=True), CgroupStatsSource()
+
+    def counted_in_pass(_: Mapping[str, int]) -> dict[str, Any]:
+        results = in_pass.read_blocking(infos)
+        return {cid: r.processes for cid, r in results.items() if isinstance(r, SourcedStats)}
+
     ways: dict[str, Callable[[Mapping[str, int]], Any]] = {
-        "CgroupProcessCounter (as wired; directories remembered)": counter,
+        IN_PASS: counted_in_pass,
+        SEPARATE: counter,
         "count_processes (one-shot; each cgroup found from its pid)": (processes.count_processes),
         "count_processes_by_namespace (the fallback)": processes.count_processes_by_namespace,
     }
     for count in ways.values():
         _check(count, pids)
-    _time(ways, pids)
+    stats_only.read_blocking(infos)  # warm: files located and held
+    cpu = _time({**ways, STATS_ONLY: lambda _: stats_only.read_blocking(infos)}, pids)
+    counts = cpu[IN_PASS] - cpu[STATS_ONLY]
+    print(
+        f"counting in the cgroup source's pass: {counts * 1000:.2f} ms CPU for {N} containers, "
+        f"{counts / cpu[STATS_ONLY]:.2f}x of their stats read "
+        f"(a separate CgroupProcessCounter pass: {cpu[SEPARATE] / cpu[STATS_ONLY]:.2f}x)"
+    )
 
 
 if __name__ == "__main__":
