@@ -18,6 +18,11 @@ def _timestamp(record: logging.LogRecord) -> str:
     )
 
 
+def _level(record: logging.LogRecord) -> str:
+    """Return the level as Prometheus' exporters write it (go-kit's ``warn``, not ``warning``)."""
+    return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
+
+
 def _logfmt_value(value: object) -> str:
     """Return ``value`` as a logfmt value: bare when it can be, else a quoted, escaped string."""
     text = str(value)
@@ -35,7 +40,7 @@ class LogfmtFormatter(logging.Formatter):
         """Return the record as one logfmt line."""
         pairs: list[tuple[str, object]] = [
             ("ts", _timestamp(record)),
-            ("level", record.levelname.lower().replace("warning", "warn")),
+            ("level", _level(record)),
             ("logger", record.name),
             ("msg", record.getMessage()),
         ]
@@ -52,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         """Return the record as one JSON line."""
         doc: dict[str, Any] = {
             "ts": _timestamp(record),
-            "level": record.levelname.lower(),
+            "level": _level(record),
             "logger": record.name,
             "msg": record.getMessage(),
         }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
 import pytest
 
-from exporter.logs import LogfmtFormatter
+from exporter.logs import JsonFormatter, LogfmtFormatter
 from tests.newcomer.support import parse_logfmt
 
 
@@ -38,8 +39,11 @@ def test_any_message_round_trips_through_a_logfmt_parser(msg: str) -> None:
     assert parsed["container"] == "app-1 x"
 
 
-def test_warning_is_written_warn_as_the_toolkit_writes_it() -> None:
-    assert parse_logfmt(LogfmtFormatter().format(record("x", logging.WARNING)))["level"] == "warn"
+def test_warning_is_written_warn_as_the_toolkit_writes_it_in_both_formats() -> None:
+    warning = record("x", logging.WARNING)
+    assert parse_logfmt(LogfmtFormatter().format(warning))["level"] == "warn"
+    assert json.loads(JsonFormatter().format(warning))["level"] == "warn"
+    assert json.loads(JsonFormatter().format(record("x", logging.ERROR)))["level"] == "error"
 
 
 def test_a_traceback_stays_on_the_line() -> None:
