@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.registry import CollectorRegistry
 from pydantic import ValidationError
 
 from exporter import __version__, logs
@@ -33,7 +34,7 @@ from exporter.config import (
 from exporter.errors import ConfigError
 from exporter.exposition import Exposition
 from exporter.listeners import ListenError, bind_all, shown
-from exporter.metrics import build_registry, enabled_rows
+from exporter.metrics import HttpServerCollector, build_registry, enabled_rows
 from exporter.poller import Poller
 from exporter.sources.cgroup import raise_open_files_limit
 from exporter.webconfig import WebConfigError, WebConfigWatcher
@@ -200,7 +201,7 @@ def _serve(settings: Settings) -> int:
                 if settings.remediation_instance
                 else "alerts naming this host's containers",
             )
-        return asyncio.run(_run_server(app, sockets, settings, web_config))
+        return asyncio.run(_run_server(app, wired.registry, sockets, settings, web_config))
     finally:
         for sock in sockets:
             sock.close()
@@ -208,6 +209,7 @@ def _serve(settings: Settings) -> int:
 
 async def _run_server(
     app: web.Application,
+    registry: CollectorRegistry,
     sockets: list[socket.socket],
     settings: Settings,
     web_config: WebConfigWatcher | None,
@@ -221,6 +223,8 @@ async def _run_server(
         keepalive_timeout=KEEPALIVE_TIMEOUT,
     )
     await runner.setup()
+    if isinstance(runner.server, server.GuardedServer):
+        registry.register(HttpServerCollector(runner.server))
     ssl_context = web_config.ssl_context() if web_config is not None else None
     scheme = "https" if ssl_context is not None else "http"
     try:

@@ -872,6 +872,65 @@ class AlertPullCollector(TableCollector[AlertPullView]):
         super().__init__(puller, ALERTPULL_METRICS)
 
 
+class HttpServerView(Protocol):
+    """What :class:`HttpServerCollector` reads; :class:`exporter.api.server.GuardedServer` does."""
+
+    @property
+    def open_connections(self) -> int:
+        """HTTP connections open now."""
+        ...
+
+    @property
+    def max_connections(self) -> int:
+        """The cap past which a new connection is closed at once."""
+        ...
+
+    @property
+    def refused(self) -> int:
+        """Connections closed unanswered because the cap was reached."""
+        ...
+
+    @property
+    def malformed(self) -> int:
+        """Requests that could not be parsed as HTTP."""
+        ...
+
+
+HTTP_METRICS: tuple[LiveMetric[HttpServerView], ...] = (
+    LiveMetric(
+        "sysinner_exporter_http_connections",
+        "HTTP connections open now: scrapes, API calls and idle keep-alive connections.",
+        "gauge",
+        _one(lambda s: s.open_connections),
+    ),
+    LiveMetric(
+        "sysinner_exporter_http_max_connections",
+        "--web.max-connections: a connection past it is closed as soon as it is accepted.",
+        "gauge",
+        _one(lambda s: s.max_connections),
+    ),
+    LiveMetric(
+        "sysinner_exporter_http_connections_refused_total",
+        "Connections closed unanswered because --web.max-connections were open.",
+        "counter",
+        _one(lambda s: s.refused),
+    ),
+    LiveMetric(
+        "sysinner_exporter_http_malformed_requests_total",
+        "Requests that could not be parsed as HTTP (answered 400 and logged a few a minute).",
+        "counter",
+        _one(lambda s: s.malformed),
+    ),
+)
+
+
+class HttpServerCollector(TableCollector[HttpServerView]):
+    """Renders the HTTP server's connection cap and refusals; reads memory only."""
+
+    def __init__(self, server: HttpServerView) -> None:
+        super().__init__(server, HTTP_METRICS)
+
+
 def build_registry(
     view: SnapshotView,
     *,

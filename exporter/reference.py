@@ -27,6 +27,7 @@ from exporter.metrics import (
     AlertPullCollector,
     ContainerMetric,
     ExporterHealthCollector,
+    HttpServerCollector,
     LiveMetric,
     RemediationCollector,
 )
@@ -113,8 +114,18 @@ def metric_docs(
             *ExporterHealthCollector(view, health).collect(),
             *RemediationCollector(_NoRemediation()).collect(),
             *AlertPullCollector(_NoPull()).collect(),
+            *HttpServerCollector(_NoServer()).collect(),
         ]
     )
+
+
+class _NoServer:
+    """An HTTP server view with nothing refused: its families still render, with zeros."""
+
+    open_connections = 0
+    max_connections = 0
+    refused = 0
+    malformed = 0
 
 
 class _NoRemediation:

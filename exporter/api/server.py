@@ -141,9 +141,14 @@ class GuardedServer(web.Server):
         #: One budget for both kinds of notice: a flood of either cannot flood the log.
         self.notices = RateLimitedLog(log)
 
+    @property
+    def open_connections(self) -> int:
+        """Return how many connections are open now."""
+        return len(self._connections)
+
     def full(self) -> bool:
         """Return whether ``max_connections`` connections are open."""
-        return len(self._connections) >= self.max_connections
+        return self.open_connections >= self.max_connections
 
     def __call__(self) -> web.RequestHandler:
         """Return the handler of a new connection."""

@@ -83,10 +83,14 @@ async def test_malformed_requests_are_json_400s_and_log_a_few_short_lines(
     # The header too large says so.
     _, _, body = split_answer(await send_raw(exporter.port, MALFORMED[2]))
     assert json.loads(body)["error"] == "request line or header too large"
+    async with aiohttp.ClientSession() as session:
+        scrape = await exporter.scrape(session)
+    # Every one counted, though only a few were logged.
+    sent = rounds * len(MALFORMED) + 1
+    assert scrape.value("sysinner_exporter_http_malformed_requests_total") == sent
 
     added = log_path.read_bytes()[before:].decode(errors="replace")
     lines = [line for line in added.splitlines() if line.strip()]
-    sent = rounds * len(MALFORMED) + 1
     assert "Traceback" not in added, added[:2000]
     # One budget of a few lines a minute, each short, however many were sent.
     assert all(len(line) <= 400 for line in lines), lines
@@ -177,6 +181,13 @@ async def test_idle_connections_past_the_cap_are_closed_and_healthz_recovers(
         await wait_for(
             lambda: no_http_connections(exporter.pid), 15, "the round's connections to be gone"
         )
+    async with aiohttp.ClientSession() as session:
+        scrape = await exporter.scrape(session)
+    # Each round turned away its extra connections and the fresh client sent while full.
+    refused = scrape.value("sysinner_exporter_http_connections_refused_total") or 0.0
+    assert refused >= rounds * (extra + 1), refused
+    assert scrape.value("sysinner_exporter_http_max_connections") == cap
+    assert scrape.value("sysinner_exporter_http_connections") == 1  # this scrape's own
     record(
         request,
         "idle connections past --web.max-connections",
