@@ -54,7 +54,11 @@ from exporter.drivers.docker import DockerDriver
 from exporter.models import ContainerInfo
 from exporter.poller import Poller
 from exporter.sources.base import DriverStatsSource, SourcedStats, StatsSource
-from exporter.sources.cgroup import CgroupStatsSource, raise_open_files_limit
+from exporter.sources.cgroup import (
+    CgroupStatsSource,
+    held_files_budget,
+    raise_open_files_limit,
+)
 from exporter.wiring import build_driver, build_poller
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +68,9 @@ POLLS = 30
 #: Engine CPU: windows of this many seconds, exporter polling and frozen in turn.
 WINDOW = 10.0
 WINDOWS = 6  # of each kind: 60 s polling, 60 s frozen
-#: 2,000 x 8 files fit a hard limit of 20,000: the ratio with every container held.
-SCALES = (1000, 2000, 5000)
+#: Synthetic tree sizes compared; between them, the most whose files all fit
+#: the held-files budget (found at run time), for the ratio with every file held.
+SMALL, LARGE = 1000, 5000
 PLOT_SIZES = (10, 20, 30, 40, 50)
 QUIET_GAP = 3.0
 
@@ -225,7 +230,18 @@ class ScaleRow:
     cpu_per_container: float
 
 
-def _scale(infos: list[ContainerInfo], root: Path, max_held: int | None = None) -> ScaleRow:
+def _files_per_container(infos: list[ContainerInfo], root: Path) -> int:
+    """Return how many files the source holds for one synthetic container."""
+    source = CgroupStatsSource(root / "proc", root / "sys/fs/cgroup", max_held_files=1 << 20)
+    source.read_blocking(infos[:1])
+    held = source.held_files
+    source.close()
+    return held
+
+
+def _scale(
+    infos: list[ContainerInfo], root: Path, per_container: int, max_held: int | None = None
+) -> ScaleRow:
     source = CgroupStatsSource(root / "proc", root / "sys/fs/cgroup", max_held_files=max_held)
     results = source.read_blocking(infos)
     assert all(isinstance(r, SourcedStats) for r in results.values())
@@ -234,31 +250,34 @@ def _scale(infos: list[ContainerInfo], root: Path, max_held: int | None = None) 
         c0 = time.process_time()
         source.read_blocking(infos)
         cpus.append(time.process_time() - c0)
-    held = source.held_files // 8
+    held = source.held_files // per_container
     source.close()
     return ScaleRow(len(infos), held, statistics.median(cpus) / len(infos))
 
 
 def scale_rows() -> dict[str, list[ScaleRow]]:
-    """Steady reads of 1,000 and 5,000 synthetic containers, at two hard limits."""
+    """Steady reads of synthetic trees: every file opened per read, and at two hard limits."""
     rows: dict[str, list[ScaleRow]] = {}
     with tempfile.TemporaryDirectory(prefix="discovery-bench-tree-") as tmp:
         root = Path(tmp)
-        infos = _synthetic_tree(root, max(SCALES))
+        infos = _synthetic_tree(root, LARGE)
         soft, hard = raise_open_files_limit()
+        per = _files_per_container(infos, root)
+        fit = min(LARGE - 100, max(SMALL + 100, held_files_budget() // per // 100 * 100))
+        sizes = (SMALL, fit, LARGE)
         # The code's own growth, apart from how many files fit the limit: every
         # file opened and closed at every poll, at every size.
         rows["no file held (open, read, close at every poll)"] = [
-            _scale(infos[:n], root, max_held=0) for n in SCALES
+            _scale(infos[:n], root, per, max_held=0) for n in sizes
         ]
-        rows[f"hard limit {hard:,} (this machine)"] = [_scale(infos[:n], root) for n in SCALES]
+        rows[f"hard limit {hard:,} (this machine)"] = [_scale(infos[:n], root, per) for n in sizes]
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
         except (OSError, ValueError) as e:
             print(f"(cannot raise the hard open files limit: {e})")
         else:
             rows["hard limit 1,048,576 (systemd LimitNOFILE=infinity)"] = [
-                _scale(infos[:n], root) for n in SCALES
+                _scale(infos[:n], root, per) for n in sizes
             ]
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return rows
@@ -390,7 +409,7 @@ def render(
             large.cpu_per_container / small.cpu_per_container <= 1.2,
             f"{large.cpu_per_container / small.cpu_per_container:.2f}x "
             f"({first[-1].cpu_per_container / first[0].cpu_per_container:.2f}x at this "
-            f"machine's hard limit; 2,000, all held: "
+            f"machine's hard limit; {first[1].containers:,}, all held: "
             f"{first[1].cpu_per_container / first[0].cpu_per_container:.2f}x; none held: "
             f"{unheld[-1].cpu_per_container / unheld[0].cpu_per_container:.2f}x)",
         ),
