@@ -141,7 +141,7 @@ def test_warn_level_and_json_format(exporters: StartExporter) -> None:
         "EXPORTER_POLL_INTERVAL is deprecated: it is still read, but rename it "
         "SYSINNER_EXPORTER_POLL_INTERVAL"
     ]
-    assert records[0]["level"] == "warning"
+    assert records[0]["level"] == "warn"
 
 
 def test_once_with_the_engine_down_prints_nothing_and_exits_1(tmp_path: Path) -> None:
