@@ -19,8 +19,9 @@ change (cooldown, quarantined, error, ...) is judged again after
 :data:`REJUDGE_SECONDS`, as Alertmanager's repeat would do for a webhook.
 
 Alertmanager unreachable: nothing is restarted, the poll's ``up`` gauge is 0,
-its errors are counted by kind, ``/readyz`` says why; the engine poll and the
-metrics go on as before.
+its errors are counted by kind, ``/readyz`` says why in its body (and stays 200:
+the exporter still does its job of exporting); the engine poll and the metrics go
+on as before.
 """
 
 from __future__ import annotations
