@@ -89,6 +89,8 @@ class Options:
     timeout: float = 180.0
     #: How long exporter CPU is measured over, seconds.
     cpu_window: float = 30.0
+    #: Processes serving the simulated hosts (0: the simulator's default).
+    sim_shards: int = 0
 
 
 @dataclass
@@ -278,6 +280,7 @@ class Fleet:
                 str(self.dir / "sockets"),
                 "--control-port",
                 str(port),
+                *(["--shards", str(self.opts.sim_shards)] if self.opts.sim_shards else []),
             ],
             self.dir / "simfleet.log",
         )
@@ -576,6 +579,15 @@ def sample_value(text: str, name: str, labels: str = "") -> float:
     return 0.0
 
 
+def sample_sum(text: str, name: str) -> float:
+    """Return the sum of a family's samples, every label set (0 when absent)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
+
+
 def samples_in(text: str) -> int:
     """Return how many samples an exposition holds."""
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
@@ -722,10 +734,24 @@ async def prometheus_figures(fleet: Fleet, texts: list[str], fig: dict[str, Any]
     """Head series against the exporters' samples, scrape p99, bytes per series."""
     exposed = sum(samples_in(t) for t in texts)
     targets = len(texts)
+    # Compare at an instant when every target's last scrape held all its containers: a poll
+    # whose engine answered late drops containers (~44 series each, 1% of a 100-container
+    # host) from that one exposition while the head keeps them, which would compare a full
+    # head with a moment of failed polls. A restart may end a series or two for good: allowed.
+    short = "scrape_samples_scraped < 0.995 * max_over_time(scrape_samples_scraped[10m])"
+
+    async def complete() -> bool:
+        return not await fleet.query(short)
+
+    try:
+        await until(complete, 6 * fleet.opts.scrape_interval + 30, "every target complete")
+        fig["head_compared_with_every_target_complete"] = True
+    except TimeoutError:
+        fig["head_compared_with_every_target_complete"] = False
     async with fleet.http.get(fleet.prometheus.url + "/metrics") as r:  # type: ignore[union-attr]
         own = await r.text()
     head = sample_value(own, "prometheus_tsdb_head_series")
-    rss = sample_value(own, "process_resident_memory_bytes")
+    # The rules' series at the same instant (an alert may go pending for many containers).
     recorded = await fleet.scalar('count({__name__=~".+:.+"})')
     alert_series = await fleet.scalar('count({__name__=~"ALERTS|ALERTS_FOR_STATE"})')
     rules = (0.0 if math.isnan(recorded) else recorded) + (
@@ -734,6 +760,7 @@ async def prometheus_figures(fleet: Fleet, texts: list[str], fig: dict[str, Any]
     # What the targets exposed at their last scrape, as Prometheus counted it at this instant
     # (a /metrics read a moment apart may catch a poll that timed out).
     scraped = await fleet.scalar("sum(scrape_samples_scraped)")
+    rss = sample_value(own, "process_resident_memory_bytes")
     if not math.isnan(scraped):
         exposed = int(scraped)
     expected = exposed + SYNTHETIC_SERIES_PER_TARGET * targets + rules
@@ -777,10 +804,15 @@ async def remote_write_figures(fleet: Fleet, fig: dict[str, Any], result: Result
 
 
 async def cpu_figures(fleet: Fleet, fig: dict[str, Any]) -> None:
-    """Exporter CPU per container per poll over a steady window."""
+    """Exporter CPU per container per poll over a steady window; the simulated engines' pace.
+
+    The poll durations and poll errors of the simulated hosts' exporters over the same
+    window say whether the simulator kept up: a poll whose inspects or stats come late
+    drops containers from that exposition.
+    """
     sims = [h for h in fleet.hosts if h.socket is not None]
 
-    async def read() -> list[tuple[float, float]]:
+    async def read() -> list[tuple[float, float, float, float]]:
         out = []
         for h in sims:
             t = await fleet.exporter_metrics(h)
@@ -788,6 +820,8 @@ async def cpu_figures(fleet: Fleet, fig: dict[str, Any]) -> None:
                 (
                     sample_value(t, "process_cpu_seconds_total"),
                     sample_value(t, "sysinner_exporter_polls_total"),
+                    sample_sum(t, "sysinner_exporter_errors_total"),
+                    sample_value(t, "sysinner_exporter_poll_duration_seconds"),
                 )
             )
         return out
@@ -796,11 +830,18 @@ async def cpu_figures(fleet: Fleet, fig: dict[str, Any]) -> None:
     await asyncio.sleep(fleet.opts.cpu_window)
     after = await read()
     per = []
-    for (c0, p0), (c1, p1) in zip(before, after, strict=True):
+    for (c0, p0, _, _), (c1, p1, _, _) in zip(before, after, strict=True):
         if p1 > p0:
             per.append((c1 - c0) / (p1 - p0) / fleet.opts.containers)
     fig["exporter_cpu_ms_per_container_per_poll"] = (
         round(1000 * statistics.median(per), 3) if per else None
+    )
+    durations = [d for *_, d in before + after]
+    fig["sim_exporter_poll_duration_s_median_max"] = (
+        f"{statistics.median(durations):.2f} / {max(durations):.2f}" if durations else None
+    )
+    fig["sim_exporter_poll_errors_in_cpu_window"] = int(
+        sum(e1 - e0 for (_, _, e0, _), (_, _, e1, _) in zip(before, after, strict=True))
     )
 
 
@@ -915,6 +956,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-real-engine", action="store_true")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--cpu-window", type=float, default=60.0)
+    parser.add_argument(
+        "--sim-shards", type=int, default=0, help="simulator processes (default: its own)"
+    )
     args = parser.parse_args(argv)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -931,6 +975,7 @@ def main(argv: list[str] | None = None) -> int:
             real_engine=not args.no_real_engine,
             timeout=args.timeout,
             cpu_window=args.cpu_window,
+            sim_shards=args.sim_shards,
         )
         run_dir = ARTIFACTS / f"{stamp}-{os.getpid()}-{mode}"
         run_dir.mkdir(parents=True)

@@ -19,8 +19,9 @@ change (cooldown, quarantined, error, ...) is judged again after
 :data:`REJUDGE_SECONDS`, as Alertmanager's repeat would do for a webhook.
 
 Alertmanager unreachable: nothing is restarted, the poll's ``up`` gauge is 0,
-its errors are counted by kind, ``/readyz`` says why; the engine poll and the
-metrics go on as before.
+its errors are counted by kind, ``/readyz`` says why in its body (and stays 200:
+the exporter still does its job of exporting); the engine poll and the metrics go
+on as before.
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ class AlertPuller:
         self._handed: dict[Key, tuple[Outcome, float]] = {}
         self._in_flight: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def error(self) -> str | None:
@@ -373,6 +375,20 @@ class AlertPuller:
             return False
         return any(a.fingerprint == alert.fingerprint for a in found)
 
+    async def still_active(self, fingerprint: str) -> bool:
+        """Return True when a ready peer reports an alert of this host's with ``fingerprint``.
+
+        Remediation asks before it redoes the stop of a restart an exporter kill cut short.
+        """
+        if self._closed:
+            return False  # shutting down: no new session, and nothing is stopped
+        try:
+            _, found = await self.client.alerts(self.matchers())
+        except PullError as e:
+            log.warning("alertmanager: cannot confirm %s before acting: %s", fingerprint, e)
+            return False
+        return any(a.fingerprint == fingerprint for a in found)
+
     async def idle(self) -> None:
         """Return once every hand-over started so far is done."""
         while self._tasks:
@@ -395,4 +411,5 @@ class AlertPuller:
                 yield
         finally:
             await self.idle()
+            self._closed = True
             await self.client.close()

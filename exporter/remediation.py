@@ -13,6 +13,9 @@ restart, under a per-container lock, so concurrent deliveries of one alert
 restart once and an exporter restart forgets nothing. A restart the exporter
 was killed in the middle of is finished when the exporter opens the state
 again (:meth:`Remediator.open`), in the background: the server answers meanwhile.
+A container it had stopped is started (that restores service); one whose stop
+never happened is restarted whole, in pull mode only if Alertmanager still
+reports the alert active (:attr:`Remediator.recheck`).
 
 Once a stop is sent the start follows whatever happens to the state store
 (another process holding its write lock, a full disk): a ledger write that
@@ -36,7 +39,9 @@ same path (:meth:`Remediator.handle_pulled`) and so share the dedupe memory,
 cooldown, budget, quarantine and ledger with the webhook: an alert seen both
 ways is one decision. A pulled alert carries a ``confirm`` check that runs
 just before the stop; an alert no longer active by then is not acted on
-(``resolved``), and its action is forgotten so that it costs no budget.
+(``resolved``), and its action is forgotten so that it costs no budget. Pull
+mode judges an occurrence that may change (cooldown, ...) again every minute;
+the same outcome as last recorded for it writes no new history row.
 """
 
 from __future__ import annotations
@@ -233,6 +238,9 @@ def starts_at_key(value: datetime) -> str:
 LedgerWrite = Callable[[Ledger], object]
 #: Asked just before a pulled alert's stop: True while the alert is still active.
 Confirm = Callable[["AlertmanagerAlert"], Awaitable[bool]]
+#: Asked before the stop of a cut restart is redone (pull mode): True while an alert with
+#: this fingerprint is still active. The ledger keeps the fingerprint, not the labels.
+Recheck = Callable[[str], Awaitable[bool]]
 
 
 class Remediator:
@@ -267,6 +275,9 @@ class Remediator:
         self._owed: deque[tuple[str, LedgerWrite]] = deque()
         #: Decisions whose restart runs in this process: never resumed as interrupted.
         self._in_flight: set[int] = set()
+        #: Pull mode's check that an alert is still active, set before :meth:`open`: a cut
+        #: restart whose stop never happened is redone only if its alert still fires.
+        self.recheck: Recheck | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._healer: asyncio.Task[None] | None = None
 
@@ -425,10 +436,15 @@ class Remediator:
                 decision.at,
                 detail,
             )
-            await self._write(
-                lambda ledger: ledger.update_decision(decision.id, outcome.value, detail),
-                f"decision {decision.id} of {name}: {outcome.value}",
-            )
+            dry = decision.dry_run
+
+            def record(ledger: Ledger) -> None:
+                if outcome is Outcome.RESOLVED:
+                    # Never taken: it costs no budget and starts no cooldown.
+                    ledger.forget_action(decision.fingerprint, decision.starts_at, name, dry)
+                ledger.update_decision(decision.id, outcome.value, detail)
+
+            await self._write(record, f"decision {decision.id} of {name}: {outcome.value}")
         except StateError as e:
             self._state_failed(e, f"finishing the restart of {name}")
         finally:
@@ -450,6 +466,14 @@ class Remediator:
             if running and decision.outcome == STARTING:
                 return Outcome.RESTARTED, f"{why} after the container had started again"
             if running:  # the stop never took effect: the whole restart is still owed
+                # Pull mode stops only for an alert still active; the exporter may have been
+                # down for long. A container already stopped is started whatever the alert
+                # says: that restores service, it does not act on the alert.
+                if self.recheck is not None and not await self._recheck(decision):
+                    return Outcome.RESOLVED, (
+                        f"{why} before its stop; the alert was no longer active "
+                        "(or no Alertmanager peer could say): nothing done"
+                    )
                 await self._driver.container_stop(name)
             await self._driver.container_start(name)
         except NotFoundError:
@@ -457,6 +481,15 @@ class Remediator:
         except DriverError as e:
             return Outcome.ERROR, f"{why}; finishing it failed: {e}"
         return Outcome.RESTARTED, f"{why}; finished when the exporter started again"
+
+    async def _recheck(self, decision: DecisionRecord) -> bool:
+        """Return True when pull mode's check finds the decision's alert still active."""
+        assert self.recheck is not None
+        try:
+            return await self.recheck(decision.fingerprint)
+        except Exception as e:  # noqa: BLE001 - an unanswered check is a no: nothing is stopped
+            log.warning("remediation: cannot confirm the alert on %s: %s", decision.container, e)
+            return False
 
     # -- what the metrics and readiness read (no I/O) ----------------------
 
@@ -662,11 +695,20 @@ class Remediator:
         """Decide under the container's lock; commit the decision; then act."""
         dry = self.policy.dry_run
 
+        # Pull mode judges an occurrence that may change (cooldown, quarantined, ...) again
+        # every minute: the same outcome again is counted in the actions metric, not written
+        # to the history once more. A webhook delivery is Alertmanager's own repeat, at the
+        # repeat_interval its operator chose: each one is recorded, as before.
+        quiet_repeat = confirm is not None
+
         async def refuse(outcome: Outcome, detail: str) -> tuple[Outcome, str]:
             # Nothing is done, so a failing store only defers the record of it.
             at = self._clock()
-            await self._write(
-                lambda ledger: ledger.record_decision(
+
+            def record(ledger: Ledger) -> None:
+                if quiet_repeat and self._same_as_last(ledger, name, alert, starts_at, outcome):
+                    return
+                ledger.record_decision(
                     at=at,
                     container=name,
                     fingerprint=alert.fingerprint,
@@ -675,9 +717,9 @@ class Remediator:
                     outcome=outcome.value,
                     detail=detail,
                     dry_run=dry,
-                ),
-                f"{outcome.value} decision for {name}",
-            )
+                )
+
+            await self._write(record, f"{outcome.value} decision for {name}")
             return outcome, detail
 
         try:
@@ -705,7 +747,7 @@ class Remediator:
         try:
             verdict = await self.store.transaction(
                 lambda ledger: self._decide(
-                    ledger, name, alert, starts_at, alertname, now, info, held_at
+                    ledger, name, alert, starts_at, alertname, now, info, held_at, quiet_repeat
                 )
             )
         except StateError as e:
@@ -721,6 +763,14 @@ class Remediator:
         return await self._restart(
             name, verdict.decision_id, alertname, (confirm, alert, starts_at)
         )
+
+    @staticmethod
+    def _same_as_last(
+        ledger: Ledger, name: str, alert: AlertmanagerAlert, starts_at: str, outcome: Outcome
+    ) -> bool:
+        """Return True when the last decision recorded on this occurrence had ``outcome``."""
+        last = ledger.last_decision_of(name, alert.fingerprint, starts_at)
+        return last is not None and last[1] == outcome.value
 
     async def _still_active(
         self, name: str, decision_id: int, check: tuple[Confirm, AlertmanagerAlert, str]
@@ -801,13 +851,22 @@ class Remediator:
         now: float,
         info: ContainerInfo,
         held_at: float | None,
+        quiet_repeat: bool = False,
     ) -> _Verdict:
-        """Take the decision inside one write transaction (runs in the state thread)."""
+        """Take the decision inside one write transaction (runs in the state thread).
+
+        With ``quiet_repeat`` an outcome equal to the last one recorded for this
+        occurrence writes no new history row (pull mode's re-judgments).
+        """
         p = self.policy
         dry = p.dry_run
         quarantined_until: float | None = None
 
         def decided(outcome: Outcome, detail: str, stored_outcome: str | None = None) -> _Verdict:
+            if quiet_repeat and stored_outcome is None:
+                last = ledger.last_decision_of(name, alert.fingerprint, starts_at)
+                if last is not None and last[1] == outcome.value:
+                    return _Verdict(outcome, detail, last[0], quarantined_until)
             decision_id = ledger.record_decision(
                 at=now,
                 container=name,

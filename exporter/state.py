@@ -337,6 +337,17 @@ class Ledger:
         ).fetchone()
         return int(row[0]), int(row[1])
 
+    def last_decision_of(
+        self, container: str, fingerprint: str, starts_at: str
+    ) -> tuple[int, str] | None:
+        """Return (id, outcome) of the newest decision on one alert occurrence for a container."""
+        row = self._conn.execute(
+            "SELECT id, outcome FROM decisions WHERE container = ? AND fingerprint = ? "
+            "AND starts_at = ? ORDER BY id DESC LIMIT 1",
+            (container, fingerprint, starts_at),
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
     def update_decision(self, decision_id: int, outcome: str, detail: str) -> None:
         """Set the final outcome of a decision taken before acting."""
         self._conn.execute(

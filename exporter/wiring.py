@@ -192,7 +192,7 @@ def build_alert_puller(settings: Settings, poller: Poller, remediation: Remediat
             return None
         return {sample.info.name for sample in snapshot.containers}
 
-    return AlertPuller(
+    puller = AlertPuller(
         AlertmanagerClient(
             settings.alertmanager_url, timeout=min(5.0, settings.alertmanager_poll_interval)
         ),
@@ -201,6 +201,9 @@ def build_alert_puller(settings: Settings, poller: Poller, remediation: Remediat
         instance=settings.remediation_instance,
         names_here=names_here,
     )
+    # A restart an exporter kill cut before its stop is redone only for an alert still active.
+    remediation.recheck = puller.still_active
+    return puller
 
 
 def build_deployer(

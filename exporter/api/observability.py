@@ -93,7 +93,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
-    """Return whether the last poll succeeded recently enough, and why."""
+    """Return whether the last poll is fresh and remediation's store works, and why."""
     poller = request.app[POLLER]
     settings = request.app[SETTINGS]
     snapshot = poller.snapshot
@@ -105,10 +105,12 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
     # Remediation's state store failing makes the exporter not ready (its alerts answer 503).
     state_error = None if remediation is None else remediation.state_error
     ready = ready and state_error is None
-    # Pull mode with no Alertmanager peer answering: nothing is restarted, and readiness says so.
+    # Pull mode with no Alertmanager peer answering: nothing is restarted, and the body (and
+    # sysinner_exporter_alertmanager_up) say so, but the exporter stays ready: its metrics
+    # flow, and a readiness probe that dropped every exporter of a fleet from its Service
+    # for one Alertmanager outage would stall rollouts fleet-wide.
     puller = request.app.get(ALERT_PULLER)
     pull_error = None if puller is None else puller.error
-    ready = ready and pull_error is None
     return ready, {
         "ready": ready,
         "engine_up": snapshot.engine_up,
@@ -132,7 +134,7 @@ def readiness(request: web.Request) -> tuple[bool, dict[str, object]]:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Answer 200 when the last poll succeeded and is fresh, else 503 with the reason."""
+    """Answer 200 when ready (see :func:`readiness`), else 503; the body says why either way."""
     ready, doc = readiness(request)
     return web.json_response(doc, status=200 if ready else 503)
 

@@ -18,10 +18,11 @@ from exporter.remediation import (
     RESTARTING,
     STARTING,
     AlertmanagerWebhook,
+    Recheck,
     RemediationPolicy,
     Remediator,
 )
-from exporter.state import DecisionRecord, StateStore
+from exporter.state import DecisionRecord, Ledger, StateStore
 from tests.faults.hostile import RecordingDriver
 from tests.support.api import alert, webhook
 
@@ -29,26 +30,35 @@ pytestmark = pytest.mark.faults
 
 NAME = "app-abcdef12-0001"
 DECIDED_AT = 1_800_000_000.5
+FINGERPRINT = "f"
+STARTS_AT = "2026-11-28T10:00:00+00:00"
 
 
 async def _reopen(
-    tmp_path: Path, driver: RecordingDriver, stored: str, dry_run: bool = False
+    tmp_path: Path,
+    driver: RecordingDriver,
+    stored: str,
+    dry_run: bool = False,
+    recheck: Recheck | None = None,
 ) -> DecisionRecord:
     """Commit a decision left ``stored``, open a new Remediator on the state; return it."""
     store = StateStore(tmp_path)
     await store.open()
-    await store.transaction(
-        lambda ledger: ledger.record_decision(
+
+    def decide(ledger: Ledger) -> None:
+        ledger.record_action(FINGERPRINT, STARTS_AT, NAME, DECIDED_AT, False)
+        ledger.record_decision(
             at=DECIDED_AT,
             container=NAME,
-            fingerprint="f",
-            starts_at="2026-11-28T10:00:00+00:00",
+            fingerprint=FINGERPRINT,
+            starts_at=STARTS_AT,
             alertname="A",
             outcome=stored,
             detail="restart requested",
             dry_run=False,
         )
-    )
+
+    await store.transaction(decide)
     await store.close()
     remediation = Remediator(
         driver,
@@ -57,6 +67,7 @@ async def _reopen(
         RemediationPolicy(dry_run=dry_run),
         clock=lambda: DECIDED_AT + 5,
     )
+    remediation.recheck = recheck
     await remediation.open()
     try:
         await remediation.idle()  # cut restarts are finished in the background
@@ -100,6 +111,71 @@ async def test_cut_before_the_stop_took_effect_the_whole_restart_is_done(tmp_pat
     decision = await _reopen(tmp_path, driver, RESTARTING)
     assert decision.outcome == "restarted"
     assert driver.acted == [("stop", NAME), ("start", NAME)]
+
+
+class Alertmanager:
+    """Pull mode's answer to "is this alert still active?", and who asked."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.asked: list[str] = []
+
+    async def __call__(self, fingerprint: str) -> bool:
+        self.asked.append(fingerprint)
+        return self.active
+
+
+async def _action_kept(tmp_path: Path) -> bool:
+    store = StateStore(tmp_path)
+    await store.open()
+    try:
+        return await store.transaction(
+            lambda ledger: ledger.action_seen(FINGERPRINT, STARTS_AT, NAME, False)
+        )
+    finally:
+        await store.close()
+
+
+async def test_pull_mode_cut_before_the_stop_and_the_alert_gone_nothing_is_done(
+    tmp_path: Path,
+) -> None:
+    # The exporter may have been down for long: its stop is redone only for an alert
+    # still active; one that is not costs no budget and starts no cooldown.
+    driver = RecordingDriver()
+    driver.add(NAME, started=int(DECIDED_AT))
+    am = Alertmanager(active=False)
+    decision = await _reopen(tmp_path, driver, RESTARTING, recheck=am)
+    assert decision.outcome == "resolved"
+    assert am.asked == [FINGERPRINT]
+    assert driver.acted == []
+    assert not await _action_kept(tmp_path)
+
+
+async def test_pull_mode_cut_before_the_stop_and_the_alert_active_the_restart_is_done(
+    tmp_path: Path,
+) -> None:
+    driver = RecordingDriver()
+    driver.add(NAME, started=int(DECIDED_AT))
+    am = Alertmanager(active=True)
+    decision = await _reopen(tmp_path, driver, RESTARTING, recheck=am)
+    assert decision.outcome == "restarted"
+    assert am.asked == [FINGERPRINT]
+    assert driver.acted == [("stop", NAME), ("start", NAME)]
+    assert await _action_kept(tmp_path)
+
+
+@pytest.mark.parametrize("stored", [RESTARTING, STARTING])
+async def test_pull_mode_cut_while_stopped_the_start_is_done_whatever_the_alert(
+    tmp_path: Path, stored: str
+) -> None:
+    # Starting a container the restart stopped restores service: no alert is needed.
+    driver = RecordingDriver()
+    driver.add(NAME, ContainerState.STOPPED)
+    am = Alertmanager(active=False)
+    decision = await _reopen(tmp_path, driver, stored, recheck=am)
+    assert decision.outcome == "restarted"
+    assert am.asked == []
+    assert driver.acted == [("start", NAME)]
 
 
 async def test_container_gone_meanwhile(tmp_path: Path) -> None:
