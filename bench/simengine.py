@@ -367,13 +367,26 @@ class SimulatedEngine:
         return web.Response(status=status)
 
 
+def listen_backlog() -> int:
+    """Return the kernel's cap on a listen backlog, which dockerd (Go's net.Listen) asks for."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4096
+
+
 async def serve(engine: SimulatedEngine, socket_path: str) -> web.AppRunner:
     """Start serving ``engine`` on a unix socket and return the runner (call ``cleanup``)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)  # a stale socket of an earlier run
     runner = web.AppRunner(engine.app(), access_log=None)
     await runner.setup()
-    await web.UnixSite(runner, socket_path).start()
+    # aiohttp's default backlog is 128. A busy shard serving ten hosts then overflows it,
+    # and a unix connect() that overflows fails (EAGAIN, which asyncio then reports as
+    # ENOTCONN on the first write): failures a real dockerd, listening with the kernel's
+    # cap as Go does, would not have. Listen as dockerd does.
+    await web.UnixSite(runner, socket_path, backlog=listen_backlog()).start()
     return runner
 
 
