@@ -52,6 +52,7 @@ import aiohttp
 import yaml
 
 from bench.amcluster import SINK_CONFIG, AlertmanagerCluster, free_port
+from exporter.snapshot import ErrorKind
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTER = ROOT / ".venv" / "bin" / "sysinner-exporter"
@@ -579,15 +580,6 @@ def sample_value(text: str, name: str, labels: str = "") -> float:
     return 0.0
 
 
-def sample_sum(text: str, name: str) -> float:
-    """Return the sum of a family's samples, every label set (0 when absent)."""
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((name + "{", name + " "))
-    )
-
-
 def samples_in(text: str) -> int:
     """Return how many samples an exposition holds."""
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
@@ -812,15 +804,23 @@ async def cpu_figures(fleet: Fleet, fig: dict[str, Any]) -> None:
     """
     sims = [h for h in fleet.hosts if h.socket is not None]
 
-    async def read() -> list[tuple[float, float, float, float]]:
+    async def read() -> list[tuple[float, float, Counter[str], float]]:
         out = []
         for h in sims:
             t = await fleet.exporter_metrics(h)
+            errors = Counter(
+                {
+                    kind.value: int(
+                        sample_value(t, "sysinner_exporter_errors_total", f'kind="{kind}"')
+                    )
+                    for kind in ErrorKind
+                }
+            )
             out.append(
                 (
                     sample_value(t, "process_cpu_seconds_total"),
                     sample_value(t, "sysinner_exporter_polls_total"),
-                    sample_sum(t, "sysinner_exporter_errors_total"),
+                    errors,
                     sample_value(t, "sysinner_exporter_poll_duration_seconds"),
                 )
             )
@@ -840,8 +840,12 @@ async def cpu_figures(fleet: Fleet, fig: dict[str, Any]) -> None:
     fig["sim_exporter_poll_duration_s_median_max"] = (
         f"{statistics.median(durations):.2f} / {max(durations):.2f}" if durations else None
     )
-    fig["sim_exporter_poll_errors_in_cpu_window"] = int(
-        sum(e1 - e0 for (_, _, e0, _), (_, _, e1, _) in zip(before, after, strict=True))
+    errors: Counter[str] = Counter()
+    for (_, _, e0, _), (_, _, e1, _) in zip(before, after, strict=True):
+        errors.update(e1 - e0)  # Counter subtraction keeps the kinds that grew
+    fig["sim_exporter_poll_errors_in_cpu_window"] = errors.total()
+    fig["sim_exporter_poll_errors_by_kind"] = (
+        ", ".join(f"{kind} {n}" for kind, n in errors.most_common()) or "-"
     )
 
 
