@@ -14,9 +14,11 @@ webhook's (one dedupe, cooldown, budget, quarantine and ledger), with a check
 that runs just before the stop and asks a ready peer again whether that
 alert is still active, unsilenced and uninhibited. If no peer can say so,
 nothing is stopped. An occurrence that ended in a final outcome (restarted,
-duplicate, ...) is not handed again while it stays active; one that may
-change (cooldown, quarantined, error, ...) is judged again after
-:data:`REJUDGE_SECONDS`, as Alertmanager's repeat would do for a webhook.
+duplicate, ...) is not handed again while it stays active, nor for
+:data:`FORGET_SECONDS` after the last answer that held it (the peers may
+disagree on a resolve that long); one that may change (cooldown,
+quarantined, error, ...) is judged again after :data:`REJUDGE_SECONDS`, as
+Alertmanager's repeat would do for a webhook.
 
 Alertmanager unreachable: nothing is restarted, the poll's ``up`` gauge is 0,
 its errors are counted by kind, ``/readyz`` says why in its body (and stays 200:
@@ -36,7 +38,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -62,6 +64,16 @@ FINAL_OUTCOMES = frozenset(
 REJUDGE_SECONDS = 60.0
 #: Most alerts one answer may hold; the rest are left to the next poll (logged).
 MAX_ALERTS = 10_000
+#: How long an occurrence handed over is remembered after the last answer that held it,
+#: seconds. Peers do not gossip alerts: each has its own copy from Prometheus, so a peer the
+#: resolve has reached and one it has not disagree until that copy's endsAt, which
+#: Prometheus sets four resend delays ahead (4 minutes at its default). Forgetting at the
+#: first answer without the occurrence would hand it over again when the next answer
+#: comes from the other peer.
+FORGET_SECONDS = 600.0
+#: Most occurrences remembered from one poll to the next (a poll's new ones come on top):
+#: past it the least recently seen are forgotten first.
+MAX_REMEMBERED = 2 * MAX_ALERTS
 #: Largest answer body read from a peer, bytes.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Longest one request to a peer may take, seconds (and at most the poll interval).
@@ -250,6 +262,14 @@ async def _cancelling(task: asyncio.Task[None]) -> AsyncIterator[None]:
 Key = tuple[str, str]  # (fingerprint, startsAt as Alertmanager wrote it)
 
 
+class _Handed(NamedTuple):
+    """What the puller remembers of an occurrence it handed over."""
+
+    outcome: Outcome
+    judged_at: float
+    seen_at: float  # the last answer that held it
+
+
 class AlertPuller:
     """Polls Alertmanager and hands this host's alerts to the remediator."""
 
@@ -275,8 +295,8 @@ class AlertPuller:
         self.polls = 0
         #: Alerts of the last answer that were this host's.
         self.alerts_here = 0
-        #: Occurrences handed over, their last outcome and when; only those still active.
-        self._handed: dict[Key, tuple[Outcome, float]] = {}
+        #: Occurrences handed over: their last outcome, when, and when last seen active.
+        self._handed: dict[Key, _Handed] = {}
         self._in_flight: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -313,11 +333,10 @@ class AlertPuller:
     def _due(self, key: Key, now: float) -> bool:
         if key in self._in_flight:
             return False
-        seen = self._handed.get(key)
-        if seen is None:
+        handed = self._handed.get(key)
+        if handed is None:
             return True
-        outcome, at = seen
-        return outcome not in FINAL_OUTCOMES and now - at >= REJUDGE_SECONDS
+        return handed.outcome not in FINAL_OUTCOMES and now - handed.judged_at >= REJUDGE_SECONDS
 
     async def poll_once(self) -> list[ApiAlert]:
         """Poll once; start handing this host's new alerts over; return the ones handed."""
@@ -335,11 +354,8 @@ class AlertPuller:
         self.last_success_at = self._clock()
         mine = [a for a in alerts if self._mine(a)]
         self.alerts_here = len(mine)
-        active = {(a.fingerprint, a.starts_at.isoformat()) for a in mine}
-        # Only occurrences still active are remembered: the memory is bounded by the answer.
-        for key in [k for k in self._handed if k not in active and k not in self._in_flight]:
-            del self._handed[key]
         now = self._clock()
+        self._remember_seen({(a.fingerprint, a.starts_at.isoformat()) for a in mine}, now)
         todo = [a for a in mine if self._due((a.fingerprint, a.starts_at.isoformat()), now)]
         if todo:
             keys = [(a.fingerprint, a.starts_at.isoformat()) for a in todo]
@@ -348,6 +364,21 @@ class AlertPuller:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return todo
+
+    def _remember_seen(self, active: set[Key], now: float) -> None:
+        """Mark the occurrences of this answer seen; forget those unseen for long, or too many."""
+        for key in active & self._handed.keys():
+            self._handed[key] = self._handed[key]._replace(seen_at=now)
+        idle = [k for k in self._handed if k not in self._in_flight]
+        stale = {k for k in idle if now - self._handed[k].seen_at > FORGET_SECONDS}
+        excess = len(self._handed) - len(stale) - MAX_REMEMBERED
+        if excess > 0:
+            fresh = sorted(
+                (k for k in idle if k not in stale), key=lambda k: self._handed[k].seen_at
+            )
+            stale.update(fresh[:excess])
+        for key in stale:
+            del self._handed[key]
 
     async def _hand_over(self, alerts: list[ApiAlert], keys: list[Key]) -> None:
         """Hand ``alerts`` to the remediator and remember their outcomes."""
@@ -363,7 +394,7 @@ class AlertPuller:
             self._in_flight.difference_update(keys)
         now = self._clock()
         for key, result in zip(keys, outcomes, strict=True):
-            self._handed[key] = (result.outcome, now)
+            self._handed[key] = _Handed(result.outcome, now, now)
 
     async def confirm(self, alert: AlertmanagerAlert) -> bool:
         """Return True when a ready peer still reports ``alert`` active, unsilenced, uninhibited."""

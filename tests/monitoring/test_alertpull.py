@@ -238,6 +238,38 @@ async def test_one_peer_killed_the_other_serves(
             await puller.client.close()
 
 
+@pytest.mark.prometheus
+async def test_peers_that_disagree_on_a_resolve_do_not_hand_an_occurrence_twice(
+    cluster: AlertmanagerCluster, tmp_path: Path
+) -> None:
+    # Peers do not gossip alerts: Prometheus sends each its own copy, so a resolve can
+    # reach one peer and not yet the other. Found in the fleet benchmark's agent mode,
+    # where the occurrence was handed over again (a `duplicate` history row each).
+    driver = fleet_driver()
+    alert = postable({**ACT, "name": SICK})
+    await cluster.post_alerts([alert])
+    async with remediator_on(tmp_path, driver) as remediator:
+        puller = puller_for(cluster.urls, remediator, driver)
+        try:
+            assert await poll(puller) == [SICK]
+            # The resolve reaches peer 0 only; the puller keeps asking peer 0.
+            first, second = cluster.peers
+            resolved = {**alert, "endsAt": postable({}, resolved=True)["endsAt"]}
+            async with cluster.http.post(first.url + "/api/v2/alerts", json=[resolved]) as r:
+                assert r.status == 200
+            assert await cluster.active(first, {"name": SICK}) == []
+            assert await poll(puller) == []
+            # Peer 0 goes; peer 1 has not heard of the resolve: the same occurrence, active.
+            first.stop(signal.SIGKILL)
+            assert len(await cluster.active(second, {"name": SICK})) == 1
+            assert await poll(puller) == []
+            assert puller.up
+            assert decisions(tmp_path) == [(SICK, "restarted")]
+            assert lifecycle_calls(driver) == 2
+        finally:
+            await puller.client.close()
+
+
 async def test_alertmanager_down_nothing_restarted_metrics_flow_readyz_says_so(
     aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
@@ -341,23 +373,20 @@ class _StubRemediator:
         ]
 
 
-async def test_an_answer_past_the_bound_is_cut_and_the_memory_ends_with_the_alerts() -> None:
-    from exporter.alertpull import MAX_ALERTS
-
-    total = MAX_ALERTS + 500
-    served: dict[str, list[dict[str, Any]]] = {
-        "alerts": [
-            {
-                "labels": {**ACT, "name": f"app-00000000-{i:04x}"},
-                "annotations": {},
-                "startsAt": "2026-11-28T10:00:00Z",
-                "endsAt": "2026-11-28T11:00:00Z",
-                "fingerprint": f"{i:016x}",
-                "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
-            }
-            for i in range(total)
-        ]
+def _api_alert(i: int) -> dict[str, Any]:
+    return {
+        "labels": {**ACT, "name": f"app-00000000-{i:04x}"},
+        "annotations": {},
+        "startsAt": "2026-11-28T10:00:00Z",
+        "endsAt": "2026-11-28T11:00:00Z",
+        "fingerprint": f"{i:016x}",
+        "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
     }
+
+
+@contextlib.asynccontextmanager
+async def _stub_peer(served: dict[str, list[dict[str, Any]]]) -> AsyncIterator[str]:
+    """Serve ``served["alerts"]`` as a ready peer's answer; yield its URL."""
 
     async def status(request: web.Request) -> web.Response:
         return web.json_response({"cluster": {"status": "ready"}})
@@ -370,22 +399,71 @@ async def test_an_answer_past_the_bound_is_cut_and_the_memory_ends_with_the_aler
     app.router.add_get("/api/v2/alerts", alerts)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def test_an_answer_past_the_bound_is_cut_and_the_memory_ends_after_the_alerts() -> None:
+    from exporter.alertpull import FORGET_SECONDS, MAX_ALERTS
+
+    total = MAX_ALERTS + 500
+    served = {"alerts": [_api_alert(i) for i in range(total)]}
     stub = _StubRemediator()
     names = {f"app-00000000-{i:04x}" for i in range(total)}
-    puller = AlertPuller(
-        AlertmanagerClient([str(server.make_url("")).rstrip("/")]),
-        stub,  # type: ignore[arg-type]
-        names_here=lambda: names,
-    )
-    try:
-        assert len(await poll(puller)) == MAX_ALERTS, puller.error
-        assert stub.handed == MAX_ALERTS
-        assert len(puller._handed) == MAX_ALERTS
-        assert await poll(puller) == []  # final outcomes: not handed again
-        served["alerts"] = []  # every alert resolved
-        assert await poll(puller) == []
-        assert len(puller._handed) == 0
-        assert stub.handed == MAX_ALERTS
-    finally:
-        await puller.client.close()
-        await server.close()
+    now = [1000.0]
+    async with _stub_peer(served) as url:
+        puller = AlertPuller(
+            AlertmanagerClient([url]),
+            stub,  # type: ignore[arg-type]
+            names_here=lambda: names,
+            clock=lambda: now[0],
+        )
+        try:
+            assert len(await poll(puller)) == MAX_ALERTS, puller.error
+            assert stub.handed == MAX_ALERTS
+            assert len(puller._handed) == MAX_ALERTS
+            assert await poll(puller) == []  # final outcomes: not handed again
+            served["alerts"] = []  # every alert resolved
+            now[0] += FORGET_SECONDS  # remembered that long after the last answer with them
+            assert await poll(puller) == []
+            assert len(puller._handed) == MAX_ALERTS
+            now[0] += 1.0
+            assert await poll(puller) == []
+            assert len(puller._handed) == 0
+            assert stub.handed == MAX_ALERTS
+        finally:
+            await puller.client.close()
+
+
+async def test_the_memory_of_handed_occurrences_has_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from exporter import alertpull
+
+    monkeypatch.setattr(alertpull, "MAX_REMEMBERED", 3)
+    served = {"alerts": [_api_alert(i) for i in range(3)]}
+    stub = _StubRemediator()
+    names = {f"app-00000000-{i:04x}" for i in range(5)}
+    now = [1000.0]
+    async with _stub_peer(served) as url:
+        puller = AlertPuller(
+            AlertmanagerClient([url]),
+            stub,  # type: ignore[arg-type]
+            names_here=lambda: names,
+            clock=lambda: now[0],
+        )
+        try:
+            assert len(await poll(puller)) == 3
+            now[0] += 1.0
+            served["alerts"] = [_api_alert(i) for i in (1, 3, 4)]  # 0 and 2 resolved, 3 and 4 new
+            assert len(await poll(puller)) == 2
+            now[0] += 1.0
+            assert len(await poll(puller)) == 0  # past the bound: 0 and 2, seen least lately, go
+            assert {fingerprint for fingerprint, _ in puller._handed} == {
+                f"{i:016x}" for i in (1, 3, 4)
+            }
+            assert stub.handed == 5
+        finally:
+            await puller.client.close()
