@@ -90,6 +90,7 @@ async def twin(
     port = free_port()
     settings = Settings(
         poll_interval=INTERVAL,
+        poll_timeout=POLL_TIMEOUT,
         stats_source="docker",
         web_listen_address=f"127.0.0.1:{port}",
     )
@@ -117,38 +118,41 @@ def containers(private_engine: PrivateEngine) -> Iterator[list[str]]:
             private_engine.docker("rm", "-f", *names)
 
 
-def _exporter_tasks(current: asyncio.Task[object] | None) -> Counter[str]:
-    """Return this loop's tasks by coroutine, leaving out the test's own and the HTTP server's."""
+#: The longest a poll's own task may live: an inspect batch left past the poll's deadline
+#: ends within one call deadline, the stats phase within two.
+POLL_TASK_LIFETIME = 3 * POLL_TIMEOUT
+
+
+def _exporter_tasks(current: asyncio.Task[object] | None) -> list[asyncio.Task[object]]:
+    """Return this loop's tasks, leaving out the test's own and the HTTP server's."""
     mine = ("Scrapers._loop", "RequestHandler.", "test_")
-    counts: Counter[str] = Counter()
-    for task in asyncio.all_tasks():
-        if task is current:
-            continue
-        name = getattr(task.get_coro(), "__qualname__", "?")
-        if not any(m in name for m in mine):
-            counts[name] += 1
-    return counts
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task is not current and not any(m in _name(task) for m in mine)
+    ]
 
 
-async def _settle(twin: Twin, expected: Counter[str] | None = None) -> Counter[str]:
-    """Return the twin's tasks right after one of its polls completed.
+def _name(task: asyncio.Task[object]) -> str:
+    return str(getattr(task.get_coro(), "__qualname__", "?"))
 
-    Wait poll after poll (up to a minute) for the census to match ``expected``,
-    or without it for one with no inspect batch in flight: a batch a poll left
-    running at its deadline is the poller's and ends on its own, so only one
-    that never ends is a leak.
+
+async def _lasting_tasks(twin: Twin) -> Counter[str]:
+    """Return, by coroutine, the twin's tasks that outlive any poll's own.
+
+    A poll's workers (its stats reads, an inspect batch it left running at its
+    deadline) come and go, and under load the next poll's may already be
+    running when a poll completes: a census by name catches them at random.
+    So take the tasks alive after one poll and keep those still alive, polls
+    later, past :data:`POLL_TASK_LIFETIME`: the poller's loop and its stream
+    follower, and any task that never ends (a leak).
     """
-    deadline = time.monotonic() + 60
-    while True:
+    await asyncio.wait_for(twin.poller.wait_next_poll(), timeout=INTERVAL * 10)
+    first = _exporter_tasks(asyncio.current_task())
+    past = time.monotonic() + POLL_TASK_LIFETIME
+    while time.monotonic() < past:  # polls go on meanwhile: the twin is still polling
         await asyncio.wait_for(twin.poller.wait_next_poll(), timeout=INTERVAL * 10)
-        census = _exporter_tasks(asyncio.current_task())
-        settled = (
-            census == expected
-            if expected is not None
-            else not any("map_bounded" in name for name in census)
-        )
-        if settled or time.monotonic() > deadline:
-            return census
+    return Counter(_name(task) for task in first if not task.done())
 
 
 async def _samples(pid: int, seconds: float) -> list[ProcSample]:
@@ -206,7 +210,8 @@ async def test_engine_sigkill_and_restart_fails_no_scrape_and_leaks_nothing(
 
         await wait_for(all_containers_exported, 20, "every container on /metrics")
         before = await _samples(pid, 2.0)
-        tasks_before = await _settle(twin)
+        tasks_before = await _lasting_tasks(twin)
+        assert tasks_before["Poller.run"] == 1, tasks_before  # the census sees lasting tasks
 
         kills: list[dict[str, float]] = []
         for _ in range(cycles):
@@ -254,7 +259,7 @@ async def test_engine_sigkill_and_restart_fails_no_scrape_and_leaks_nothing(
             await wait_for(all_containers_exported, 30, "every container back on /metrics")
 
         after = await _samples(pid, 2.0)
-        tasks_after = await _settle(twin, tasks_before)
+        tasks_after = await _lasting_tasks(twin)
         await scrapers.stop()
         await twin_scrapers.stop()
 
