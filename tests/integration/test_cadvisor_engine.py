@@ -201,7 +201,7 @@ async def test_health_reads_1_0_and_minus_1_and_id_is_the_kernels_cgroup_path(
             seen[name] = value(await series_of(p, name), "container_health_state")
         return seen == want
 
-    await wait_for(judged, timeout=30, what=f"health states {want} (last seen {seen})")
+    await wait_for(judged, timeout=30, what=lambda: f"health states {want} (last seen {seen})")
 
     engine_source = poller(driver, DriverStatsSource(driver))
     for sdk in (healthy, unhealthy, plain):
@@ -218,8 +218,13 @@ async def test_a_child_killed_by_the_oom_killer_counts_while_the_container_lives
     driver: DockerDriver, run: Run
 ) -> None:
     # busybox tail buffers the one endless line of zeros until the 16 MiB limit kills it.
+    # The pipeline's subshell raises its own OOM score (raising needs no privilege): once
+    # tail is gone the killer may pick any process still charged, and in CI it once chose
+    # the init shell, ending the container between two polls.
     sdk = run(
-        "trap 'exit 0' TERM; while :; do head -c 64m /dev/zero | tail >/dev/null; sleep 1; done",
+        "trap 'exit 0' TERM; while :; do"
+        " (echo 1000 >/proc/self/oom_score_adj; head -c 64m /dev/zero | tail >/dev/null);"
+        " sleep 1; done",
         mem_limit="16m",
         memswap_limit="16m",
     )
@@ -232,7 +237,7 @@ async def test_a_child_killed_by_the_oom_killer_counts_while_the_container_lives
         last["running"] = value(series, "sysinner_container_state", state="running")
         return (last["oom"] or 0) >= 2
 
-    await wait_for(killed_twice, timeout=40, what=f"two OOM kills (last {last})")
+    await wait_for(killed_twice, timeout=40, what=lambda: f"two OOM kills (last {last})")
     # The container itself lives on: its init was not the one killed.
     assert last["running"] == 1
     sdk.reload()
@@ -261,7 +266,7 @@ async def test_a_crash_loop_shows_restarts_rising_and_its_exit_code(
         return (restarts or 0) >= 3 and code == 3
 
     await wait_for(
-        restarted_with_its_code, timeout=45, what=f"restarts and exit 3 (seen {seen[-5:]})"
+        restarted_with_its_code, timeout=45, what=lambda: f"restarts and exit 3 (seen {seen[-5:]})"
     )
     counts = [r for r, _ in seen if r is not None]
     # Rising, as the engine counts them: never down, and up from where it was first seen.
@@ -333,7 +338,9 @@ async def test_the_writable_layer_is_sized_on_its_own_interval(
             last[metric] = value(series, f"container_fs_{metric}")
         return (last["usage_bytes"] or 0) >= 8 * 1024 * 1024
 
-    await wait_for(sized, timeout=30, what=f"the 8 MiB blob in the layer's usage (last {last})")
+    await wait_for(
+        sized, timeout=30, what=lambda: f"the 8 MiB blob in the layer's usage (last {last})"
+    )
     assert last["limit_bytes"] is not None
     assert last["usage_bytes"] is not None
     assert last["limit_bytes"] > last["usage_bytes"]

@@ -24,16 +24,20 @@ class Watched(Protocol):
 async def wait_for(
     predicate: Callable[[], Awaitable[bool]],
     timeout: float,  # noqa: ASYNC109 - a polling deadline, not a cancellable wait
-    what: str,
+    what: str | Callable[[], str],
     every: float = 0.1,
 ) -> None:
-    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds.
+
+    ``what`` may be a callable, read at the failure: it can then tell what was last seen.
+    """
     deadline = time.monotonic() + timeout
     while True:
         if await predicate():
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            said = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout}s waiting for {said}")
         await asyncio.sleep(every)
 
 
