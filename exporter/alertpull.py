@@ -355,10 +355,12 @@ class AlertPuller:
         mine = [a for a in alerts if self._mine(a)]
         self.alerts_here = len(mine)
         now = self._clock()
-        self._remember_seen({(a.fingerprint, a.starts_at.isoformat()) for a in mine}, now)
-        todo = [a for a in mine if self._due((a.fingerprint, a.starts_at.isoformat()), now)]
+        keyed = [((a.fingerprint, a.starts_at.isoformat()), a) for a in mine]
+        self._remember_seen({key for key, _ in keyed}, now)
+        due = [(key, a) for key, a in keyed if self._due(key, now)]
+        todo = [a for _, a in due]
         if todo:
-            keys = [(a.fingerprint, a.starts_at.isoformat()) for a in todo]
+            keys = [key for key, _ in due]
             self._in_flight.update(keys)
             task = asyncio.create_task(self._hand_over(todo, keys))
             self._tasks.add(task)
