@@ -405,14 +405,12 @@ async def _stub_peer(served: dict[str, list[dict[str, Any]]]) -> AsyncIterator[s
         await server.close()
 
 
-async def test_an_answer_past_the_bound_is_cut_and_the_memory_ends_after_the_alerts() -> None:
-    from exporter.alertpull import FORGET_SECONDS, MAX_ALERTS
-
-    total = MAX_ALERTS + 500
-    served = {"alerts": [_api_alert(i) for i in range(total)]}
+@contextlib.asynccontextmanager
+async def _stub_puller(
+    served: dict[str, list[dict[str, Any]]], names: set[str], now: list[float]
+) -> AsyncIterator[tuple[AlertPuller, _StubRemediator]]:
+    """Yield a puller of this host's ``names`` on a stub peer, its clock ``now[0]``."""
     stub = _StubRemediator()
-    names = {f"app-00000000-{i:04x}" for i in range(total)}
-    now = [1000.0]
     async with _stub_peer(served) as url:
         puller = AlertPuller(
             AlertmanagerClient([url]),
@@ -421,20 +419,31 @@ async def test_an_answer_past_the_bound_is_cut_and_the_memory_ends_after_the_ale
             clock=lambda: now[0],
         )
         try:
-            assert len(await poll(puller)) == MAX_ALERTS, puller.error
-            assert stub.handed == MAX_ALERTS
-            assert len(puller._handed) == MAX_ALERTS
-            assert await poll(puller) == []  # final outcomes: not handed again
-            served["alerts"] = []  # every alert resolved
-            now[0] += FORGET_SECONDS  # remembered that long after the last answer with them
-            assert await poll(puller) == []
-            assert len(puller._handed) == MAX_ALERTS
-            now[0] += 1.0
-            assert await poll(puller) == []
-            assert len(puller._handed) == 0
-            assert stub.handed == MAX_ALERTS
+            yield puller, stub
         finally:
             await puller.client.close()
+
+
+async def test_an_answer_past_the_bound_is_cut_and_the_memory_ends_after_the_alerts() -> None:
+    from exporter.alertpull import FORGET_SECONDS, MAX_ALERTS
+
+    total = MAX_ALERTS + 500
+    served = {"alerts": [_api_alert(i) for i in range(total)]}
+    names = {f"app-00000000-{i:04x}" for i in range(total)}
+    now = [1000.0]
+    async with _stub_puller(served, names, now) as (puller, stub):
+        assert len(await poll(puller)) == MAX_ALERTS, puller.error
+        assert stub.handed == MAX_ALERTS
+        assert len(puller._handed) == MAX_ALERTS
+        assert await poll(puller) == []  # final outcomes: not handed again
+        served["alerts"] = []  # every alert resolved
+        now[0] += FORGET_SECONDS  # remembered that long after the last answer with them
+        assert await poll(puller) == []
+        assert len(puller._handed) == MAX_ALERTS
+        now[0] += 1.0
+        assert await poll(puller) == []
+        assert len(puller._handed) == 0
+        assert stub.handed == MAX_ALERTS
 
 
 async def test_the_memory_of_handed_occurrences_has_a_bound(
@@ -444,26 +453,16 @@ async def test_the_memory_of_handed_occurrences_has_a_bound(
 
     monkeypatch.setattr(alertpull, "MAX_REMEMBERED", 3)
     served = {"alerts": [_api_alert(i) for i in range(3)]}
-    stub = _StubRemediator()
     names = {f"app-00000000-{i:04x}" for i in range(5)}
     now = [1000.0]
-    async with _stub_peer(served) as url:
-        puller = AlertPuller(
-            AlertmanagerClient([url]),
-            stub,  # type: ignore[arg-type]
-            names_here=lambda: names,
-            clock=lambda: now[0],
-        )
-        try:
-            assert len(await poll(puller)) == 3
-            now[0] += 1.0
-            served["alerts"] = [_api_alert(i) for i in (1, 3, 4)]  # 0 and 2 resolved, 3 and 4 new
-            assert len(await poll(puller)) == 2
-            now[0] += 1.0
-            assert len(await poll(puller)) == 0  # past the bound: 0 and 2, seen least lately, go
-            assert {fingerprint for fingerprint, _ in puller._handed} == {
-                f"{i:016x}" for i in (1, 3, 4)
-            }
-            assert stub.handed == 5
-        finally:
-            await puller.client.close()
+    async with _stub_puller(served, names, now) as (puller, stub):
+        assert len(await poll(puller)) == 3
+        now[0] += 1.0
+        served["alerts"] = [_api_alert(i) for i in (1, 3, 4)]  # 0 and 2 resolved, 3 and 4 new
+        assert len(await poll(puller)) == 2
+        now[0] += 1.0
+        assert len(await poll(puller)) == 0  # past the bound: 0 and 2, seen least lately, go
+        assert {fingerprint for fingerprint, _ in puller._handed} == {
+            f"{i:016x}" for i in (1, 3, 4)
+        }
+        assert stub.handed == 5
