@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -278,6 +279,19 @@ def test_threads_come_from_the_cgroups_pids_current_without_reading_each_status(
     assert v1.count({V1_ID: V1_PID}) == {V1_ID: ProcessCounts(3, 8, 17)}
 
 
+def _wait_until_sleeping(pid: int, within: float = 10.0) -> None:
+    """Return once ``pid`` is in an interruptible sleep (state S); fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state == "S":
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"pid {pid} not asleep within {within}s (state {state})")
+        time.sleep(0.01)
+
+
 def test_fds_are_counted_by_stat_where_the_kernel_reports_them(
     v1: Tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,6 +312,9 @@ def test_fds_are_counted_by_stat_where_the_kernel_reports_them(
     assert processes.fds_counted_by_stat("/proc")
     with subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
         try:
+            # Just past exec, sleep's loader and locale set-up open files of their own (a CI
+            # run read 3 then 4): count once it sleeps.
+            _wait_until_sleeping(child.pid)
             listed.clear()
             by_stat = processes._threads_and_fds("/proc", child.pid, fds_by_stat=True)
             assert not listed
